@@ -1,0 +1,98 @@
+"""The app factory: ``create_app(settings)`` wires settings, the database engine, the
+problem+json error rendering, the docs and the routers. Nothing here runs at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service import __version__
+from service.api.docs import install_docs
+from service.api.problems import PROBLEM_JSON, install_problem_handlers
+from service.api.routes import datasets, health
+from service.config import Settings
+from service.db import create_engine_for, session_factory
+
+DESCRIPTION = """\
+Training as a service for people who want to know what batch size does to their model.
+
+Upload a dataset, then train on it. Every error is an RFC 9457 problem document
+(`application/problem+json`) with `type`, `title`, `status`, `detail` and, for invalid
+input, `errors: [{loc, msg, type}]`.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "datasets", "description": "Upload, list, inspect and delete datasets."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The Batchwise API for ``settings``; the database engine is disposed at shutdown.
+
+    The database is not touched here (``/readyz`` says whether it is usable): migrating is the
+    entry point's job (``batchwise serve`` for SQLite, ``batchwise migrate`` otherwise).
+    """
+    engine = create_engine_for(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Batchwise",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory(engine)
+    install_problem_handlers(app)
+    install_docs(app)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            app.openapi_schema = _problems_as_problem_json(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document every 4xx/5xx answer as ``application/problem+json`` with the ``Problem``
+    schema: FastAPI files extra responses under ``application/json`` and adds its own
+    ``HTTPValidationError`` for 422, neither of which is what the API sends."""
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[:1] in ("4", "5"):
+                    response["content"] = {PROBLEM_JSON: {"schema": problem_ref}}
+    components = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,268 @@
+"""``/v1/datasets``: upload (multipart file or inline JSON), list, get, delete.
+
+Thin: parse the request, call :mod:`service.datasets.service`, return its read schema. Parsing
+and storing are CPU and disk work, so they run in the thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import SessionDep, SettingsDep
+from service.api.problems import problem_responses
+from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
+from service.config import Settings
+from service.datasets import service as datasets_service
+from service.datasets.ingest import IngestLimits
+from service.datasets.schemas import (
+    DatasetCreateJSON,
+    DatasetPage,
+    DatasetRead,
+    DatasetUploadForm,
+)
+from service.errors import FieldError, InvalidInput, UnsupportedMediaType
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+#: JSON bodies are parsed whole, in memory: they are for small datasets. Larger ones go
+#: as a multipart file, which streams to disk.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+FILE_FIELD = "file"
+
+_UPLOAD_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "The dataset: CSV with a header row, NPY (a 2-D array), or NPZ "
+            "(arrays `X` and `y`). The format is detected from the first bytes.",
+        },
+        "name": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "A label for people; default the file's name.",
+        },
+        "target": {
+            "type": "string",
+            "description": "Target column: name or 0-based index; default the last column.",
+            "examples": ["price", "3"],
+        },
+        "invalid_rows": {
+            "type": "string",
+            "enum": ["error", "drop"],
+            "default": "error",
+            "description": "`drop` drops rows with NaN, infinite, empty or overflowing cells "
+            "(counted in `dropped_rows`); `error` refuses the file.",
+        },
+    },
+}
+
+_CREATE_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A file upload (`multipart/form-data`) or a small inline dataset "
+        "(`application/json`, up to 16 MiB).",
+        "content": {
+            "multipart/form-data": {"schema": _UPLOAD_FORM_SCHEMA},
+            "application/json": {
+                "schema": DatasetCreateJSON.model_json_schema(),
+                "examples": {
+                    "inline": {
+                        "summary": "Four rows, two features",
+                        "value": {
+                            "name": "xor-ish",
+                            "X": [[0, 0], [0, 1], [1, 0], [1, 1]],
+                            "y": [0, 1, 1, 0],
+                            "feature_names": ["a", "b"],
+                        },
+                    }
+                },
+            },
+        },
+    }
+}
+
+DatasetId = Annotated[
+    str, Path(description="The dataset's id.", examples=["5f0c1c9e-3f5d-4a3e-9a51-2f8d2f0c9b11"])
+]
+
+
+def _limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(max_rows=settings.max_rows, max_features=settings.max_features)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _body_errors(exc: ValidationError) -> list[FieldError]:
+    return [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+
+
+def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]:
+    """The form's text fields validated, and its file; :class:`InvalidInput` listing every
+    problem (missing or misnamed file part, unknown or repeated fields) otherwise."""
+    errors: list[FieldError] = []
+    fields = dict(form.fields)
+    if FILE_FIELD in fields:
+        del fields[FILE_FIELD]
+        errors.append(
+            FieldError(
+                ("body", FILE_FIELD),
+                "must be a file part, with a filename (curl: -F file=@data.csv)",
+                "file_expected",
+            )
+        )
+    for name in sorted(set(form.duplicate_fields)):
+        errors.append(FieldError(("body", name), "given more than once", "duplicate"))
+    for name in form.ignored_files:
+        if name != FILE_FIELD:
+            errors.append(
+                FieldError(
+                    ("body", name),
+                    f"unexpected file part {name!r}: send the dataset as {FILE_FIELD!r}",
+                    "extra_forbidden",
+                )
+            )
+    parsed: DatasetUploadForm | None = None
+    try:
+        parsed = DatasetUploadForm.model_validate(fields)
+    except ValidationError as exc:
+        errors.extend(_body_errors(exc))
+    upload = form.files.get(FILE_FIELD)
+    if upload is None and not any(e.loc == ("body", FILE_FIELD) for e in errors):
+        errors.append(FieldError(("body", FILE_FIELD), "Field required", "missing"))
+    if errors or parsed is None or upload is None:
+        count = len(errors)
+        raise InvalidInput(
+            f"The upload form is invalid: {count} error{'s' if count != 1 else ''}.",
+            errors=errors,
+        )
+    return parsed, upload
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Upload a dataset",
+    description=(
+        "Store a dataset for training. Send either\n\n"
+        "- `multipart/form-data` with a `file` part (CSV with a header row, NPY, or NPZ with "
+        "arrays `X` and `y`) and optional `name`, `target` (column name or 0-based index; "
+        "default the last column) and `invalid_rows` (`error` | `drop`); the body streams to "
+        "disk and is refused with 413 as soon as it passes `BATCHWISE_MAX_UPLOAD_BYTES`; or\n"
+        "- `application/json` `{name, X, y, feature_names}` for a small dataset.\n\n"
+        "The data are validated (every bad cell is reported with its line and column), "
+        "summarised (task, classes, per-feature statistics) and stored in the database. "
+        "Answers 201 with the dataset and its `Location`."
+    ),
+    responses=problem_responses(400, 413, 415, 422),
+    openapi_extra=_CREATE_REQUEST_BODY,
+)
+async def create_dataset(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+) -> DatasetRead:
+    media_type = _media_type(request)
+    work_dir = spool_dir(settings.data_dir)
+    if media_type == "application/json":
+        json_limit = min(settings.max_upload_bytes, MAX_JSON_BYTES)
+        limit_name = (
+            "BATCHWISE_MAX_UPLOAD_BYTES"
+            if json_limit == settings.max_upload_bytes
+            else "the JSON body limit; upload larger datasets as a multipart file"
+        )
+        raw = await read_body(request, max_bytes=json_limit, limit_name=limit_name)
+        try:
+            body = DatasetCreateJSON.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = _body_errors(exc)
+            raise InvalidInput(
+                f"The JSON body is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
+                errors=errors,
+            ) from None
+        dataset = await run_in_threadpool(
+            datasets_service.create_from_inline,
+            session,
+            body,
+            limits=_limits(settings),
+            work_dir=work_dir,
+        )
+    elif media_type == "multipart/form-data":
+        async with receive_multipart(
+            request,
+            spool_dir=work_dir,
+            max_bytes=settings.max_upload_bytes,
+            file_fields=(FILE_FIELD,),
+        ) as form:
+            fields, upload = _upload_fields(form)
+            dataset = await run_in_threadpool(
+                datasets_service.create_from_file,
+                session,
+                path=upload.path,
+                filename=upload.filename,
+                content_type=upload.content_type,
+                name=fields.name,
+                target=fields.target,
+                invalid_rows=fields.invalid_rows,
+                limits=_limits(settings),
+                work_dir=work_dir,
+            )
+    else:
+        shown = media_type or "no Content-Type"
+        raise UnsupportedMediaType(
+            f"Cannot read a request body of type {shown!r}: send multipart/form-data (a file "
+            "part named 'file') or application/json."
+        )
+    response.headers["Location"] = f"{router.prefix}/{dataset.id}"
+    return dataset
+
+
+@router.get(
+    "",
+    summary="List datasets",
+    description="Datasets, newest first, one page at a time. Pass a page's `next_cursor` as "
+    "`cursor` to get the next; `next_cursor` is null on the last page. The order is stable "
+    "(ties in `created_at` are broken by id), and datasets created meanwhile do not shift "
+    "later pages.",
+    responses=problem_responses(400, 422),
+)
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="Opaque: the `next_cursor` of the previous page."),
+    ] = None,
+) -> DatasetPage:
+    return datasets_service.list_datasets(session, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/{dataset_id}",
+    summary="Get a dataset",
+    description="The dataset's metadata: shape, feature names, target, task, classes, "
+    "per-feature statistics, and the sha256 of its stored bytes.",
+    responses=problem_responses(404),
+)
+def get_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetRead:
+    return datasets_service.get_dataset(session, dataset_id)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a dataset",
+    description="Delete the dataset and its stored bytes. (Once jobs exist: 409 while a "
+    "queued or running job uses it.)",
+    responses=problem_responses(404, 409),
+)
+def delete_dataset(dataset_id: DatasetId, session: SessionDep) -> None:
+    datasets_service.delete_dataset(session, dataset_id)

@@ -1,0 +1,62 @@
+"""Settings: the one place that reads the environment (prefix ``BATCHWISE_``).
+
+Entry points build a :class:`Settings` once and pass it down; tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, with the defaults of the embedded quick start."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHWISE_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default a SQLite file `batchwise.db` in the data dir. "
+        "PostgreSQL: postgresql+psycopg://user:password@host:5432/dbname",
+    )
+    data_dir: Path = Field(
+        default=Path("./batchwise-data"),
+        description="Where the SQLite database, upload spool files and the worker's dataset "
+        "cache live.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `batchwise serve` listens on.")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=8000, description="Port `batchwise serve` listens on."
+    )
+    workers: Annotated[int, Field(ge=0)] = Field(
+        default=1,
+        description="Worker processes `batchwise serve` starts beside the API (0 for none).",
+    )
+    lease_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="How long a worker's claim on a job lasts without a heartbeat.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the API and the workers."
+    )
+    max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=GiB, description="Largest dataset upload accepted, in bytes (413 above it)."
+    )
+    max_rows: Annotated[int, Field(ge=2)] = Field(
+        default=50_000_000, description="Most rows a dataset may have."
+    )
+    max_features: Annotated[int, Field(ge=1)] = Field(
+        default=10_000, description="Most feature columns a dataset may have."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'batchwise.db').as_posix()}"

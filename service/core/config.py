@@ -1,0 +1,355 @@
+"""What a training job can set (``TrainConfig``), validated eagerly, and checks against a dataset.
+
+Every field has a documented default; ``TrainConfig(**fields)`` raises ``CoreConfigError`` naming
+the first bad field (``"batch_size: must be ≥ 1 or null for the whole training set"``). A config
+round-trips exactly through JSON:
+``TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c``.
+
+``check_config_for_dataset`` refuses, from a dataset's metadata alone (rows, features, task,
+classes), what cannot run, so the API can answer 422 before a worker loads any data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from service.core.errors import CoreConfigError
+from service.core.schedules import BatchSizeSchedule, LRSchedule
+from service.core.tasks import Task
+
+ModelKind = Literal["linear", "logistic", "softmax", "mlp"]
+Activation = Literal["relu", "tanh"]
+LossName = Literal["mse", "huber"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
+DType = Literal["float32", "float64"]
+LRScaling = Literal["none", "linear", "sqrt"]
+Monitor = Literal["val_loss", "train_loss"]
+
+GiB = 1024**3
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise CoreConfigError(name, f"must be one of {allowed}; got {value!r}")
+
+
+def _int(name: str, value: object, *, minimum: int, null_means: str | None = None) -> None:
+    # bool is an int in Python; a JSON `true` for a batch size is a client bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = f" or null for {null_means}" if null_means else ""
+        raise CoreConfigError(name, f"must be an integer ≥ {minimum}{extra}; got {value!r}")
+
+
+def _float(
+    obj: object,
+    name: str,
+    attr: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+) -> None:
+    """Validate ``obj.attr`` as a finite real in the given range and store it as a ``float``."""
+    value = getattr(obj, attr)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CoreConfigError(name, f"must be a finite number; got {value!r}")
+    if minimum is not None and (value <= minimum if min_open else value < minimum):
+        raise CoreConfigError(name, f"must be {'>' if min_open else '≥'} {minimum}; got {value!r}")
+    if maximum is not None and (value >= maximum if max_open else value > maximum):
+        raise CoreConfigError(name, f"must be {'<' if max_open else '≤'} {maximum}; got {value!r}")
+    # Store ints as floats so that to_dict/from_dict round-trips to equal objects.
+    object.__setattr__(obj, attr, float(value))
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    An epoch improves when ``value < best − min_delta``. With ``restore_best_weights`` the
+    parameters of the best epoch are restored when the run stops early (Keras semantics).
+    """
+
+    monitor: Monitor = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("early_stopping.monitor", self.monitor, get_args(Monitor))
+        _int("early_stopping.patience", self.patience, minimum=1)
+        _float(self, "early_stopping.min_delta", "min_delta", minimum=0.0)
+        if not isinstance(self.restore_best_weights, bool):
+            raise CoreConfigError("early_stopping.restore_best_weights", "must be true or false")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training job. Defaults in brackets.
+
+    Model: ``model`` ["linear"] one of linear | logistic | softmax | mlp; ``hidden_layers`` [()]
+    widths of the MLP's hidden layers (MLP only, at least one); ``activation`` ["relu"] relu | tanh;
+    ``loss`` [None] mse | huber for regression heads, None = mse for regression and cross-entropy
+    for classification (setting mse/huber on a classification target fits the labels as numbers,
+    a regression); ``huber_delta`` [1.0].
+
+    Optimiser: ``optimizer`` ["sgd"] sgd | momentum | nesterov | adam; ``learning_rate`` [0.01];
+    ``momentum`` [0.9]; ``beta1`` [0.9]; ``beta2`` [0.999]; ``eps`` [1e-8]; ``weight_decay`` [0.0]
+    (coupled L2); ``clip_norm`` [None] rescale the gradient to at most this ℓ2 norm.
+
+    Batching: ``batch_size`` [32] rows per step, None = the whole training set; ``epochs`` [10];
+    ``shuffle`` [True] reshuffle every epoch; ``drop_last`` [False] drop a final partial batch;
+    ``seed`` [0] every random draw derives from it; ``validation_split`` [0.0] seeded fraction of
+    rows held out (0 ≤ f < 1); ``standardize`` [False] z-score features with training-split stats;
+    ``dtype`` ["float32"]; ``max_in_memory_bytes`` [2 GiB] above this the epoch gather is chunked.
+
+    Science: ``noise_scale`` [False] measure the gradient noise scale every epoch from
+    ``noise_scale_samples`` [1024] rows; ``early_stopping`` [None]; ``lr_schedule`` [constant];
+    ``batch_size_schedule`` [constant]; ``lr_scaling`` ["none"] none | linear | sqrt scaling of the
+    learning rate with the batch size from ``reference_batch_size`` [32].
+    """
+
+    model: ModelKind = "linear"
+    hidden_layers: tuple[int, ...] = ()
+    activation: Activation = "relu"
+    loss: LossName | None = None
+    huber_delta: float = 1.0
+    optimizer: OptimizerName = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    batch_size: int | None = 32
+    epochs: int = 10
+    shuffle: bool = True
+    drop_last: bool = False
+    seed: int = 0
+    validation_split: float = 0.0
+    standardize: bool = False
+    dtype: DType = "float32"
+    noise_scale: bool = False
+    noise_scale_samples: int = 1024
+    early_stopping: EarlyStopping | None = None
+    lr_schedule: LRSchedule = field(default_factory=LRSchedule)
+    batch_size_schedule: BatchSizeSchedule = field(default_factory=BatchSizeSchedule)
+    lr_scaling: LRScaling = "none"
+    reference_batch_size: int = 32
+    max_in_memory_bytes: int = 2 * GiB
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.model, get_args(ModelKind))
+        if isinstance(self.hidden_layers, list):
+            object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
+        if not isinstance(self.hidden_layers, tuple):
+            raise CoreConfigError("hidden_layers", "must be a list of layer widths")
+        for i, width in enumerate(self.hidden_layers):
+            _int(f"hidden_layers[{i}]", width, minimum=1)
+        if self.model == "mlp" and not self.hidden_layers:
+            raise CoreConfigError("hidden_layers", "model 'mlp' needs at least one hidden layer")
+        if self.model != "mlp" and self.hidden_layers:
+            raise CoreConfigError(
+                "hidden_layers", f"only model 'mlp' has hidden layers, not {self.model!r}"
+            )
+        _check_choice("activation", self.activation, get_args(Activation))
+        if self.loss is not None:
+            _check_choice("loss", self.loss, get_args(LossName))
+            if self.model in ("logistic", "softmax"):
+                raise CoreConfigError(
+                    "loss",
+                    f"model {self.model!r} always uses cross-entropy; leave loss null",
+                )
+        _float(self, "huber_delta", "huber_delta", minimum=0.0, min_open=True)
+        _check_choice("optimizer", self.optimizer, get_args(OptimizerName))
+        _float(self, "learning_rate", "learning_rate", minimum=0.0, min_open=True)
+        _float(self, "momentum", "momentum", minimum=0.0, maximum=1.0, max_open=True)
+        _float(self, "beta1", "beta1", minimum=0.0, maximum=1.0, max_open=True)
+        _float(self, "beta2", "beta2", minimum=0.0, maximum=1.0, max_open=True)
+        _float(self, "eps", "eps", minimum=0.0, min_open=True)
+        _float(self, "weight_decay", "weight_decay", minimum=0.0)
+        if self.clip_norm is not None:
+            _float(self, "clip_norm", "clip_norm", minimum=0.0, min_open=True)
+        if self.batch_size is not None:
+            _int("batch_size", self.batch_size, minimum=1, null_means="the whole training set")
+        _int("epochs", self.epochs, minimum=1)
+        for flag in ("shuffle", "drop_last", "standardize", "noise_scale"):
+            if not isinstance(getattr(self, flag), bool):
+                raise CoreConfigError(flag, f"must be true or false; got {getattr(self, flag)!r}")
+        _int("seed", self.seed, minimum=0)
+        _float(
+            self, "validation_split", "validation_split", minimum=0.0, maximum=1.0, max_open=True
+        )
+        _check_choice("dtype", self.dtype, get_args(DType))
+        _int("noise_scale_samples", self.noise_scale_samples, minimum=2)
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise CoreConfigError("early_stopping", "must be an EarlyStopping or null")
+        if not isinstance(self.lr_schedule, LRSchedule):
+            raise CoreConfigError("lr_schedule", "must be an LRSchedule")
+        if not isinstance(self.batch_size_schedule, BatchSizeSchedule):
+            raise CoreConfigError("batch_size_schedule", "must be a BatchSizeSchedule")
+        _check_choice("lr_scaling", self.lr_scaling, get_args(LRScaling))
+        _int("reference_batch_size", self.reference_batch_size, minimum=1)
+        _int("max_in_memory_bytes", self.max_in_memory_bytes, minimum=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict: nested dataclasses as dicts, ``hidden_layers`` as a list."""
+        out = dataclasses.asdict(self)
+        out["hidden_layers"] = list(self.hidden_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from ``to_dict()`` output (or a job's JSON); missing keys take their defaults.
+
+        Raises ``CoreConfigError`` naming an unknown key (``"optimiser: unknown field"``).
+        """
+        if not isinstance(data, Mapping):
+            raise CoreConfigError("config", "must be an object")
+        kwargs = dict(_known_fields(cls, data, prefix=""))
+        nested: dict[str, type[Any]] = {
+            "early_stopping": EarlyStopping,
+            "lr_schedule": LRSchedule,
+            "batch_size_schedule": BatchSizeSchedule,
+        }
+        for name, nested_cls in nested.items():
+            value = kwargs.get(name)
+            if value is None or isinstance(value, nested_cls):
+                continue
+            if not isinstance(value, Mapping):
+                raise CoreConfigError(name, "must be an object")
+            kwargs[name] = _build_nested(nested_cls, value, prefix=name)
+        if isinstance(kwargs.get("hidden_layers"), list):
+            kwargs["hidden_layers"] = tuple(kwargs["hidden_layers"])
+        return cls(**kwargs)
+
+
+def _known_fields(cls: type[Any], data: Mapping[str, Any], *, prefix: str) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise CoreConfigError(f"{prefix}{key}", "unknown field")
+    return dict(data)
+
+
+def _build_nested(cls: type[Any], data: Mapping[str, Any], *, prefix: str) -> Any:
+    kwargs = _known_fields(cls, data, prefix=f"{prefix}.")
+    try:
+        return cls(**kwargs)
+    except CoreConfigError as exc:
+        if exc.field.startswith(f"{prefix}."):
+            raise
+        raise CoreConfigError(f"{prefix}.{exc.field}", exc.message) from exc
+
+
+def split_sizes(n_rows: int, validation_split: float) -> tuple[int, int]:
+    """``(n_train, n_val)`` for ``n_rows`` rows: ``n_val = round(n_rows · validation_split)``.
+
+    Raises ``CoreConfigError`` on ``validation_split`` when a split is asked for but leaves
+    no validation row or no training row.
+    """
+    if validation_split <= 0.0:
+        return n_rows, 0
+    n_val = math.floor(n_rows * validation_split + 0.5)
+    if n_val < 1:
+        raise CoreConfigError(
+            "validation_split",
+            f"{validation_split} of {n_rows} rows leaves no validation row; raise it or set 0",
+        )
+    if n_rows - n_val < 1:
+        raise CoreConfigError(
+            "validation_split", f"{validation_split} of {n_rows} rows leaves no training row"
+        )
+    return n_rows - n_val, n_val
+
+
+def effective_task(config: TrainConfig, data_task: Task) -> Task:
+    """The task the model trains for, given the target's (see ``check_config_for_dataset``)."""
+    if config.model == "linear":
+        if data_task != "regression" and config.loss is None:
+            raise CoreConfigError(
+                "model",
+                f"'linear' is for regression, and the target is {data_task}: use 'logistic' or "
+                "'softmax', or set loss to 'mse' or 'huber' to fit the labels as numbers",
+            )
+        return "regression"
+    if config.model == "logistic":
+        if data_task != "binary":
+            what = "a regression target" if data_task == "regression" else "more than two classes"
+            hint = "" if data_task == "regression" else "; use 'softmax'"
+            raise CoreConfigError("model", f"'logistic' needs two classes, not {what}{hint}")
+        return "binary"
+    if config.model == "softmax":
+        if data_task == "regression":
+            raise CoreConfigError("model", "'softmax' needs class labels, not a regression target")
+        return "multiclass"
+    # mlp: the head follows the target, unless an explicit regression loss asks for numbers.
+    if config.loss is not None:
+        return "regression"
+    return data_task
+
+
+def check_config_for_dataset(
+    config: TrainConfig,
+    *,
+    n_rows: int,
+    n_features: int,
+    task: Task,
+    n_classes: int | None,
+    explicit_validation: bool = False,
+) -> None:
+    """Refuse, with ``CoreConfigError`` naming the field, a config that cannot run on this data.
+
+    Rules (the model–target rules are ``effective_task``'s):
+
+    - ``validation_split`` must leave ≥ 1 validation row and ≥ 1 training row;
+    - ``batch_size`` ≤ the training rows (after the split); null means all of them;
+    - ``logistic`` needs a binary target; ``softmax`` any classification target (2 classes
+      included); ``linear`` a regression target — unless ``loss`` is set to mse/huber, which
+      fits the labels as numbers; ``mlp`` takes its head from the target the same way;
+    - early stopping on ``val_loss`` needs a validation set (``explicit_validation`` says one
+      will be passed); ``noise_scale`` needs ≥ 2 training rows; classification needs ≥ 2 classes.
+    """
+    if n_rows < 1:
+        raise CoreConfigError("dataset", "has no rows")
+    if n_features < 1:
+        raise CoreConfigError("dataset", "has no feature columns")
+    if explicit_validation and config.validation_split > 0.0:
+        raise CoreConfigError(
+            "validation_split", "set either validation_split or an explicit validation set"
+        )
+    n_train, _ = split_sizes(n_rows, config.validation_split)
+    if config.batch_size is not None and config.batch_size > n_train:
+        split = (
+            f" after holding out {config.validation_split} for validation"
+            if config.validation_split > 0.0
+            else ""
+        )
+        raise CoreConfigError(
+            "batch_size",
+            f"{config.batch_size} is larger than the {n_train} training rows{split}; "
+            "lower it or set null for the whole training set",
+        )
+    if task != "regression" and (n_classes is None or n_classes < 2):
+        raise CoreConfigError("dataset", f"a {task} target needs at least 2 classes")
+    if task == "binary" and n_classes != 2:
+        raise CoreConfigError("dataset", f"a binary target has 2 classes, not {n_classes}")
+    effective_task(config, task)
+    es = config.early_stopping
+    if (
+        es is not None
+        and es.monitor == "val_loss"
+        and not (explicit_validation or config.validation_split > 0.0)
+    ):
+        raise CoreConfigError(
+            "early_stopping.monitor",
+            "'val_loss' needs a validation set: set validation_split > 0 or monitor 'train_loss'",
+        )
+    if config.noise_scale and n_train < 2:
+        raise CoreConfigError("noise_scale", "needs at least 2 training rows")

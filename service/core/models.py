@@ -1,0 +1,653 @@
+"""Models with analytic gradients over one flat parameter vector ``theta``.
+
+Every model keeps its parameters in ONE contiguous 1-D array ``theta`` (float32 or float64) and
+exposes named views into it (``views``). Gradients are a flat array of the same shape, so the
+optimizers are whole-array operations and a checkpoint is one array.
+
+Shapes: ``X : (n, d)`` in theta's dtype; ``y : (n,)`` — float targets (regression), float 0/1
+(binary), int class indices ``0..K-1`` (multiclass). Raw outputs ``z`` are ``(n,)`` for
+regression and binary (the logit) and ``(n, K)`` logits for multiclass.
+
+Losses (means over the n rows; weight decay is NOT here, the optimizer applies it):
+
+- mse:      J = 1/n Σ (y − ŷ)²            dJ/dŷ = −2/n (y − ŷ)      (no ½, the seed formula)
+- huber:    J = 1/n Σ ℓ_δ(ŷ − y), ℓ_δ(r) = ½r² if |r| ≤ δ else δ(|r| − ½δ)   (torch's HuberLoss)
+            dJ/dŷ = clip(ŷ − y, −δ, δ)/n
+- logistic: J = 1/n Σ softplus(z) − y·z   (binary cross-entropy in log-sigmoid form: stable for
+            any |z|, softplus(z) = log(1 + eᶻ) = logaddexp(0, z))     dJ/dz = (σ(z) − y)/n,
+            σ(z) = exp(z − softplus(z)), whose exponent is ≤ 0, so it never overflows
+- softmax:  J = 1/n Σ logsumexp(z) − z_y  (stable: the row max is subtracted first)
+            dJ/dz = (softmax(z) − onehot(y))/n
+
+Layouts of theta (row-major blocks, in this order):
+
+- linear / logistic: ``W (d,)`` then ``b (1,)``
+- softmax:           ``W (d, K)`` then ``b (K,)``
+- mlp:               ``W0 (d, h0), b0 (h0,), W1 (h0, h1), b1 (h1,), …, WL (h_last, m), bL (m,)``
+                     with m = 1 for regression/binary heads and K for multiclass
+
+``loss_and_grad`` is the hot path: work buffers are cached by (batch size, dtype) and reused,
+every NumPy call writes with ``out=``, and no reference to X or y outlives a call.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from service.core.errors import CoreConfigError
+from service.core.tasks import Task
+
+__all__ = [
+    "MODEL_KINDS",
+    "LinearModel",
+    "LogisticModel",
+    "MLPModel",
+    "Model",
+    "SoftmaxModel",
+    "Task",
+    "build_model",
+]
+
+ModelKind = Literal["linear", "logistic", "softmax", "mlp"]
+MODEL_KINDS: tuple[str, ...] = ("linear", "logistic", "softmax", "mlp")
+_TASKS: tuple[str, ...] = ("regression", "binary", "multiclass")
+_ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
+
+# Buffers for a few batch sizes are kept (the epoch's full batches plus a short last one,
+# validation, a changing batch-size schedule); beyond that the oldest are dropped.
+_MAX_CACHED_BATCH_SIZES = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Heads: the loss on raw outputs z and its derivative, written in place.
+# --------------------------------------------------------------------------------------------
+
+
+class _Head(abc.ABC):
+    """A loss on raw outputs z. ``loss_sum_and_dz`` writes ``dz = scale · ∂L_i/∂z_i`` and
+    returns ``Σ_i L_i``; ``dz`` may be the same array as ``z`` (z is then overwritten).
+
+    ``make_work`` preallocates the scratch for n rows, with ``scale`` (1/n for the mean
+    gradient, 1 for per-example gradients) and the other constants as 0-d arrays of the dtype:
+    NumPy converts a Python float on every call, a 0-d array it does not.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def make_work(
+        self, n: int, n_outputs: int, dtype: np.dtype, scale: float
+    ) -> tuple[np.ndarray, ...]: ...
+
+    @abc.abstractmethod
+    def loss_sum_and_dz(
+        self, z: np.ndarray, y: np.ndarray, dz: np.ndarray, work: tuple[np.ndarray, ...]
+    ) -> float: ...
+
+    @abc.abstractmethod
+    def output(self, z: np.ndarray) -> np.ndarray:
+        """Predictions from raw outputs: values, P(class 1) or class probabilities."""
+
+
+def _const(value: float, dtype: np.dtype) -> np.ndarray:
+    return np.array(value, dtype=dtype)
+
+
+class _MSEHead(_Head):
+    name = "mse"
+
+    def make_work(
+        self, n: int, n_outputs: int, dtype: np.dtype, scale: float
+    ) -> tuple[np.ndarray, ...]:
+        return (_const(2.0 * scale, dtype),)
+
+    def loss_sum_and_dz(
+        self, z: np.ndarray, y: np.ndarray, dz: np.ndarray, work: tuple[np.ndarray, ...]
+    ) -> float:
+        (two_scale,) = work
+        np.subtract(z, y, out=dz)  # r = ŷ − y
+        loss_sum = float(np.dot(dz, dz))
+        np.multiply(dz, two_scale, out=dz)  # ∂(r²)/∂ŷ = 2r
+        return loss_sum
+
+    def output(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+
+class _HuberHead(_Head):
+    name = "huber"
+
+    def __init__(self, delta: float) -> None:
+        self.delta = delta
+
+    def make_work(
+        self, n: int, n_outputs: int, dtype: np.dtype, scale: float
+    ) -> tuple[np.ndarray, ...]:
+        return (
+            np.empty(n, dtype),
+            np.empty(n, dtype),
+            _const(self.delta, dtype),
+            _const(scale, dtype),
+        )
+
+    def loss_sum_and_dz(
+        self, z: np.ndarray, y: np.ndarray, dz: np.ndarray, work: tuple[np.ndarray, ...]
+    ) -> float:
+        abs_r, q, delta, scale = work
+        np.subtract(z, y, out=dz)  # r = ŷ − y
+        np.abs(dz, out=abs_r)
+        np.minimum(abs_r, delta, out=q)
+        # q = min(|r|, δ) covers both regimes at once: ℓ = q·|r| − ½q², ∂ℓ/∂ŷ = sign(r)·q
+        loss_sum = float(np.dot(q, abs_r)) - 0.5 * float(np.dot(q, q))
+        np.copysign(q, dz, out=dz)
+        np.multiply(dz, scale, out=dz)
+        return loss_sum
+
+    def output(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+
+class _LogisticHead(_Head):
+    name = "cross_entropy"
+
+    def make_work(
+        self, n: int, n_outputs: int, dtype: np.dtype, scale: float
+    ) -> tuple[np.ndarray, ...]:
+        return (np.empty(n, dtype), np.ones(n, dtype), _const(0.0, dtype), _const(scale, dtype))
+
+    def loss_sum_and_dz(
+        self, z: np.ndarray, y: np.ndarray, dz: np.ndarray, work: tuple[np.ndarray, ...]
+    ) -> float:
+        softplus, ones, zero, scale = work
+        np.logaddexp(zero, z, out=softplus)  # log(1 + eᶻ) without overflow
+        loss_sum = float(np.dot(softplus, ones)) - float(np.dot(y, z))
+        np.subtract(z, softplus, out=dz)  # log σ(z) ≤ 0
+        np.exp(dz, out=dz)  # σ(z)
+        np.subtract(dz, y, out=dz)
+        np.multiply(dz, scale, out=dz)
+        return loss_sum
+
+    def output(self, z: np.ndarray) -> np.ndarray:
+        probs: np.ndarray = np.exp(z - np.logaddexp(0.0, z))
+        return probs
+
+
+class _SoftmaxHead(_Head):
+    name = "cross_entropy"
+
+    def make_work(
+        self, n: int, n_outputs: int, dtype: np.dtype, scale: float
+    ) -> tuple[np.ndarray, ...]:
+        return (
+            np.empty((n, 1), dtype),  # row max, then row sum of exp
+            np.empty(n, np.intp),  # flat index of each row's true class
+            np.empty(n, dtype),  # shifted logit of the true class
+            np.arange(n, dtype=np.intp) * n_outputs,  # flat index of each row's start
+            _const(scale, dtype),
+        )
+
+    def loss_sum_and_dz(
+        self, z: np.ndarray, y: np.ndarray, dz: np.ndarray, work: tuple[np.ndarray, ...]
+    ) -> float:
+        row_stat, flat_idx, picked, row_offsets, scale = work
+        np.max(z, axis=1, keepdims=True, out=row_stat)
+        np.subtract(z, row_stat, out=dz)  # shifted logits, each row's max is 0
+        np.add(row_offsets, y.astype(np.intp, copy=False), out=flat_idx)
+        dz_flat = dz.reshape(-1)
+        np.take(dz_flat, flat_idx, out=picked)
+        np.exp(dz, out=dz)
+        np.sum(dz, axis=1, keepdims=True, out=row_stat)
+        np.divide(dz, row_stat, out=dz)  # softmax
+        np.log(row_stat, out=row_stat)  # logsumexp of the shifted logits
+        loss_sum = float(np.sum(row_stat)) - float(np.sum(picked))
+        dz_flat[flat_idx] -= 1.0  # one true class per row, so no repeated indices
+        np.multiply(dz, scale, out=dz)
+        return loss_sum
+
+    def output(self, z: np.ndarray) -> np.ndarray:
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return probs
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class Model(abc.ABC):
+    """A differentiable model over a flat parameter vector (see the module docstring)."""
+
+    kind: str
+    task: Task
+    n_features: int
+    n_outputs: int  # 1 for regression/binary, K for multiclass
+    n_params: int
+    loss_name: str  # "mse", "huber" or "cross_entropy"
+
+    def __init__(self, *, task: Task, n_features: int, n_outputs: int, head: _Head) -> None:
+        self.task = task
+        self.n_features = n_features
+        self.n_outputs = n_outputs
+        self._head = head
+        self.loss_name = head.name
+        self._cache: dict[tuple[int, str], tuple[np.ndarray, ...]] = {}
+
+    @abc.abstractmethod
+    def init_params(self, rng: np.random.Generator, dtype: np.dtype | type) -> np.ndarray:
+        """A fresh flat theta of shape (n_params,)."""
+
+    @abc.abstractmethod
+    def views(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views (no copies) into theta: "W", "b" or "W0", "b0", "W1", …"""
+
+    @abc.abstractmethod
+    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Raw outputs: (n,) values or logits, or (n, K) logits."""
+
+    @abc.abstractmethod
+    def loss_and_grad(
+        self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, grad_out: np.ndarray
+    ) -> float:
+        """Writes dJ/dθ (shape (n_params,)) into grad_out and returns the mean loss J."""
+
+    def per_example_grads(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(n, n_params): row i is ∂L_i/∂θ, so the rows' mean is loss_and_grad's gradient."""
+        raise NotImplementedError(f"{self.kind} has no exact per-example gradients")
+
+    def per_example_sq_norms(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(n,) float64: |∂L_i/∂θ|² per row, without forming the (n, n_params) matrix."""
+        raise NotImplementedError(f"{self.kind} has no exact per-example gradients")
+
+    def predict_output(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Regression values (n,), P(class 1) (n,), or class probabilities (n, K) (softmax on a
+        binary task included: (n, 2))."""
+        output: np.ndarray = self._head.output(self.forward(theta, X))
+        return output
+
+    def loss(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean loss over the n rows (allocates; not for the hot path)."""
+        z = self.forward(theta, X)
+        n: int = z.shape[0]
+        if n == 0:
+            raise ValueError("loss of an empty batch")
+        work = self._head.make_work(n, self.n_outputs, z.dtype, 1.0 / n)
+        return self._head.loss_sum_and_dz(z, y, z, work) / n
+
+    def _check_theta(self, theta: np.ndarray) -> None:
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"theta has shape {theta.shape}, expected ({self.n_params},)")
+
+
+class _GeneralizedLinear(Model):
+    """z = X W + b with a head: linear (mse/huber), logistic, softmax. Zero init (convex)."""
+
+    def __init__(self, *, task: Task, n_features: int, n_outputs: int, head: _Head) -> None:
+        super().__init__(task=task, n_features=n_features, n_outputs=n_outputs, head=head)
+        self.n_params = (n_features + 1) * n_outputs
+
+    def init_params(self, rng: np.random.Generator, dtype: np.dtype | type) -> np.ndarray:
+        # The loss is convex, so the deterministic zero start is as good as any.
+        return np.zeros(self.n_params, dtype=dtype)
+
+    def views(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        self._check_theta(theta)
+        d, k = self.n_features, self.n_outputs
+        W = theta[: d * k] if k == 1 else theta[: d * k].reshape(d, k)
+        return {"W": W, "b": theta[d * k :]}
+
+    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        v = self.views(theta)
+        z: np.ndarray = np.asarray(X, dtype=theta.dtype) @ v["W"] + v["b"]
+        return z
+
+    def _buffers(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        key = (n, dtype.char)
+        bufs = self._cache.get(key)
+        if bufs is None:
+            if len(self._cache) >= _MAX_CACHED_BATCH_SIZES:
+                self._cache.pop(next(iter(self._cache)))
+            shape = (n,) if self.n_outputs == 1 else (n, self.n_outputs)
+            work = self._head.make_work(n, self.n_outputs, dtype, 1.0 / n)
+            bufs = (np.empty(shape, dtype), np.ones(n, dtype), *work)
+            self._cache[key] = bufs
+        return bufs
+
+    def loss_and_grad(
+        self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, grad_out: np.ndarray
+    ) -> float:
+        """z = XW + b; dz = dJ/dz from the head; dJ/dW = Xᵀ dz, dJ/db = Σ_rows dz."""
+        if X.dtype != theta.dtype:
+            X = X.astype(theta.dtype)
+        n: int = X.shape[0]
+        d, k = self.n_features, self.n_outputs
+        bufs = self._buffers(n, theta.dtype)
+        z, ones, work = bufs[0], bufs[1], bufs[2:]
+        split = d * k
+        if k == 1:
+            np.dot(X, theta[:split], out=z)
+            np.add(z, theta[split], out=z)
+            loss_sum = self._head.loss_sum_and_dz(z, y, z, work)
+            np.dot(z, X, out=grad_out[:split])
+            grad_out[split] = np.dot(z, ones)  # Σ_rows, faster than np.sum on short rows
+        else:
+            np.dot(X, theta[:split].reshape(d, k), out=z)
+            np.add(z, theta[split:], out=z)
+            loss_sum = self._head.loss_sum_and_dz(z, y, z, work)
+            np.dot(X.T, z, out=grad_out[:split].reshape(d, k))
+            np.dot(ones, z, out=grad_out[split:])
+        return loss_sum / n
+
+    def per_example_grads(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """g_i = [x_i ⊗ ∂L_i/∂z_i, ∂L_i/∂z_i] in theta's layout: (n, (d + 1)·K)."""
+        self._check_theta(theta)
+        X = np.asarray(X, dtype=theta.dtype)
+        n: int = X.shape[0]
+        d, k = self.n_features, self.n_outputs
+        z = self.forward(theta, X)
+        work = self._head.make_work(n, k, theta.dtype, 1.0)
+        self._head.loss_sum_and_dz(z, y, z, work)
+        dz = z.reshape(n, k)
+        # theta read as a (d + 1, K) matrix is W stacked on b; so is each row of G
+        G = np.empty((n, d + 1, k), dtype=theta.dtype)
+        np.multiply(X[:, :, None], dz[:, None, :], out=G[:, :d, :])
+        G[:, d, :] = dz
+        return G.reshape(n, self.n_params)
+
+    def per_example_sq_norms(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """|g_i|² = |x_i ⊗ δ_i|² + |δ_i|² = |δ_i|²(|x_i|² + 1) with δ_i = ∂L_i/∂z_i: (n,) float64,
+        memory O(n·(d + K)) where per_example_grads needs O(n·(d + 1)·K)."""
+        self._check_theta(theta)
+        X = np.asarray(X, dtype=theta.dtype)
+        n: int = X.shape[0]
+        z = self.forward(theta, X)
+        self._head.loss_sum_and_dz(
+            z, y, z, self._head.make_work(n, self.n_outputs, theta.dtype, 1.0)
+        )
+        dz = z.reshape(n, self.n_outputs).astype(np.float64)
+        X64 = X.astype(np.float64, copy=False)
+        sq: np.ndarray = np.einsum("ik,ik->i", dz, dz) * (np.einsum("ij,ij->i", X64, X64) + 1.0)
+        return sq
+
+
+class LinearModel(_GeneralizedLinear):
+    """Linear regression ŷ = X·W + b with mse or huber loss."""
+
+    kind = "linear"
+
+
+class LogisticModel(_GeneralizedLinear):
+    """Logistic regression: logit z = X·W + b, binary cross-entropy."""
+
+    kind = "logistic"
+
+
+class SoftmaxModel(_GeneralizedLinear):
+    """Multinomial logistic regression: logits Z = X W + b (n, K), cross-entropy."""
+
+    kind = "softmax"
+
+
+class MLPModel(Model):
+    """Fully connected network: A₀ = X, Z_l = A_{l−1} W_l + b_l, A_l = act(Z_l) for the hidden
+    layers, then a linear output layer into the task's head.
+
+    Backward, with dZ_L = dJ/dz from the head:
+        dW_l = A_{l−1}ᵀ dZ_l,  db_l = Σ_rows dZ_l,  dA_{l−1} = dZ_l W_lᵀ,
+        dZ_{l−1} = dA_{l−1} ⊙ [Z_{l−1} > 0] (relu)  or  dA_{l−1} ⊙ (1 − A_{l−1}²) (tanh).
+
+    Init (from the rng, in layer order, drawn in float64 then cast, so float32 and float64
+    start from the same values): hidden weights He-normal N(0, 2/fan_in) for relu,
+    Glorot-uniform U(±√(6/(fan_in + fan_out))) for tanh; the output layer Glorot-uniform
+    (its activation is the identity); all biases zero.
+    """
+
+    kind = "mlp"
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        n_features: int,
+        n_outputs: int,
+        head: _Head,
+        hidden_layers: Sequence[int],
+        activation: str,
+    ) -> None:
+        super().__init__(task=task, n_features=n_features, n_outputs=n_outputs, head=head)
+        self.hidden_layers = tuple(hidden_layers)
+        self.activation = activation
+        widths = (n_features, *self.hidden_layers, n_outputs)
+        # (W offset, fan_in, fan_out, b offset) of each layer in theta
+        self._layers: list[tuple[int, int, int, int]] = []
+        offset = 0
+        for fan_in, fan_out in itertools.pairwise(widths):
+            w_offset = offset
+            offset += fan_in * fan_out
+            self._layers.append((w_offset, fan_in, fan_out, offset))
+            offset += fan_out
+        self.n_params = offset
+
+    def init_params(self, rng: np.random.Generator, dtype: np.dtype | type) -> np.ndarray:
+        theta = np.zeros(self.n_params, dtype=dtype)
+        last = len(self._layers) - 1
+        for index, (w_offset, fan_in, fan_out, _) in enumerate(self._layers):
+            size = fan_in * fan_out
+            if index < last and self.activation == "relu":
+                W = rng.standard_normal(size) * math.sqrt(2.0 / fan_in)
+            else:
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                W = rng.uniform(-limit, limit, size)
+            theta[w_offset : w_offset + size] = W
+        return theta
+
+    def _layer_views(
+        self, a: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:  # (W, b) per layer of a flat array
+        return [
+            (a[w : w + fi * fo].reshape(fi, fo), a[b : b + fo]) for w, fi, fo, b in self._layers
+        ]
+
+    def views(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        self._check_theta(theta)
+        named: dict[str, np.ndarray] = {}
+        for index, (W, b) in enumerate(self._layer_views(theta)):
+            named[f"W{index}"] = W
+            named[f"b{index}"] = b
+        return named
+
+    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        self._check_theta(theta)
+        A = np.asarray(X, dtype=theta.dtype)
+        layers = self._layer_views(theta)
+        for W, b in layers[:-1]:
+            Z = A @ W + b
+            A = np.maximum(Z, 0.0) if self.activation == "relu" else np.tanh(Z)
+        W, b = layers[-1]
+        z: np.ndarray = A @ W + b
+        return z[:, 0] if self.n_outputs == 1 else z
+
+    def _buffers(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        key = (n, dtype.char)
+        bufs = self._cache.get(key)
+        if bufs is None:
+            if len(self._cache) >= _MAX_CACHED_BATCH_SIZES:
+                self._cache.pop(next(iter(self._cache)))
+            hidden = self.hidden_layers
+            activations = [np.empty((n, h), dtype) for h in hidden]
+            d_activations = [np.empty((n, h), dtype) for h in hidden]
+            local_grad = [np.empty((n, h), dtype) for h in hidden]  # act′(Z_l)
+            out = np.empty((n, self.n_outputs), dtype)
+            head_z = out[:, 0] if self.n_outputs == 1 else out
+            work = self._head.make_work(n, self.n_outputs, dtype, 1.0 / n)
+            ones = np.ones(n, dtype)
+            bufs = (out, head_z, ones, *activations, *d_activations, *local_grad, *work)
+            self._cache[key] = bufs
+        return bufs
+
+    def loss_and_grad(
+        self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, grad_out: np.ndarray
+    ) -> float:
+        if X.dtype != theta.dtype:
+            X = X.astype(theta.dtype)
+        n: int = X.shape[0]
+        n_hidden = len(self.hidden_layers)
+        bufs = self._buffers(n, theta.dtype)
+        out, head_z, ones = bufs[0], bufs[1], bufs[2]
+        activations = bufs[3 : 3 + n_hidden]
+        d_activations = bufs[3 + n_hidden : 3 + 2 * n_hidden]
+        local_grad = bufs[3 + 2 * n_hidden : 3 + 3 * n_hidden]
+        work = bufs[3 + 3 * n_hidden :]
+        params = self._layer_views(theta)
+        grads = self._layer_views(grad_out)
+        relu = self.activation == "relu"
+
+        A_prev = X
+        for (W, b), A in zip(params[:-1], activations, strict=True):
+            np.dot(A_prev, W, out=A)
+            np.add(A, b, out=A)
+            if relu:
+                np.maximum(A, 0.0, out=A)
+            else:
+                np.tanh(A, out=A)
+            A_prev = A
+        W, b = params[-1]
+        np.dot(A_prev, W, out=out)
+        np.add(out, b, out=out)
+        loss_sum = self._head.loss_sum_and_dz(head_z, y, head_z, work)
+
+        dZ = out
+        for layer in range(n_hidden, -1, -1):
+            A_in = X if layer == 0 else activations[layer - 1]
+            dW, db = grads[layer]
+            np.dot(A_in.T, dZ, out=dW)
+            np.dot(ones, dZ, out=db)  # Σ_rows
+            if layer == 0:
+                break
+            dA = d_activations[layer - 1]
+            np.dot(dZ, params[layer][0].T, out=dA)
+            slope = local_grad[layer - 1]
+            if relu:
+                np.greater(A_in, 0.0, out=slope)  # relu(Z) > 0 exactly where Z > 0
+            else:
+                np.multiply(A_in, A_in, out=slope)
+                np.subtract(1.0, slope, out=slope)
+            np.multiply(dA, slope, out=dA)
+            dZ = dA
+        return loss_sum / n
+
+
+# --------------------------------------------------------------------------------------------
+# Construction
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def build_model(
+    kind: str,
+    *,
+    task: str,
+    n_features: int,
+    n_classes: int | None = None,
+    loss: str | None = None,
+    huber_delta: float = 1.0,
+    hidden_layers: Sequence[int] = (),
+    activation: str = "relu",
+) -> Model:
+    """The model for ``kind`` on a ``task``; CoreConfigError (naming the field) on nonsense.
+
+    - linear: regression only, loss "mse" (default) or "huber" (with huber_delta > 0).
+    - logistic: binary only; softmax: multiclass (K = n_classes ≥ 2) or binary (K = 2).
+    - mlp: any task, at least one hidden layer; the head follows the task (linear with
+      mse/huber, logistic, softmax).
+    - Classification losses are cross-entropy: ``loss`` must be None or "cross_entropy".
+    - ``n_classes``: required (≥ 2) for multiclass; None or 2 for binary; None for regression.
+    """
+    if kind not in MODEL_KINDS:
+        raise CoreConfigError("model", f"must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
+    if task not in _TASKS:
+        raise CoreConfigError("task", f"must be one of {', '.join(_TASKS)}, not {task!r}")
+    if not _is_int(n_features) or n_features < 1:
+        raise CoreConfigError("n_features", f"must be an integer ≥ 1, not {n_features!r}")
+    if activation not in _ACTIVATIONS:
+        raise CoreConfigError(
+            "activation", f"must be one of {', '.join(_ACTIVATIONS)}, not {activation!r}"
+        )
+    hidden = tuple(hidden_layers)
+    if kind == "mlp":
+        if not hidden:
+            raise CoreConfigError("hidden_layers", "the mlp model needs at least one hidden layer")
+        if not all(_is_int(h) and h >= 1 for h in hidden):
+            raise CoreConfigError("hidden_layers", f"widths must be integers ≥ 1, not {hidden!r}")
+    elif hidden:
+        raise CoreConfigError("hidden_layers", f"only the mlp model has hidden layers, not {kind}")
+
+    n_outputs = 1
+    if task == "multiclass":
+        if n_classes is None or not _is_int(n_classes) or n_classes < 2:
+            raise CoreConfigError(
+                "n_classes", f"a multiclass task needs an integer ≥ 2, not {n_classes!r}"
+            )
+        n_outputs = int(n_classes)
+    elif task == "binary":
+        if n_classes is not None and n_classes != 2:
+            raise CoreConfigError("n_classes", f"a binary task has 2 classes, not {n_classes!r}")
+    elif n_classes is not None:
+        raise CoreConfigError("n_classes", "a regression task has no classes")
+
+    if kind == "linear" and task != "regression":
+        raise CoreConfigError(
+            "model", f"linear fits a regression target; use logistic or softmax for {task}"
+        )
+    if kind == "logistic" and task != "binary":
+        raise CoreConfigError(
+            "model", f"logistic fits a binary target; use softmax or linear for {task}"
+        )
+    if kind == "softmax":
+        if task == "regression":
+            raise CoreConfigError("model", "softmax fits a class target; use linear for regression")
+        n_outputs = 2 if task == "binary" else n_outputs
+
+    head: _Head
+    if task == "regression":
+        if loss is None or loss == "mse":
+            head = _MSEHead()
+        elif loss == "huber":
+            if not isinstance(huber_delta, int | float) or not (
+                math.isfinite(huber_delta) and huber_delta > 0
+            ):
+                raise CoreConfigError(
+                    "huber_delta", f"must be a finite number > 0, not {huber_delta!r}"
+                )
+            head = _HuberHead(float(huber_delta))
+        else:
+            raise CoreConfigError("loss", f"must be mse or huber for regression, not {loss!r}")
+    else:
+        if loss is not None and loss != "cross_entropy":
+            raise CoreConfigError(
+                "loss", f"classification uses cross-entropy (leave loss unset), not {loss!r}"
+            )
+        head = _SoftmaxHead() if n_outputs > 1 else _LogisticHead()
+
+    typed_task: Task = task  # type: ignore[assignment]  # checked against _TASKS above
+    if kind == "mlp":
+        return MLPModel(
+            task=typed_task,
+            n_features=int(n_features),
+            n_outputs=n_outputs,
+            head=head,
+            hidden_layers=[int(h) for h in hidden],
+            activation=activation,
+        )
+    cls = {"linear": LinearModel, "logistic": LogisticModel, "softmax": SoftmaxModel}[kind]
+    return cls(task=typed_task, n_features=int(n_features), n_outputs=n_outputs, head=head)

@@ -1,0 +1,159 @@
+"""What every ingestion format shares: the limits, the parsed result, and the error helpers.
+
+Public names are re-exported by :mod:`service.datasets.ingest`; import them from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from service.errors import FieldError, InvalidInput, PayloadTooLarge
+
+Loc = tuple[str | int, ...]
+InvalidRows = Literal["error", "drop"]
+
+#: Most problems listed in one error response; the rest are counted, not listed.
+MAX_REPORTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Bounds on a dataset's shape (``Settings.max_rows``, ``Settings.max_features``)."""
+
+    max_rows: int
+    max_features: int
+
+
+@dataclass(frozen=True)
+class ParsedDataset:
+    """A validated dataset.
+
+    X : (n_rows, n_features) float64, C-contiguous, every value finite.
+    y : (n_rows,) float64, every value finite.
+    dropped_rows : rows left out because of NaN, infinite, empty or overflowing cells
+        (only with ``invalid_rows="drop"``; 0 otherwise).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    target_name: str
+    dropped_rows: int = 0
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+
+def invalid(errors: Sequence[FieldError], *, more: int = 0) -> InvalidInput:
+    """An :class:`InvalidInput` whose detail tells the first problem (and how many others)."""
+    first = errors[0]
+    where = ", ".join(str(part) for part in first.loc[1:]) or str(first.loc[0])
+    detail = f"{where}: {first.msg}"
+    others = len(errors) - 1 + more
+    if others:
+        detail += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return InvalidInput(detail, errors=errors)
+
+
+def invalid_at(loc: Loc, msg: str, *, type: str = "value_error") -> InvalidInput:
+    """An :class:`InvalidInput` with one problem at ``loc``."""
+    return invalid([FieldError(loc=loc, msg=msg, type=type)])
+
+
+def too_many_rows(limits: IngestLimits, loc: Loc) -> PayloadTooLarge:
+    msg = f"the dataset has more than {limits.max_rows} rows, the limit set by BATCHWISE_MAX_ROWS"
+    return PayloadTooLarge(msg, errors=[FieldError(loc=loc, msg=msg, type="too_many_rows")])
+
+
+def too_many_features(n_features: int, limits: IngestLimits, loc: Loc) -> PayloadTooLarge:
+    msg = (
+        f"the dataset has {n_features} feature columns, more than {limits.max_features}, "
+        "the limit set by BATCHWISE_MAX_FEATURES"
+    )
+    return PayloadTooLarge(msg, errors=[FieldError(loc=loc, msg=msg, type="too_many_features")])
+
+
+def check_enough_rows(n_rows: int, dropped_rows: int, loc: Loc) -> None:
+    """Training needs two rows at least (one to fit, one to validate)."""
+    if n_rows >= 2:
+        return
+    msg = f"a dataset needs at least two rows, found {n_rows}"
+    if dropped_rows:
+        msg += f" after dropping {dropped_rows} with NaN, infinite, empty or overflowing cells"
+    raise invalid_at(loc, msg, type="too_few_rows")
+
+
+def check_names(names: Sequence[str], loc: Loc) -> None:
+    """Column names must be non-empty and unique; ``loc`` is extended by ``column index i``."""
+    errors: list[FieldError] = []
+    first_seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        where = (*loc, f"column index {i}")
+        if not name:
+            errors.append(FieldError(loc=where, msg="the column name is empty", type="empty_name"))
+        elif name in first_seen:
+            errors.append(
+                FieldError(
+                    loc=where,
+                    msg=f"duplicate column name '{name}' (also column index {first_seen[name]})",
+                    type="duplicate_name",
+                )
+            )
+        else:
+            first_seen[name] = i
+    if errors:
+        raise invalid(errors[:MAX_REPORTED_ERRORS], more=max(0, len(errors) - MAX_REPORTED_ERRORS))
+
+
+def resolve_target(names: Sequence[str], target: str | None) -> int:
+    """The index of the target column among ``names``.
+
+    ``None`` means the last column; otherwise an exact column name, or else a 0-based index
+    written as a decimal string (``"3"``). A name wins over an index, so a column literally
+    called ``"3"`` is found by name.
+    """
+    if target is None:
+        return len(names) - 1
+    if target in names:
+        return list(names).index(target)
+    stripped = target.strip()
+    if stripped.isascii() and stripped.isdigit():
+        index = int(stripped)
+        if index < len(names):
+            return index
+        msg = (
+            f"target column index {index} is out of range: the file has {len(names)} columns "
+            f"(indices 0 to {len(names) - 1})"
+        )
+        raise invalid_at(("target",), msg, type="target_not_found")
+    raise invalid_at(
+        ("target",),
+        f"target column '{target}' is not in the file; its columns are {_list_names(names)}",
+        type="target_not_found",
+    )
+
+
+def _list_names(names: Sequence[str], shown: int = 20) -> str:
+    quoted = ", ".join(f"'{name}'" for name in names[:shown])
+    if len(names) > shown:
+        quoted += f", … ({len(names) - shown} more)"
+    return quoted
+
+
+def split_target(
+    columns: np.ndarray, target_index: int, X_out: np.ndarray, y_out: np.ndarray
+) -> None:
+    """Copy ``columns`` (m, d + 1) into ``X_out`` (m, d) and ``y_out`` (m,), without temporaries."""
+    j = target_index
+    X_out[:, :j] = columns[:, :j]
+    X_out[:, j:] = columns[:, j + 1 :]
+    y_out[:] = columns[:, j]

@@ -1,0 +1,84 @@
+"""All SQL about datasets. Functions flush, never commit: the caller's boundary owns the
+transaction (the request dependency, the worker's step)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from service.db import Dataset, DatasetChunk
+
+
+def add(session: Session, dataset: Dataset) -> None:
+    """Insert the metadata row (before its chunks: they reference it)."""
+    session.add(dataset)
+    session.flush()
+
+
+def add_chunk(session: Session, dataset_id: str, seq: int, data: bytes) -> None:
+    """Insert one chunk of a dataset's bytes.
+
+    A Core insert, not an ORM object, so the session keeps no reference to the bytes and a
+    large upload costs one chunk of memory at a time.
+    """
+    session.execute(insert(DatasetChunk).values(dataset_id=dataset_id, seq=seq, data=data))
+
+
+def get(session: Session, dataset_id: str) -> Dataset | None:
+    """The dataset with ``dataset_id``, or ``None``."""
+    return session.get(Dataset, dataset_id)
+
+
+def list_page(
+    session: Session, *, limit: int, after: tuple[datetime, str] | None = None
+) -> list[Dataset]:
+    """Up to ``limit`` datasets, newest first (``created_at`` desc, then ``id`` desc to break
+    ties), strictly after the keyset position ``after = (created_at, id)``."""
+    query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
+    if after is not None:
+        created_at, dataset_id = after
+        query = query.where(
+            or_(
+                Dataset.created_at < created_at,
+                and_(Dataset.created_at == created_at, Dataset.id < dataset_id),
+            )
+        )
+    return list(session.scalars(query))
+
+
+def chunk(session: Session, dataset_id: str, seq: int) -> bytes | None:
+    """The bytes of chunk ``seq`` of a dataset, or ``None`` if there is no such chunk."""
+    return session.scalar(
+        select(DatasetChunk.data).where(
+            DatasetChunk.dataset_id == dataset_id, DatasetChunk.seq == seq
+        )
+    )
+
+
+def count_chunks(session: Session, dataset_id: str) -> int:
+    """How many chunk rows a dataset has."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(DatasetChunk)
+            .where(DatasetChunk.dataset_id == dataset_id)
+        )
+        or 0
+    )
+
+
+def remove(session: Session, dataset_id: str) -> bool:
+    """Delete a dataset and its chunks; whether it existed.
+
+    The chunks go explicitly too, not only by ON DELETE CASCADE, so the delete does not depend
+    on a connection setting (SQLite's ``foreign_keys``).
+    """
+    session.execute(delete(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id))
+    result = session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+    session.flush()
+    return bool(getattr(result, "rowcount", 0))
+
+
+__all__ = ["add", "add_chunk", "chunk", "count_chunks", "get", "list_page", "remove"]

@@ -1,0 +1,260 @@
+"""The rules for datasets: create (from a spooled upload or inline JSON), list, get, delete, and
+read the stored bytes back. Functions take the caller's session and never commit.
+
+Storage: the parsed arrays are written once in the canonical form (one ``.npy`` file, float64,
+shape (n_rows, n_features + 1), target last; see :mod:`service.datasets.arrays`), and that
+file's bytes go to ``dataset_chunks`` in ``CHUNK_BYTES`` slices, read in a loop so at most one
+chunk of it is in memory. The metadata row and every chunk are in the caller's one
+transaction: a failure anywhere leaves neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from service.datasets import repository
+from service.datasets.arrays import write_canonical
+from service.datasets.ingest import (
+    IngestLimits,
+    ParsedDataset,
+    detect_format,
+    parse_file,
+    parse_inline,
+    summarize,
+)
+from service.datasets.schemas import (
+    DatasetCreateJSON,
+    DatasetPage,
+    DatasetRead,
+    FeatureStatsRead,
+    InvalidRows,
+    SourceFormat,
+)
+from service.db import Dataset, utcnow
+from service.errors import BadRequest, BatchwiseError, FieldError, NotFound
+
+CHUNK_BYTES = 4 * 1024 * 1024
+HEAD_BYTES = 512  # enough for every format's magic bytes
+
+
+class StoredBytesCorruptError(BatchwiseError):
+    """The stored chunks do not reproduce the dataset's recorded size and sha256."""
+
+    status, title, slug = 500, "Stored dataset corrupt", "stored-dataset-corrupt"
+
+
+def create_from_file(
+    session: Session,
+    *,
+    path: Path,
+    filename: str | None,
+    content_type: str | None,
+    name: str | None,
+    target: str | None,
+    invalid_rows: InvalidRows,
+    limits: IngestLimits,
+    work_dir: Path,
+) -> DatasetRead:
+    """Parse the uploaded file at ``path`` (CSV, NPY or NPZ, detected from its first bytes,
+    then its name and content type) and store it. ``name`` defaults to ``filename``."""
+    with path.open("rb") as file:
+        head = file.read(HEAD_BYTES)
+    fmt = detect_format(filename, content_type, head)
+    parsed = parse_file(path, fmt, target=target, limits=limits, invalid_rows=invalid_rows)
+    return _store(
+        session, parsed, name=name or filename or "upload", source_format=fmt, work_dir=work_dir
+    )
+
+
+def create_from_inline(
+    session: Session, body: DatasetCreateJSON, *, limits: IngestLimits, work_dir: Path
+) -> DatasetRead:
+    """Validate and store a dataset sent inline as JSON."""
+    parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
+    return _store(session, parsed, name=body.name, source_format="json", work_dir=work_dir)
+
+
+def _store(
+    session: Session,
+    parsed: ParsedDataset,
+    *,
+    name: str,
+    source_format: SourceFormat,
+    work_dir: Path,
+) -> DatasetRead:
+    summary = summarize(parsed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=work_dir, prefix="canonical-", suffix=".npy")
+    os.close(fd)
+    canonical = Path(tmp_name)
+    try:
+        sha256, size_bytes = write_canonical(parsed, canonical)
+        dataset = Dataset(
+            id=str(uuid.uuid4()),
+            name=name[:200],
+            n_rows=summary.n_rows,
+            n_features=summary.n_features,
+            feature_names=list(summary.feature_names),
+            target_name=summary.target_name,
+            task=summary.task,
+            classes=None if summary.classes is None else [float(c) for c in summary.classes],
+            stats={
+                "features": [
+                    {"name": s.name, "mean": s.mean, "std": s.std, "min": s.min, "max": s.max}
+                    for s in summary.stats
+                ]
+            },
+            source_format=source_format,
+            dropped_rows=parsed.dropped_rows,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            chunk_count=-(-size_bytes // CHUNK_BYTES),
+            created_at=utcnow(),
+        )
+        repository.add(session, dataset)
+        with canonical.open("rb") as file:
+            seq = 0
+            while data := file.read(CHUNK_BYTES):
+                repository.add_chunk(session, dataset.id, seq, data)
+                seq += 1
+        session.flush()
+    finally:
+        canonical.unlink(missing_ok=True)
+    return to_read(dataset)
+
+
+def to_read(dataset: Dataset) -> DatasetRead:
+    """The API's view of a dataset row."""
+    return DatasetRead(
+        id=dataset.id,
+        name=dataset.name,
+        n_rows=dataset.n_rows,
+        n_features=dataset.n_features,
+        feature_names=list(dataset.feature_names),
+        target=dataset.target_name,
+        task=dataset.task,
+        classes=dataset.classes,
+        stats=[FeatureStatsRead(**s) for s in dataset.stats["features"]],
+        source_format=dataset.source_format,
+        sha256=dataset.sha256,
+        size_bytes=dataset.size_bytes,
+        dropped_rows=dataset.dropped_rows,
+        created_at=dataset.created_at,
+    )
+
+
+def get_dataset(session: Session, dataset_id: str) -> DatasetRead:
+    """The dataset with ``dataset_id``; :class:`NotFound` (404) naming the id otherwise."""
+    return to_read(_get_row(session, dataset_id))
+
+
+def _get_row(session: Session, dataset_id: str) -> Dataset:
+    dataset = repository.get(session, dataset_id)
+    if dataset is None:
+        raise NotFound(f"No dataset with id {dataset_id!r}.")
+    return dataset
+
+
+def encode_cursor(created_at: datetime, dataset_id: str) -> str:
+    """An opaque cursor for the keyset position ``(created_at, id)``."""
+    raw = json.dumps([created_at.isoformat(), dataset_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The keyset position in ``cursor``; :class:`BadRequest` (400) if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_iso, dataset_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created_iso)
+        if created_at.tzinfo is None or not isinstance(dataset_id, str):
+            raise ValueError("not a cursor")
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest(
+            "The cursor is malformed: pass the next_cursor of a previous page unchanged.",
+            errors=[FieldError(("query", "cursor"), "malformed cursor", "value_error")],
+        ) from None
+    return created_at, dataset_id
+
+
+def list_datasets(session: Session, *, limit: int, cursor: str | None = None) -> DatasetPage:
+    """A page of up to ``limit`` datasets, newest first, after ``cursor`` (from a previous
+    page's ``next_cursor``). Stable when ``created_at`` ties: the id breaks them."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = repository.list_page(session, limit=limit + 1, after=after)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
+    return DatasetPage(items=[to_read(row) for row in rows], next_cursor=next_cursor)
+
+
+def ensure_not_in_use(session: Session, dataset_id: str) -> None:
+    """Refuse to delete a dataset a queued or running job still needs.
+
+    The seam for the jobs feature: it raises :class:`service.errors.Conflict` (409) naming the
+    job once jobs exist. No jobs table exists yet, so nothing can be in use.
+    """
+
+
+def delete_dataset(session: Session, dataset_id: str) -> None:
+    """Delete a dataset and its stored bytes; 404 if there is none, 409 while it is in use."""
+    _get_row(session, dataset_id)
+    ensure_not_in_use(session, dataset_id)
+    repository.remove(session, dataset_id)
+
+
+def read_dataset_bytes(session: Session, dataset_id: str, dest_path: Path) -> DatasetRead:
+    """Write a dataset's canonical bytes to ``dest_path``, one chunk at a time.
+
+    The file appears atomically (written beside it, then renamed) and only after its size and
+    sha256 match the recorded ones; open it with
+    :func:`service.datasets.arrays.open_canonical` (``n_features`` from the returned schema).
+    """
+    dataset = _get_row(session, dataset_id)
+    partial = dest_path.with_name(dest_path.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with partial.open("wb") as file:
+            for seq in range(dataset.chunk_count):
+                data = repository.chunk(session, dataset_id, seq)
+                if data is None:
+                    raise StoredBytesCorruptError(f"Dataset {dataset_id!r} is missing chunk {seq}.")
+                digest.update(data)
+                size += len(data)
+                file.write(data)
+        if size != dataset.size_bytes or digest.hexdigest() != dataset.sha256:
+            raise StoredBytesCorruptError(
+                f"Dataset {dataset_id!r}: the stored bytes ({size} B) do not match the recorded "
+                f"size ({dataset.size_bytes} B) and sha256."
+            )
+        os.replace(partial, dest_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return to_read(dataset)
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "StoredBytesCorruptError",
+    "create_from_file",
+    "create_from_inline",
+    "decode_cursor",
+    "delete_dataset",
+    "encode_cursor",
+    "ensure_not_in_use",
+    "get_dataset",
+    "list_datasets",
+    "read_dataset_bytes",
+    "to_read",
+]

@@ -1,0 +1,24 @@
+"""Persistence: the ORM tables, engines and sessions, and schema migrations (Alembic)."""
+
+from service.db.base import Base
+from service.db.session import (
+    DatabaseUrlError,
+    create_engine_for,
+    is_sqlite,
+    normalize_url,
+    session_factory,
+)
+from service.db.tables import Dataset, DatasetChunk, UTCDateTime, utcnow
+
+__all__ = [
+    "Base",
+    "DatabaseUrlError",
+    "Dataset",
+    "DatasetChunk",
+    "UTCDateTime",
+    "create_engine_for",
+    "is_sqlite",
+    "normalize_url",
+    "session_factory",
+    "utcnow",
+]

@@ -1,0 +1,114 @@
+"""Every ORM class of the service (SQLAlchemy 2.0 typed mappings).
+
+Datetimes are timezone-aware UTC on both databases (:class:`UTCDateTime`). Table names are plural
+nouns; child tables are ``<parent>_<children>`` (``dataset_chunks``; later ``job_epochs``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from service.db.base import Base
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always returns aware UTC datetimes.
+
+    PostgreSQL stores ``timestamptz`` and returns it in the session's time zone; SQLite stores
+    text without an offset and returns naive values. Binding converts to UTC (naive input is
+    refused: its meaning is ambiguous); results are converted to, or labelled as, UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        # SQLite keeps no offset; store the UTC wall time so text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Dataset(Base):
+    """An uploaded dataset's metadata; its bytes live in :class:`DatasetChunk` rows.
+
+    ``feature_names``: list of ``n_features`` str; ``classes``: list of class labels
+    (classification only); ``stats``: per-column summary statistics as JSON.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+    n_features: Mapped[int] = mapped_column(Integer)
+    feature_names: Mapped[list[str]] = mapped_column(JSON)
+    target_name: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(16))  # regression | binary | multiclass
+    # none_as_null: a regression dataset's missing classes are SQL NULL, not JSON 'null'.
+    classes: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source_format: Mapped[str] = mapped_column(String(8))  # csv | npy | npz | json
+    dropped_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    chunks: Mapped[list[DatasetChunk]] = relationship(
+        back_populates="dataset",
+        order_by="DatasetChunk.seq",
+        cascade="all, delete-orphan",
+        passive_deletes=True,  # the database's ON DELETE CASCADE removes the bytes
+        lazy="raise",  # chunk bytes are large: load them only on purpose
+    )
+
+    # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
+    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+
+
+class DatasetChunk(Base):
+    """One slice of a dataset's stored bytes; ``seq`` counts from 0, concatenated in order."""
+
+    __tablename__ = "dataset_chunks"
+
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="chunks", lazy="raise")
+
+
+__all__ = ["Base", "Dataset", "DatasetChunk", "UTCDateTime", "utcnow"]

@@ -1,0 +1,69 @@
+"""Domain errors: each carries its HTTP meaning and is rendered once, as problem+json, by the API.
+
+Standard library only, so every layer above may raise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One thing wrong with the input, and where: ``loc`` is a path such as
+    ``("body", "batch_size")`` or ``("file", "line 12", "column 'age'")``."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str = "value_error"
+
+
+class BatchwiseError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    slug: str = "internal-error"
+
+    def __init__(self, detail: str, *, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = tuple(errors)
+
+    @property
+    def type(self) -> str:
+        """The problem type URI (RFC 9457), relative to the service."""
+        return f"/problems/{self.slug}"
+
+
+class InvalidInput(BatchwiseError):
+    status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class BadRequest(BatchwiseError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class NotFound(BatchwiseError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(BatchwiseError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(BatchwiseError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedMediaType(BatchwiseError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class InsufficientStorage(BatchwiseError):
+    status, title, slug = 507, "Insufficient storage", "insufficient-storage"
+
+
+class ServiceUnavailable(BatchwiseError):
+    status, title, slug = 503, "Service unavailable", "service-unavailable"
