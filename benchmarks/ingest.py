@@ -69,7 +69,7 @@ def bench_file(path: Path, label: str, repeat: int) -> None:
     def ours() -> object:
         return parse_file(path, "csv", target=None, limits=LIMITS)
 
-    def loadtxt() -> object:
+    def loadtxt() -> np.ndarray:
         return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
 
     parsed = parse_file(path, "csv", target=None, limits=LIMITS)

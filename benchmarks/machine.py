@@ -36,7 +36,7 @@ def _memory() -> str:
 def _cores() -> str:
     logical = os.cpu_count()
     try:
-        usable = len(os.sched_getaffinity(0))
+        usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable = logical
     return f"{logical} logical, {usable} usable by this process"
@@ -44,7 +44,7 @@ def _cores() -> str:
 
 def _blas() -> str:
     try:
-        from threadpoolctl import threadpool_info
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
     except ImportError:
         config = np.show_config(mode="dicts")
         blas = config.get("Build Dependencies", {}).get("blas", {})

@@ -23,7 +23,7 @@ class CoreConfigError(CoreError, ValueError):
         self.message = message
 
 
-class TrainingDiverged(CoreError):  # noqa: N818  (the contract's name)
+class TrainingDiverged(CoreError):
     """The loss became non-finite or exploded at ``epoch``, ``step`` (as the loop numbers them)."""
 
     def __init__(self, *, epoch: int, step: int, loss: float, message: str) -> None:

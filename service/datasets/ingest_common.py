@@ -56,8 +56,13 @@ class ParsedDataset:
 def invalid(errors: Sequence[FieldError], *, more: int = 0) -> InvalidInput:
     """An :class:`InvalidInput` whose detail tells the first problem (and how many others)."""
     first = errors[0]
-    where = ", ".join(str(part) for part in first.loc[1:]) or str(first.loc[0])
-    detail = f"{where}: {first.msg}"
+    where = ""
+    for part in first.loc[1:]:  # ("file", "line 3", "column 'b'") -> "line 3, column 'b'"
+        if isinstance(part, int):
+            where += f"[{part}]"  # ("body", "X", 2, 0) -> "X[2][0]"
+        else:
+            where += f", {part}" if where else part
+    detail = f"{where}: {first.msg}" if where else first.msg
     others = len(errors) - 1 + more
     if others:
         detail += f" (and {others} more problem{'s' if others > 1 else ''})"

@@ -131,10 +131,10 @@ def parse_npz(
         missing = [key for key in ("X", "y") if key not in members]
         if missing:
             found = ", ".join(f"'{key}'" for key in sorted(members)) or "nothing"
+            absent = " and ".join(f"'{key}'" for key in missing)
             raise invalid_at(
                 ("file",),
-                f"an NPZ file must hold arrays 'X' and 'y'; missing {' and '.join(missing)}, "
-                f"found {found}",
+                f"an NPZ file must hold arrays 'X' and 'y'; missing {absent}, found {found}",
                 type="missing_array",
             )
         x_shape, x_dtype = _member_header(archive, members["X"], "X")
