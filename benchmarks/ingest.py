@@ -8,7 +8,9 @@ Two numeric CSVs are generated in a temporary directory, 64 float features and a
 (``%.17g``, every float64 round-trips). For each: MB/s of ``parse_file`` and of
 ``np.loadtxt`` (best of ``--repeat``, the two interleaved so a noisy neighbour hits both) and
 their ratio; then the peak traced memory (tracemalloc, in separate runs because tracing slows
-allocation) over the size of the parsed arrays, which the design bounds by 3×.
+allocation) over the size of the parsed arrays, which the design bounds by 3×. Last, the
+slow path: the short file with a NaN in every hundredth row, parsed with
+``invalid_rows="drop"``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ N_FEATURES = 64
 LIMITS = IngestLimits(max_rows=10**9, max_features=10_000)
 
 
-def write_csv(path: Path, target_mb: float, fmt: str, seed: int = 0) -> int:
-    """Write about ``target_mb`` MB of standard-normal rows in ``fmt``; return the row count."""
+def write_csv(
+    path: Path, target_mb: float, fmt: str, seed: int = 0, nan_every: int | None = None
+) -> int:
+    """Write about ``target_mb`` MB of standard-normal rows in ``fmt``; return the row count.
+    With ``nan_every``, every such row has a NaN in its first cell."""
     rng = np.random.default_rng(seed)
     header = ",".join(f"f{i}" for i in range(N_FEATURES)) + ",y\n"
     row_fmt = ",".join([fmt] * (N_FEATURES + 1)) + "\n"
@@ -40,9 +45,24 @@ def write_csv(path: Path, target_mb: float, fmt: str, seed: int = 0) -> int:
         f.write(header)
         while f.tell() < target_mb * 1e6:
             block = rng.standard_normal((block_rows, N_FEATURES + 1))
+            if nan_every:
+                block[(rows + np.arange(block_rows)) % nan_every == 0, 0] = np.nan
             f.write("".join(row_fmt % tuple(row) for row in block.tolist()))
             rows += block_rows
     return rows
+
+
+def bench_drop(path: Path, nan_every: int) -> None:
+    """The slow path: every block holds NaN rows, so each is read line by line."""
+    mb = path.stat().st_size / 1e6
+    start = time.perf_counter()
+    parsed = parse_file(path, "csv", target=None, limits=LIMITS, invalid_rows="drop")
+    seconds = time.perf_counter() - start
+    print(
+        f"\ninvalid_rows='drop', a NaN in 1 row of {nan_every}: {mb:.1f} MB, "
+        f"{parsed.dropped_rows} rows dropped\n  parse_file  {mb / seconds:7.1f} MB/s  "
+        f"({seconds:.2f} s; the line-by-line path)"
+    )
 
 
 def best_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -111,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n[generated {rows} rows in {time.perf_counter() - start:.1f} s]", end="")
             bench_file(path, label, args.repeat)
             path.unlink()
+        path = Path(tmp) / "nan.csv"
+        write_csv(path, args.mb, "%.6g", nan_every=100)
+        bench_drop(path, 100)
 
 
 if __name__ == "__main__":

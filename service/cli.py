@@ -1,4 +1,5 @@
-"""The ``batchwise`` command line: ``serve`` (the API) and ``migrate`` (the schema).
+"""The ``batchwise`` command line: ``serve`` (the API), ``worker`` (trains jobs) and ``migrate``
+(the schema).
 
 Entry point only: build :class:`~service.config.Settings` once, wire, run. Log lines go to stderr.
 """
@@ -38,6 +39,18 @@ _SERVE_ENVIRONMENT = (
   BATCHWISE_HOST, BATCHWISE_PORT   listen address (default 127.0.0.1:8000); flags override
   BATCHWISE_MAX_UPLOAD_BYTES       largest dataset upload accepted (default 1 GiB)
   BATCHWISE_WORKERS                worker processes started beside the API
+  BATCHWISE_LEASE_SECONDS          how long a worker's claim on a job lasts without a
+                                   heartbeat (default 30)
+  BATCHWISE_WORKER_THREADS         BLAS threads per worker process (default 1)
+"""
+)
+
+_WORKER_ENVIRONMENT = (
+    _ENVIRONMENT
+    + """\
+  BATCHWISE_LEASE_SECONDS   how long a claim on a job lasts without a heartbeat (default 30)
+  BATCHWISE_POLL_SECONDS    longest wait between looks at an empty queue (default 1)
+  BATCHWISE_WORKER_THREADS  BLAS threads of this worker (default 1)
 """
 )
 
@@ -72,32 +85,51 @@ def _migrate(settings: Settings) -> None:
         logger.info("database %s migrated from %s to %s", _redacted(url), before or "empty", after)
 
 
+def _require_head(url: str) -> None:
+    current, head = migrate.current_revision(url), migrate.head_revision()
+    if current != head:
+        raise CommandError(
+            f"the schema of {_redacted(url)} is at {current or 'no revision (empty)'}, the "
+            f"code needs {head}: run `batchwise migrate` first"
+        )
+
+
 def _serve(settings: Settings) -> None:
     url = settings.resolved_database_url
     if is_sqlite(url):
         # The embedded default keeps itself current; deployments migrate as a separate step.
         _migrate(settings)
     else:
-        current, head = migrate.current_revision(url), migrate.head_revision()
-        if current != head:
-            raise CommandError(
-                f"the schema of {_redacted(url)} is at {current or 'no revision (empty)'}, the "
-                f"code needs {head}: run `batchwise migrate` first"
-            )
-    # Embedded workers (BATCHWISE_WORKERS) start here once the worker exists (the jobs issue).
+        _require_head(url)
 
     # Imported late so `--help` and `migrate` stay fast and never load the web stack.
     import uvicorn
 
     from service.api.app import create_app
+    from service.worker.processes import EmbeddedWorkers
 
     app = create_app(settings)
-    logger.info("serving on http://%s:%d", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    with EmbeddedWorkers(settings.workers, threads=settings.worker_threads).running():
+        logger.info("serving on http://%s:%d", settings.host, settings.port)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _worker(settings: Settings, *, burst: bool) -> int:
+    _require_head(settings.resolved_database_url)
+    from service.worker import cap_blas_threads
+
+    # Before the loop's imports load NumPy: its BLAS reads the cap once, when it loads.
+    cap_blas_threads(settings.worker_threads)
+    from service.worker.loop import run_worker
+    from service.worker.signals import StopFlag, install_stop_handlers
+
+    stop = StopFlag()
+    install_stop_handlers(stop)
+    return run_worker(settings, stop=stop, burst=burst)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``batchwise`` (``serve`` and ``migrate``)."""
+    """The argument parser of ``batchwise`` (``serve``, ``worker`` and ``migrate``)."""
     parser = argparse.ArgumentParser(
         prog="batchwise",
         description="Batchwise: training as a service for people who want to understand and "
@@ -120,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (overrides BATCHWISE_HOST)")
     serve.add_argument(
         "--port", type=int, help="port to listen on, 0 for any free one (overrides BATCHWISE_PORT)"
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="train queued jobs",
+        description="Claim queued training jobs from the database and train them, one at a "
+        "time, until SIGTERM or SIGINT (a running job stops at its next step and goes back to "
+        "the queue, to resume from its last epoch). Run as many as the cores allow, on any "
+        "machine that reaches the database. The schema must be at the newest migration.",
+        epilog=_WORKER_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument(
+        "--burst", action="store_true", help="exit once the queue is empty (batch runs, tests)"
     )
 
     commands.add_parser(
@@ -145,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging(settings)
         if args.command == "migrate":
             _migrate(settings)
+        elif args.command == "worker":
+            return _worker(settings, burst=args.burst)
         else:
             _serve(settings)
     except (CommandError, DatabaseUrlError) as exc:

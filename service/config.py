@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default=30.0,
         description="How long a worker's claim on a job lasts without a heartbeat.",
     )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Longest wait of an idle worker between two looks at the queue (it backs "
+        "off from 50 ms to this while the queue stays empty).",
+    )
+    worker_threads: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="BLAS/OpenMP threads per worker process, so N workers do not oversubscribe "
+        "the cores.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the API and the workers."
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from service.db import Dataset, DatasetChunk
+from service.db import Dataset, DatasetChunk, Job
 
 
 def add(session: Session, dataset: Dataset) -> None:
@@ -81,4 +81,26 @@ def remove(session: Session, dataset_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-__all__ = ["add", "add_chunk", "chunk", "count_chunks", "get", "list_page", "remove"]
+def jobs_using(session: Session, dataset_id: str, *, limit: int = 1) -> list[tuple[str, str]]:
+    """``(job id, status)`` of up to ``limit`` jobs on a dataset: queued or running first,
+    then the newest."""
+    active_first = case((Job.status.in_(("queued", "running")), 0), else_=1)
+    rows = session.execute(
+        select(Job.id, Job.status)
+        .where(Job.dataset_id == dataset_id)
+        .order_by(active_first, Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+    )
+    return [(job_id, status) for job_id, status in rows]
+
+
+__all__ = [
+    "add",
+    "add_chunk",
+    "chunk",
+    "count_chunks",
+    "get",
+    "jobs_using",
+    "list_page",
+    "remove",
+]

@@ -41,7 +41,7 @@ from service.datasets.schemas import (
     SourceFormat,
 )
 from service.db import Dataset, utcnow
-from service.errors import BadRequest, BatchwiseError, FieldError, NotFound
+from service.errors import BadRequest, BatchwiseError, Conflict, FieldError, NotFound
 
 CHUNK_BYTES = 4 * 1024 * 1024
 HEAD_BYTES = 512  # enough for every format's magic bytes
@@ -199,11 +199,25 @@ def list_datasets(session: Session, *, limit: int, cursor: str | None = None) ->
 
 
 def ensure_not_in_use(session: Session, dataset_id: str) -> None:
-    """Refuse to delete a dataset a queued or running job still needs.
+    """Refuse (:class:`Conflict`, 409, naming a job) to delete a dataset any job refers to.
 
-    The seam for the jobs feature: it raises :class:`service.errors.Conflict` (409) naming the
-    job once jobs exist. No jobs table exists yet, so nothing can be in use.
+    A queued or running job still needs the data: cancel it first. A finished job keeps its
+    dataset too (its history and predictions read the dataset's task and feature names, and
+    ``jobs.dataset_id`` is ON DELETE RESTRICT): delete the job first; nothing goes silently.
     """
+    found = repository.jobs_using(session, dataset_id)
+    if not found:
+        return
+    job_id, status = found[0]
+    if status in ("queued", "running"):
+        raise Conflict(
+            f"Dataset {dataset_id!r} is in use by {status} job {job_id!r}: cancel the job, "
+            "wait for it to finish, then delete it before deleting the dataset."
+        )
+    raise Conflict(
+        f"Dataset {dataset_id!r} has finished jobs (e.g. {status} job {job_id!r}): delete them "
+        "first (DELETE /v1/jobs/{id}); a job's history and model refer to its dataset."
+    )
 
 
 def delete_dataset(session: Session, dataset_id: str) -> None:

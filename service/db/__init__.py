@@ -8,13 +8,26 @@ from service.db.session import (
     normalize_url,
     session_factory,
 )
-from service.db.tables import Dataset, DatasetChunk, UTCDateTime, utcnow
+from service.db.tables import (
+    Dataset,
+    DatasetChunk,
+    Job,
+    JobCheckpoint,
+    JobEpoch,
+    JobModel,
+    UTCDateTime,
+    utcnow,
+)
 
 __all__ = [
     "Base",
     "DatabaseUrlError",
     "Dataset",
     "DatasetChunk",
+    "Job",
+    "JobCheckpoint",
+    "JobEpoch",
+    "JobModel",
     "UTCDateTime",
     "create_engine_for",
     "is_sqlite",

@@ -12,13 +12,17 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -111,4 +115,103 @@ class DatasetChunk(Base):
     dataset: Mapped[Dataset] = relationship(back_populates="chunks", lazy="raise")
 
 
-__all__ = ["Base", "Dataset", "DatasetChunk", "UTCDateTime", "utcnow"]
+class Job(Base):
+    """A training job: its resolved config, its queue state (lease, attempts) and its progress.
+
+    ``status``: queued | running | succeeded | failed | cancelled. ``attempt`` counts claims so far;
+    every worker write is fenced on (``id``, ``attempt``, ``worker_id``, ``status = 'running'``).
+    ``epoch`` counts completed epochs; ``step`` is the step within the running epoch (heartbeats).
+    Losses are finite or NULL: JSON cannot carry NaN or infinity.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="RESTRICT"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the resolved TrainConfig.to_dict()
+    max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    epochs: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    steps_per_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    samples_seen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    latest_train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latest_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        # The claim: the oldest queued job (and expired running ones) by status, then age.
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+    )
+
+
+class JobEpoch(Base):
+    """One completed epoch of a job: ``record`` is ``EpochRecord.to_dict()`` (finite values only);
+    ``step_losses`` the epoch's per-step losses as float32 little-endian bytes, (steps,)."""
+
+    __tablename__ = "job_epochs"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    step_losses: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JobCheckpoint(Base):
+    """A job's latest checkpoint (``Checkpoint.to_bytes()``), taken after ``epoch``."""
+
+    __tablename__ = "job_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JobModel(Base):
+    """A succeeded job's fitted model: ``model`` is ``FittedModel.to_dict()``; ``npz`` its
+    ``to_npz_bytes()``."""
+
+    __tablename__ = "job_models"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[dict[str, Any]] = mapped_column(JSON)
+    npz: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+__all__ = [
+    "Base",
+    "Dataset",
+    "DatasetChunk",
+    "Job",
+    "JobCheckpoint",
+    "JobEpoch",
+    "JobModel",
+    "UTCDateTime",
+    "utcnow",
+]

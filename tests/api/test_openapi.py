@@ -37,6 +37,14 @@ def test_every_route_is_listed(openapi: dict[str, Any]) -> None:
         ("POST", "/v1/datasets"),
         ("GET", "/v1/datasets/{dataset_id}"),
         ("DELETE", "/v1/datasets/{dataset_id}"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/{job_id}"),
+        ("DELETE", "/v1/jobs/{job_id}"),
+        ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/history"),
+        ("GET", "/v1/jobs/{job_id}/model"),
+        ("POST", "/v1/jobs/{job_id}/predict"),
     }
 
 

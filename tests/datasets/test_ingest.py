@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -160,6 +161,43 @@ def test_csv_number_forms_give_pythons_float_exactly(tmp_path: Path) -> None:
     expected = np.array([float(t) for t in tokens])
     assert np.array_equal(parsed.X[:, 0], expected)
     assert np.array_equal(np.signbit(parsed.X[:, 0]), np.signbit(expected))  # -0 stays -0
+
+
+def random_cell(rng: np.random.Generator) -> str:
+    """A random string of the bytes the fast path lets through (digits, signs, e, ., spaces)."""
+    return "".join(rng.choice(list("0123456789+-.eE \t"), size=rng.integers(0, 6)))
+
+
+def reference_value(cell: str) -> float | None:
+    """The documented grammar, read independently: a finite decimal number, else None."""
+    token = cell.strip(" \t")
+    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", token):
+        return None
+    value = float(token)
+    return value if np.isfinite(value) else None
+
+
+def test_csv_random_cells_parse_exactly_as_the_grammar_says(tmp_path: Path) -> None:
+    # Whatever NumPy's parser accepts must agree with the documented grammar, value for value.
+    rng = np.random.default_rng(11)
+    good_rows: list[list[str]] = []
+    bad_cells: list[str] = []
+    while len(good_rows) < 400 or len(bad_cells) < 60:
+        cells = [random_cell(rng), random_cell(rng)]
+        values = [reference_value(cell) for cell in cells]
+        if None not in values:
+            good_rows.append(cells)
+        elif reference_value(cells[0]) is not None and cells[1].strip(" \t"):
+            bad_cells.append(cells[1])
+    parsed = parse_csv_text(tmp_path, "a,b\n" + "".join(f"{a},{b}\n" for a, b in good_rows))
+    expected = np.array([[float(cell) for cell in row] for row in good_rows])
+    assert np.array_equal(parsed.X[:, 0], expected[:, 0])
+    assert np.array_equal(parsed.y, expected[:, 1])
+    assert np.array_equal(np.signbit(parsed.y), np.signbit(expected[:, 1]))
+    for cell in bad_cells[:60]:
+        with pytest.raises(InvalidInput) as info:
+            parse_csv_text(tmp_path, f"a,b\n1,2\n3,{cell}\n5,6\n")
+        assert locs(info.value) == [("file", "line 3", "column 'b'")], cell
 
 
 @pytest.mark.parametrize("block_bytes", [1, 7, 64, 1000])
@@ -383,6 +421,20 @@ def test_csv_header_of_numbers_is_refused(tmp_path: Path) -> None:
 def test_csv_single_column_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="at least two") as info:
         parse_csv_text(tmp_path, "a\n1\n2\n")
+    assert locs(info.value) == [("file", "line 1")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a;b\n1;2\n3;4\n", r"at least two .* \(it looks separated by semicolons; use commas\)"),
+        ("a\tb\n1\t2\n3\t4\n", r"\(it looks separated by tabs; use commas\)"),
+        ("a,b\r1,2\r3,4\r", "bare carriage return"),
+    ],
+)
+def test_csv_other_separators_are_named(tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as info:
+        parse_csv_text(tmp_path, content)
     assert locs(info.value) == [("file", "line 1")]
 
 

@@ -1,0 +1,282 @@
+"""``/v1/jobs``: submit, list, get, cancel, delete; history (JSON or CSV), model (JSON or NPZ),
+predict.
+
+Thin: parse the request, call :mod:`service.jobs.service`, return its read schema. Training
+happens in worker processes; nothing here waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import PlainTextResponse
+
+from service.api.deps import SessionDep
+from service.api.problems import problem_responses
+from service.jobs import service as jobs_service
+from service.jobs.schemas import (
+    EXAMPLE_DATASET_ID,
+    EXAMPLE_JOB_ID,
+    HistoryRead,
+    JobCreate,
+    JobPage,
+    JobRead,
+    JobStatus,
+    ModelRead,
+    PredictRequest,
+    PredictResponse,
+)
+
+router = APIRouter(prefix=jobs_service.JOBS_PATH, tags=["jobs"])
+
+JobId = Annotated[str, Path(description="The job's id.", examples=[EXAMPLE_JOB_ID])]
+MaxPoints = Annotated[
+    int | None,
+    Query(
+        ge=2,
+        le=1_000_000,
+        description="Downsample the step losses to at most this many points: the steps are cut "
+        "into max_points/2 contiguous buckets and each keeps its minimum and its maximum, so "
+        "spikes survive. Omit for every step.",
+    ),
+]
+
+_CREATE_EXAMPLES = {
+    "seed-32": {
+        "summary": "Linear regression, batch 32 for 10 epochs",
+        "value": {
+            "dataset_id": EXAMPLE_DATASET_ID,
+            "batch_size": 32,
+            "epochs": 10,
+            "learning_rate": 0.01,
+            "tags": ["seed-example"],
+        },
+    },
+    "seed-128": {
+        "summary": "Linear regression, batch 128 for 5 epochs",
+        "value": {
+            "dataset_id": EXAMPLE_DATASET_ID,
+            "batch_size": 128,
+            "epochs": 5,
+            "learning_rate": 0.01,
+            "tags": ["seed-example"],
+        },
+    },
+    "mlp-schedules": {
+        "summary": "An MLP with Adam, cosine decay and a growing batch size",
+        "value": {
+            "dataset_id": EXAMPLE_DATASET_ID,
+            "model": "mlp",
+            "hidden_layers": [32, 16],
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            "batch_size": 32,
+            "epochs": 20,
+            "validation_split": 0.2,
+            "standardize": True,
+            "lr_schedule": {"kind": "cosine", "min_lr": 0.0001},
+            "batch_size_schedule": {"kind": "grow", "factor": 2, "every_epochs": 5},
+            "early_stopping": {"monitor": "val_loss", "patience": 3},
+            "max_runtime_s": 600,
+        },
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a training job",
+    description=(
+        "Queue a training job on a stored dataset. The body is the flat training config with "
+        "the core's names and defaults (every field but `dataset_id` is optional), plus "
+        "`max_runtime_s`, `name` and `tags`. The config is checked against the dataset before "
+        "anything is queued: a batch size above the training rows, a softmax model on a "
+        "regression target, an unknown optimizer or a bad schedule value is refused with 422 "
+        "naming the field; an unknown dataset is 404.\n\n"
+        "Answers 202 with the job (`status` = `queued`, the resolved config with every "
+        "default filled in, and `links`) and its `Location`. A worker picks it up; follow it "
+        "with `GET /v1/jobs/{id}`."
+    ),
+    responses=problem_responses(404, 422),
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"examples": _CREATE_EXAMPLES}},
+        }
+    },
+)
+def submit_job(body: JobCreate, response: Response, session: SessionDep) -> JobRead:
+    job = jobs_service.submit(session, body)
+    response.headers["Location"] = job.links.self
+    return job
+
+
+@router.get(
+    "",
+    summary="List jobs",
+    description="Jobs, newest first, one page at a time, optionally only those with a "
+    "`status`, on a `dataset_id`, or carrying a `tag`. Pass a page's `next_cursor` as "
+    "`cursor` (with the same filters) to get the next; it is null on the last page.",
+    responses=problem_responses(400, 422),
+)
+def list_jobs(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="Opaque: the `next_cursor` of the previous page."),
+    ] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    dataset_id: Annotated[
+        str | None, Query(max_length=36, description="Only jobs on this dataset.")
+    ] = None,
+    tag: Annotated[
+        str | None, Query(min_length=1, max_length=50, description="Only jobs with this tag.")
+    ] = None,
+) -> JobPage:
+    return jobs_service.list_jobs(
+        session, limit=limit, cursor=cursor, status=status, dataset_id=dataset_id, tag=tag
+    )
+
+
+@router.get(
+    "/{job_id}",
+    summary="Get a job",
+    description="The job's status (queued, running, succeeded, failed, cancelled), progress "
+    "(epoch, step, fraction done, ETA), latest and best losses, `error` with a code "
+    "(diverged, time_limit, lease_expired, dataset_corrupt, internal) and a message when it "
+    "failed, its times and attempts.",
+    responses=problem_responses(404),
+)
+def get_job(job_id: JobId, session: SessionDep) -> JobRead:
+    return jobs_service.get_job(session, job_id)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job",
+    description="A queued job is cancelled at once (200, `status` = `cancelled`). A running "
+    "job is flagged (202, `cancel_requested` = true): its worker stops within about a "
+    "second, and the job then reads `cancelled`. A finished job cannot be cancelled (409).",
+    responses={
+        202: {"description": "Cancel requested; the worker stops the running job soon."},
+        **problem_responses(404, 409),
+    },
+)
+def cancel_job(job_id: JobId, response: Response, session: SessionDep) -> JobRead:
+    job = jobs_service.cancel(session, job_id)
+    if job.status == "running":
+        response.status_code = 202
+    return job
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a job",
+    description="Delete a finished job (succeeded, failed or cancelled) with its history, "
+    "checkpoint and model. A queued or running job is refused with 409: cancel it first.",
+    responses=problem_responses(404, 409),
+)
+def delete_job(job_id: JobId, session: SessionDep) -> None:
+    jobs_service.delete_job(session, job_id)
+
+
+@router.get(
+    "/{job_id}/history",
+    response_model=HistoryRead,
+    summary="Get a job's loss history",
+    description=(
+        "The history so far, readable while the job runs: per-epoch arrays (`epoch`, "
+        "`train_loss`, `val_loss`, `val_rmse` and `val_r2` for regression or `val_accuracy` "
+        "for classification, `learning_rate`, `batch_size`, `samples_seen`, `wall_time_s`, "
+        "`samples_per_s`, `noise_scale`) and the per-step training losses `steps` = "
+        "`{step, loss}`. `max_points` downsamples the steps keeping each bucket's min and "
+        "max.\n\n"
+        "`format=csv` exports instead: `table=epochs` (default) one row per epoch, "
+        "`table=steps` one `step,loss` row per (kept) step. Values that do not apply are "
+        "null (JSON) or empty (CSV); nothing is ever NaN or infinite."
+    ),
+    responses={
+        200: {
+            "description": "The history (JSON), or a CSV table with `format=csv`.",
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "epoch,train_loss,val_loss,...\n1,0.41,0.38,...\n",
+                }
+            },
+        },
+        **problem_responses(404, 422),
+    },
+)
+def get_history(
+    job_id: JobId,
+    session: SessionDep,
+    max_points: MaxPoints = None,
+    format: Annotated[
+        Literal["json", "csv"], Query(description="`json` (default) or `csv`.")
+    ] = "json",
+    table: Annotated[
+        Literal["epochs", "steps"],
+        Query(description="With `format=csv`: the per-epoch table or the step losses."),
+    ] = "epochs",
+) -> HistoryRead | Response:
+    if format == "csv":
+        text = jobs_service.history_csv(session, job_id, table=table, max_points=max_points)
+        return PlainTextResponse(
+            text,
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
+            },
+        )
+    return jobs_service.history(session, job_id, max_points=max_points)
+
+
+@router.get(
+    "/{job_id}/model",
+    response_model=ModelRead,
+    summary="Get a job's model",
+    description="A succeeded job's fitted model: named parameters, the standardisation "
+    "applied to inputs (`(x − mean) / std`), class labels, the config and the dataset's "
+    "feature names. `format=npz` downloads it as an `.npz` file (no pickle) instead. 409 "
+    "until the job has succeeded.",
+    responses={
+        200: {
+            "description": "The model (JSON), or an `.npz` file with `format=npz`.",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(404, 409, 422),
+    },
+)
+def get_model(
+    job_id: JobId,
+    session: SessionDep,
+    format: Annotated[
+        Literal["json", "npz"], Query(description="`json` (default) or `npz`.")
+    ] = "json",
+) -> ModelRead | Response:
+    if format == "npz":
+        return Response(
+            jobs_service.get_model_npz(session, job_id),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="job-{job_id}-model.npz"'},
+        )
+    return jobs_service.get_model(session, job_id)
+
+
+@router.post(
+    "/{job_id}/predict",
+    summary="Predict with a job's model",
+    description="Predictions for rows `X` (each with the dataset's features, in order) from "
+    "a succeeded job's model: values for regression, the dataset's own class labels for "
+    "classifiers, with `probabilities` (columns in the order of `classes`). A row of the "
+    "wrong width is refused with 422 naming the expected width; 409 until the job has "
+    "succeeded.",
+    responses=problem_responses(404, 409, 422),
+)
+def predict(job_id: JobId, body: PredictRequest, session: SessionDep) -> PredictResponse:
+    return jobs_service.predict(session, job_id, body)

@@ -1,0 +1,422 @@
+"""The jobs API's shapes: what a client sends (``JobCreate``, ``PredictRequest``) and reads back.
+
+``JobCreate`` is the flat training config with the core's names and defaults
+(:class:`service.core.TrainConfig`) plus ``dataset_id``, ``max_runtime_s``, ``name`` and
+``tags``. It forbids unknown fields, refuses NaN and infinity, and carries bounds; the core then
+validates again, against the dataset, with precise messages. Read schemas never hold NaN or
+infinity (JSON cannot carry them): a missing or non-finite value is ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StringConstraints
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+ErrorCode = Literal["diverged", "time_limit", "lease_expired", "dataset_corrupt", "internal"]
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+UnitFloat = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+EXAMPLE_JOB_ID = "0c6f2b9e-8d1a-4f7e-b1c3-5a9d2e4f6a80"
+EXAMPLE_DATASET_ID = "5f0c1c9e-3f5d-4a3e-9a51-2f8d2f0c9b11"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class EarlyStoppingIn(_Strict):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    monitor: Literal["val_loss", "train_loss"] = "val_loss"
+    patience: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 5
+    min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    restore_best_weights: StrictBool = True
+
+
+class LRScheduleIn(_Strict):
+    """Learning rate per epoch e: constant lr₀; step lr₀·γ^⌊e/step_size⌋; exponential lr₀·γ^e;
+    cosine min_lr + (lr₀ − min_lr)(1 + cos(πe/E))/2; times (e+1)/warmup_epochs while warming up."""
+
+    kind: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    step_size: Annotated[int, Field(strict=True, ge=1)] = 1
+    gamma: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.1
+    min_lr: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    warmup_epochs: Annotated[int, Field(strict=True, ge=0)] = 0
+
+
+class BatchSizeScheduleIn(_Strict):
+    """Batch size per epoch e: constant B₀, or grow B₀·factor^⌊e/every_epochs⌋ up to the cap."""
+
+    kind: Literal["constant", "grow"] = "constant"
+    factor: Annotated[int, Field(strict=True, ge=2, le=1024)] = 2
+    every_epochs: Annotated[int, Field(strict=True, ge=1)] = 1
+    max_batch_size: Annotated[int, Field(strict=True, ge=1)] | None = None
+
+
+_EXAMPLE_CREATE: dict[str, Any] = {
+    "dataset_id": EXAMPLE_DATASET_ID,
+    "model": "linear",
+    "optimizer": "sgd",
+    "learning_rate": 0.01,
+    "batch_size": 32,
+    "epochs": 10,
+    "validation_split": 0.2,
+    "standardize": True,
+    "name": "batch 32",
+    "tags": ["seed-example"],
+}
+
+
+class JobCreate(_Strict):
+    """A training job: the dataset, the training config (every field optional, core defaults),
+    a time limit, a name and tags."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [_EXAMPLE_CREATE]},
+    )
+
+    dataset_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] = Field(
+        description="The dataset to train on."
+    )
+    model: Literal["linear", "logistic", "softmax", "mlp"] = Field(
+        default="linear",
+        description="linear (regression), logistic (two classes), softmax (any classes), mlp.",
+    )
+    hidden_layers: Annotated[
+        list[Annotated[int, Field(strict=True, ge=1, le=65_536)]], Field(max_length=16)
+    ] = Field(default_factory=list, description="Hidden layer widths; mlp only, at least one.")
+    activation: Literal["relu", "tanh"] = Field(default="relu", description="MLP activation.")
+    loss: Literal["mse", "huber"] | None = Field(
+        default=None,
+        description="Regression loss; null = mse for regression, cross-entropy for classes.",
+    )
+    huber_delta: PositiveFloat = Field(default=1.0, description="Huber loss threshold δ.")
+    optimizer: Literal["sgd", "momentum", "nesterov", "adam"] = "sgd"
+    learning_rate: PositiveFloat = 0.01
+    momentum: UnitFloat = Field(default=0.9, description="momentum / nesterov: μ.")
+    beta1: UnitFloat = Field(default=0.9, description="adam: β₁.")
+    beta2: UnitFloat = Field(default=0.999, description="adam: β₂.")
+    eps: PositiveFloat = Field(default=1e-8, description="adam: ε.")
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=0.0, description="Coupled L2 weight decay λ (g ← g + λθ)."
+    )
+    clip_norm: PositiveFloat | None = Field(
+        default=None, description="Rescale each gradient to at most this ℓ2 norm."
+    )
+    batch_size: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        default=32, description="Rows per step; null = the whole training set."
+    )
+    epochs: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 10
+    shuffle: StrictBool = Field(default=True, description="Reshuffle the rows every epoch.")
+    drop_last: StrictBool = Field(default=False, description="Drop a final partial batch.")
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] = Field(
+        default=0, description="Every random draw derives from it: same seed, same bytes."
+    )
+    validation_split: UnitFloat = Field(
+        default=0.0, description="Fraction of rows held out (seeded) for validation."
+    )
+    standardize: StrictBool = Field(
+        default=False, description="Z-score features with the training split's mean and std."
+    )
+    dtype: Literal["float32", "float64"] = "float32"
+    noise_scale: StrictBool = Field(
+        default=False, description="Measure the gradient noise scale B_simple every epoch."
+    )
+    noise_scale_samples: Annotated[int, Field(strict=True, ge=2, le=1_000_000)] = 1024
+    early_stopping: EarlyStoppingIn | None = None
+    lr_schedule: LRScheduleIn = Field(default_factory=LRScheduleIn)
+    batch_size_schedule: BatchSizeScheduleIn = Field(default_factory=BatchSizeScheduleIn)
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        default="none", description="Scale the learning rate with the batch size (B / ref)."
+    )
+    reference_batch_size: Annotated[int, Field(strict=True, ge=1)] = Field(
+        default=32, description="The batch size at which `learning_rate` applies unscaled."
+    )
+    max_runtime_s: PositiveFloat | None = Field(
+        default=None, description="Stop the job as failed (`time_limit`) after this long."
+    )
+    name: JobName | None = Field(default=None, description="A label for people; not unique.")
+    tags: Annotated[list[Tag], Field(max_length=20)] = Field(
+        default_factory=list, description="Labels to filter by (`GET /v1/jobs?tag=`)."
+    )
+
+    def train_config(self) -> dict[str, Any]:
+        """The fields that make up the core's ``TrainConfig``, as a dict for ``from_dict``."""
+        return self.model_dump(exclude={"dataset_id", "max_runtime_s", "name", "tags"})
+
+
+class ProgressRead(BaseModel):
+    """How far a job is: ``fraction`` = (epoch + step / steps_per_epoch) / epochs, in [0, 1];
+    ``eta_s`` = elapsed · (1 − fraction) / fraction while running, else null."""
+
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int = Field(description="Epochs asked for (early stopping may end sooner).")
+    step: int = Field(description="Step within the running epoch (from the worker's heartbeat).")
+    steps_per_epoch: int | None = Field(description="Steps in the running epoch, once known.")
+    fraction: float
+    eta_s: float | None = Field(description="Estimated seconds left; null unless running.")
+
+
+class LossesRead(BaseModel):
+    """A pair of losses; null until an epoch has finished (or without a validation split)."""
+
+    train_loss: float | None
+    val_loss: float | None
+
+
+class JobErrorRead(BaseModel):
+    """Why a job failed."""
+
+    code: ErrorCode | str = Field(
+        description="diverged, time_limit, lease_expired, dataset_corrupt or internal."
+    )
+    message: str
+
+
+class JobLinks(BaseModel):
+    """Where to go next."""
+
+    self: str
+    history: str
+    model: str
+    predict: str
+    cancel: str
+    dataset: str
+
+
+_EXAMPLE_READ: dict[str, Any] = {
+    "id": EXAMPLE_JOB_ID,
+    "dataset_id": EXAMPLE_DATASET_ID,
+    "name": "batch 32",
+    "tags": ["seed-example"],
+    "status": "running",
+    "cancel_requested": False,
+    "config": {"model": "linear", "batch_size": 32, "epochs": 10, "learning_rate": 0.01},
+    "max_runtime_s": None,
+    "progress": {
+        "epoch": 4,
+        "epochs": 10,
+        "step": 13,
+        "steps_per_epoch": 25,
+        "fraction": 0.452,
+        "eta_s": 1.9,
+    },
+    "samples_seen": 3616,
+    "latest": {"train_loss": 0.052, "val_loss": 0.061},
+    "best": {"train_loss": 0.052, "val_loss": 0.061},
+    "error": None,
+    "attempts": 1,
+    "max_attempts": 3,
+    "created_at": "2026-11-26T12:00:00Z",
+    "started_at": "2026-11-26T12:00:01Z",
+    "finished_at": None,
+    "links": {
+        "self": f"/v1/jobs/{EXAMPLE_JOB_ID}",
+        "history": f"/v1/jobs/{EXAMPLE_JOB_ID}/history",
+        "model": f"/v1/jobs/{EXAMPLE_JOB_ID}/model",
+        "predict": f"/v1/jobs/{EXAMPLE_JOB_ID}/predict",
+        "cancel": f"/v1/jobs/{EXAMPLE_JOB_ID}/cancel",
+        "dataset": f"/v1/datasets/{EXAMPLE_DATASET_ID}",
+    },
+}
+
+
+class JobRead(BaseModel):
+    """A job: its resolved config, status, progress, losses, error, times and links."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_READ]})
+
+    id: str = Field(description="The job's id (a UUID).")
+    dataset_id: str
+    name: str | None
+    tags: list[str]
+    status: JobStatus
+    cancel_requested: bool = Field(description="A cancel was asked for; the worker stops soon.")
+    config: dict[str, Any] = Field(
+        description="The resolved training config: every field, defaults filled in."
+    )
+    max_runtime_s: float | None
+    progress: ProgressRead
+    samples_seen: int
+    latest: LossesRead = Field(description="The last finished epoch's losses.")
+    best: LossesRead = Field(description="The lowest losses over the finished epochs.")
+    error: JobErrorRead | None = Field(description="Set when the job failed.")
+    attempts: int = Field(description="Times a worker claimed the job (more after a crash).")
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_EXAMPLE_READ], "next_cursor": None}]}
+    )
+
+    items: list[JobRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class NoiseScaleRead(BaseModel):
+    """Gradient noise scale at the end of an epoch: B_simple = tr(Σ)/|G|² (McCandlish et al.
+    2018); ``b_simple_corrected`` = 1/(1/B_simple + 1/N) for sampling without replacement."""
+
+    b_simple: float | None
+    b_simple_corrected: float | None
+    trace_sigma: float | None
+    grad_sq_norm: float | None
+    loss_level: float | None
+    n_samples: int
+
+
+class StepsRead(BaseModel):
+    """Per-step training losses: ``step`` counts optimizer steps from 1 over the whole run."""
+
+    step: list[int]
+    loss: list[float]
+
+
+class HistoryRead(BaseModel):
+    """A job's history so far: one entry per finished epoch in each per-epoch array, and the
+    step losses (downsampled when ``max_points`` is given)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": EXAMPLE_JOB_ID,
+                    "status": "running",
+                    "task": "regression",
+                    "epoch": [1, 2],
+                    "train_loss": [0.41, 0.12],
+                    "val_loss": [0.38, 0.11],
+                    "val_rmse": [0.62, 0.33],
+                    "val_r2": [0.58, 0.88],
+                    "val_accuracy": None,
+                    "learning_rate": [0.01, 0.01],
+                    "batch_size": [32, 32],
+                    "samples_seen": [800, 1600],
+                    "wall_time_s": [0.01, 0.02],
+                    "samples_per_s": [80000.0, 80000.0],
+                    "noise_scale": [None, None],
+                    "steps": {"step": [1, 2, 3], "loss": [0.9, 0.5, 0.3]},
+                    "total_steps": 50,
+                    "downsampled": True,
+                }
+            ]
+        }
+    )
+
+    job_id: str
+    status: JobStatus
+    task: Literal["regression", "binary", "multiclass"] = Field(
+        description="The task the model trains for: regression has val_rmse and val_r2, "
+        "classification val_accuracy."
+    )
+    epoch: list[int] = Field(description="Epoch numbers, from 1.")
+    train_loss: list[float | None]
+    val_loss: list[float | None]
+    val_rmse: list[float | None] | None = Field(description="Regression only.")
+    val_r2: list[float | None] | None = Field(description="Regression only.")
+    val_accuracy: list[float | None] | None = Field(description="Classification only.")
+    learning_rate: list[float | None]
+    batch_size: list[int]
+    samples_seen: list[int]
+    wall_time_s: list[float | None]
+    samples_per_s: list[float | None]
+    noise_scale: list[NoiseScaleRead | None]
+    steps: StepsRead
+    total_steps: int = Field(description="Step losses stored, before any downsampling.")
+    downsampled: bool = Field(description="Whether `steps` holds fewer points than stored.")
+
+
+class ModelRead(BaseModel):
+    """A succeeded job's fitted model: named parameters, the standardisation applied to inputs
+    before the model (x' = (x − mean) / std), and the class labels for classifiers."""
+
+    job_id: str
+    model: str
+    task: Literal["regression", "binary", "multiclass"]
+    n_features: int
+    feature_names: list[str]
+    target: str
+    config: dict[str, Any]
+    params: dict[str, Any] = Field(
+        description='Named parameter arrays as nested lists: "W", "b" or "W0", "b0", "W1", ….'
+    )
+    standardization: dict[str, list[float]] | None = Field(
+        description="`{mean, std}` per feature, or null when trained without `standardize`."
+    )
+    classes: list[float] | None
+
+
+class PredictRequest(_Strict):
+    """Rows to predict, each with the dataset's features in its column order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [{"X": [[3.0, 90.0], [4.0, 120.0]]}]},
+    )
+
+    X: Annotated[list[list[FiniteFloat]], Field(min_length=1, max_length=100_000)] = Field(
+        description="Feature rows (n_rows × n_features)."
+    )
+
+
+class PredictResponse(BaseModel):
+    """Predictions in the dataset's own labels; class probabilities for classifiers (columns in
+    the order of ``classes``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [1.0, 0.0],
+                    "probabilities": [[0.2, 0.8], [0.9, 0.1]],
+                    "classes": [0.0, 1.0],
+                }
+            ]
+        }
+    )
+
+    predictions: list[float]
+    probabilities: list[list[float]] | None = None
+    classes: list[float] | None = None
+
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "BatchSizeScheduleIn",
+    "EarlyStoppingIn",
+    "ErrorCode",
+    "HistoryRead",
+    "JobCreate",
+    "JobErrorRead",
+    "JobLinks",
+    "JobPage",
+    "JobRead",
+    "JobStatus",
+    "LRScheduleIn",
+    "LossesRead",
+    "ModelRead",
+    "NoiseScaleRead",
+    "PredictRequest",
+    "PredictResponse",
+    "ProgressRead",
+    "StepsRead",
+]

@@ -1,0 +1,417 @@
+"""The rules for jobs, request side: submit, get, list, cancel, delete; history, model, predict.
+
+Functions take the caller's session and never commit. ``submit`` validates the config twice:
+the schema's bounds (done by the caller), then the core's rules against the dataset's metadata
+(rows, features, task, classes), so anything that cannot run is refused before a worker sees
+it, with a 422 naming the field as it is spelled in the request body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from service.core import (
+    CoreConfigError,
+    FittedModel,
+    Task,
+    TrainConfig,
+    check_config_for_dataset,
+    effective_task,
+)
+from service.datasets import service as datasets_service
+from service.db import Job, utcnow
+from service.errors import Conflict, FieldError, InvalidInput, NotFound
+from service.jobs import repository
+from service.jobs.history import (
+    Steps,
+    downsample_min_max,
+    epochs_csv,
+    finite_or_none,
+    finite_record,
+    join_steps,
+    steps_csv,
+)
+from service.jobs.schemas import (
+    FINISHED_STATUSES,
+    HistoryRead,
+    JobCreate,
+    JobErrorRead,
+    JobLinks,
+    JobPage,
+    JobRead,
+    JobStatus,
+    LossesRead,
+    ModelRead,
+    NoiseScaleRead,
+    PredictRequest,
+    PredictResponse,
+    ProgressRead,
+    StepsRead,
+)
+
+JOBS_PATH = "/v1/jobs"
+#: Server-side settings of the core that a client does not choose (hidden from the config shown).
+SERVER_FIELDS = ("max_in_memory_bytes",)
+
+
+def _invalid_config(exc: CoreConfigError) -> InvalidInput:
+    # The core names nested fields "lr_schedule.gamma" and list items "hidden_layers[0]".
+    loc: list[str | int] = ["body"]
+    for part in exc.field.split("."):
+        name, _, index = part.partition("[")
+        loc.append(name)
+        if index.rstrip("]").isdigit():
+            loc.append(int(index.rstrip("]")))
+    return InvalidInput(
+        f"The job cannot run: {exc.field}: {exc.message}.",
+        errors=[FieldError(tuple(loc), exc.message, "value_error")],
+    )
+
+
+def _resolve_config(body: JobCreate) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(body.train_config())
+    except CoreConfigError as exc:
+        raise _invalid_config(exc) from None
+
+
+def submit(session: Session, body: JobCreate) -> JobRead:
+    """Queue a job: 404 for an unknown dataset, 422 naming the field for a config that cannot
+    run on it (e.g. ``batch_size`` above the training rows, ``softmax`` on a regression
+    target), else a ``queued`` job row inserted in the caller's transaction."""
+    config = _resolve_config(body)
+    dataset = datasets_service.get_dataset(session, body.dataset_id)
+    try:
+        check_config_for_dataset(
+            config,
+            n_rows=dataset.n_rows,
+            n_features=dataset.n_features,
+            task=dataset.task,
+            n_classes=None if dataset.classes is None else len(dataset.classes),
+        )
+    except CoreConfigError as exc:
+        if exc.field == "dataset":
+            raise InvalidInput(
+                f"Dataset {dataset.id!r} cannot be trained on: {exc.message}.",
+                errors=[FieldError(("body", "dataset_id"), exc.message, "value_error")],
+            ) from None
+        raise _invalid_config(exc) from None
+    job = Job(
+        id=str(uuid.uuid4()),
+        dataset_id=dataset.id,
+        name=body.name,
+        tags=list(dict.fromkeys(body.tags)),  # unique, in the order given
+        config=config.to_dict(),
+        max_runtime_s=body.max_runtime_s,
+        status="queued",
+        cancel_requested=False,
+        attempt=0,
+        max_attempts=3,
+        epoch=0,
+        epochs=config.epochs,
+        step=0,
+        samples_seen=0,
+        created_at=utcnow(),
+    )
+    repository.add(session, job)
+    return to_read(job)
+
+
+def _progress(job: Job, now: datetime) -> ProgressRead:
+    within = 0.0
+    if job.status == "running" and job.steps_per_epoch:
+        within = min(job.step / job.steps_per_epoch, 1.0)
+    fraction = 1.0 if job.status == "succeeded" else min((job.epoch + within) / job.epochs, 1.0)
+    eta_s = None
+    if job.status == "running" and job.started_at is not None and fraction > 0.0:
+        elapsed = max((now - job.started_at).total_seconds(), 0.0)
+        eta_s = elapsed * (1.0 - fraction) / fraction
+    return ProgressRead(
+        epoch=job.epoch,
+        epochs=job.epochs,
+        step=job.step,
+        steps_per_epoch=job.steps_per_epoch,
+        fraction=fraction,
+        eta_s=eta_s,
+    )
+
+
+def links(job_id: str, dataset_id: str) -> JobLinks:
+    """The URLs of a job's resources."""
+    base = f"{JOBS_PATH}/{job_id}"
+    return JobLinks(
+        self=base,
+        history=f"{base}/history",
+        model=f"{base}/model",
+        predict=f"{base}/predict",
+        cancel=f"{base}/cancel",
+        dataset=f"/v1/datasets/{dataset_id}",
+    )
+
+
+def shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A job's stored config as a client may send it back (server-side fields left out)."""
+    return {key: value for key, value in config.items() if key not in SERVER_FIELDS}
+
+
+def to_read(job: Job, *, now: datetime | None = None) -> JobRead:
+    """The API's view of a job row."""
+    error = None
+    if job.error_code is not None:
+        error = JobErrorRead(code=job.error_code, message=job.error_message or "")
+    return JobRead(
+        id=job.id,
+        dataset_id=job.dataset_id,
+        name=job.name,
+        tags=list(job.tags),
+        status=_status(job.status),
+        cancel_requested=job.cancel_requested,
+        config=shown_config(job.config),
+        max_runtime_s=job.max_runtime_s,
+        progress=_progress(job, now or utcnow()),
+        samples_seen=job.samples_seen,
+        latest=LossesRead(
+            train_loss=finite_or_none(job.latest_train_loss),
+            val_loss=finite_or_none(job.latest_val_loss),
+        ),
+        best=LossesRead(
+            train_loss=finite_or_none(job.best_train_loss),
+            val_loss=finite_or_none(job.best_val_loss),
+        ),
+        error=error,
+        attempts=job.attempt,
+        max_attempts=job.max_attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=links(job.id, job.dataset_id),
+    )
+
+
+def _status(value: str) -> JobStatus:
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        if value == status:
+            return status
+    raise ValueError(f"unknown job status {value!r}")
+
+
+def _get_row(session: Session, job_id: str) -> Job:
+    job = repository.get(session, job_id)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
+def get_job(session: Session, job_id: str) -> JobRead:
+    """The job with ``job_id``; :class:`NotFound` (404) otherwise."""
+    return to_read(_get_row(session, job_id))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: JobStatus | None = None,
+    dataset_id: str | None = None,
+    tag: str | None = None,
+) -> JobPage:
+    """A page of up to ``limit`` jobs, newest first, matching every filter given, after
+    ``cursor`` (a previous page's ``next_cursor``; 400 if malformed)."""
+    after = datasets_service.decode_cursor(cursor) if cursor is not None else None
+    rows = repository.list_page(
+        session, limit=limit + 1, after=after, status=status, dataset_id=dataset_id, tag=tag
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        datasets_service.encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
+    )
+    now = utcnow()
+    return JobPage(items=[to_read(row, now=now) for row in rows], next_cursor=next_cursor)
+
+
+def cancel(session: Session, job_id: str) -> JobRead:
+    """Cancel a job: a queued one at once (``cancelled``), a running one by flagging it for its
+    worker (``cancel_requested``; it stops within a second). 409 for a finished job."""
+    now = utcnow()
+    # A worker may claim or release the job between two statements: each is conditional on
+    # the status it expects, so retry on the status actually found.
+    for _ in range(3):
+        if repository.cancel_queued(session, job_id, now=now):
+            break
+        if repository.request_cancel_running(session, job_id):
+            break
+        job = _get_row(session, job_id)
+        if job.status in FINISHED_STATUSES:
+            raise Conflict(
+                f"Job {job_id!r} has already finished ({job.status}); nothing to cancel."
+            )
+    return to_read(_get_row(session, job_id), now=now)
+
+
+def delete_job(session: Session, job_id: str) -> None:
+    """Delete a finished job with its history, checkpoint and model; 404 if there is none,
+    409 while it is queued or running (cancel it first)."""
+    if repository.delete_finished(session, job_id, FINISHED_STATUSES):
+        return
+    job = _get_row(session, job_id)
+    raise Conflict(
+        f"Job {job_id!r} is {job.status}: only a finished job can be deleted; cancel it first."
+    )
+
+
+def _job_task(job: Job, dataset_task: Task) -> Task:
+    try:
+        return effective_task(TrainConfig.from_dict(job.config), dataset_task)
+    except CoreConfigError:  # validated at submit; kept safe for rows written by hand
+        return dataset_task
+
+
+def _steps_for(blobs: list[bytes], max_points: int | None) -> Steps:
+    steps = join_steps(blobs)
+    return steps if max_points is None else downsample_min_max(steps, max_points)
+
+
+def history(session: Session, job_id: str, *, max_points: int | None = None) -> HistoryRead:
+    """The job's history so far (readable while it runs): per-epoch arrays in epoch order and
+    the step losses, downsampled to at most ``max_points`` keeping each bucket's min and max."""
+    job = _get_row(session, job_id)
+    dataset = datasets_service.get_dataset(session, job.dataset_id)
+    task = _job_task(job, dataset.task)
+    rows = repository.epoch_rows(session, job_id)
+    records = [finite_record(record) for _, record, _ in rows]
+    steps = _steps_for([blob for _, _, blob in rows], max_points)
+
+    def column(name: str) -> list[Any]:
+        return [record.get(name) for record in records]
+
+    regression = task == "regression"
+    return HistoryRead(
+        job_id=job.id,
+        status=_status(job.status),
+        task=task,
+        epoch=[epoch for epoch, _, _ in rows],
+        train_loss=column("train_loss"),
+        val_loss=column("val_loss"),
+        val_rmse=column("val_rmse") if regression else None,
+        val_r2=column("val_r2") if regression else None,
+        val_accuracy=None if regression else column("val_accuracy"),
+        learning_rate=column("learning_rate"),
+        batch_size=column("batch_size"),
+        samples_seen=column("samples_seen"),
+        wall_time_s=column("wall_time_s"),
+        samples_per_s=column("samples_per_s"),
+        noise_scale=[
+            None if noise is None else NoiseScaleRead(**noise) for noise in column("noise_scale")
+        ],
+        steps=StepsRead(step=steps.step.tolist(), loss=steps.loss.tolist()),
+        total_steps=steps.total,
+        downsampled=steps.downsampled,
+    )
+
+
+def history_csv(
+    session: Session, job_id: str, *, table: str = "epochs", max_points: int | None = None
+) -> str:
+    """The history as CSV: ``table="epochs"`` one row per epoch (columns
+    :data:`service.jobs.history.EPOCH_COLUMNS`), ``"steps"`` one ``step,loss`` row per kept step."""
+    _get_row(session, job_id)
+    rows = repository.epoch_rows(session, job_id)
+    if table == "steps":
+        return steps_csv(_steps_for([blob for _, _, blob in rows], max_points))
+    return epochs_csv(finite_record(record) | {"epoch": epoch} for epoch, record, _ in rows)
+
+
+def _model_row_bytes(session: Session, job_id: str) -> tuple[Job, dict[str, Any], bytes]:
+    job = _get_row(session, job_id)
+    row = repository.model(session, job_id) if job.status == "succeeded" else None
+    if row is None:
+        raise Conflict(
+            f"Job {job_id!r} is {job.status}: a model exists only once the job has succeeded."
+        )
+    return job, row.model, row.npz
+
+
+def get_model(session: Session, job_id: str) -> ModelRead:
+    """A succeeded job's model as JSON; 409 until the job has succeeded."""
+    job, model, _ = _model_row_bytes(session, job_id)
+    dataset = datasets_service.get_dataset(session, job.dataset_id)
+    return ModelRead(
+        job_id=job.id,
+        model=model["model"],
+        task=model["task"],
+        n_features=model["n_features"],
+        feature_names=dataset.feature_names,
+        target=dataset.target,
+        config=shown_config(model["config"]),
+        params=model["params"],
+        standardization=model["standardization"],
+        classes=model["classes"],
+    )
+
+
+def get_model_npz(session: Session, job_id: str) -> bytes:
+    """A succeeded job's model as ``.npz`` bytes (``FittedModel.from_npz_bytes`` reads them)."""
+    return _model_row_bytes(session, job_id)[2]
+
+
+def predict(session: Session, job_id: str, body: PredictRequest) -> PredictResponse:
+    """Predictions for ``body.X`` in the dataset's own labels (and class probabilities for
+    classifiers); 422 naming the expected width when a row has the wrong number of values."""
+    _, _, npz = _model_row_bytes(session, job_id)
+    fitted = FittedModel.from_npz_bytes(npz)
+    width = fitted.n_features
+    for i, row in enumerate(body.X):
+        if len(row) != width:
+            raise InvalidInput(
+                f"Each row of X must have {width} values (the dataset's features); "
+                f"row {i} has {len(row)}.",
+                errors=[
+                    FieldError(
+                        ("body", "X", i),
+                        f"expected {width} values, got {len(row)}",
+                        "wrong_width",
+                    )
+                ],
+            )
+    X = np.asarray(body.X, dtype=np.float64).reshape(len(body.X), width)
+    # Finite input can still overflow the model's dtype (1e300 in float32): checked below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = fitted.predict(X)
+        probabilities = None if fitted.task == "regression" else fitted.predict_proba(X)
+    for values in (predictions, probabilities):
+        if values is not None and not np.isfinite(values).all():
+            raise InvalidInput(
+                f"X holds values too large for the model's {fitted.config.dtype}: the "
+                "predictions are not finite numbers.",
+                errors=[FieldError(("body", "X"), "values overflow the model", "value_error")],
+            )
+    return PredictResponse(
+        predictions=predictions.astype(np.float64).tolist(),
+        probabilities=None if probabilities is None else probabilities.astype(np.float64).tolist(),
+        classes=None if fitted.classes is None else fitted.classes.astype(np.float64).tolist(),
+    )
+
+
+__all__ = [
+    "JOBS_PATH",
+    "cancel",
+    "delete_job",
+    "get_job",
+    "get_model",
+    "get_model_npz",
+    "history",
+    "history_csv",
+    "links",
+    "list_jobs",
+    "predict",
+    "shown_config",
+    "submit",
+    "to_read",
+]

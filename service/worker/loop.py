@@ -1,0 +1,91 @@
+"""The worker loop: claim a job, run it, repeat; poll with backoff when the queue is empty.
+
+Idle, the worker looks at the queue after 50 ms, then doubles the wait up to
+``poll_seconds``; a claimed job resets it. SIGTERM (see :mod:`service.worker.signals`) ends
+the loop: while idle at once, while training at the next step, after releasing the job.
+A worker whose lease was lost (it was paused past it and another took the job) exits with
+:data:`EXIT_LEASE_LOST`: whatever made it late may make it late again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.config import Settings
+from service.db import create_engine_for, session_factory, utcnow
+from service.jobs import queue
+from service.worker.cache import DatasetCache
+from service.worker.runner import RunnerContext, run_claim
+from service.worker.signals import StopFlag
+
+logger = logging.getLogger("service.worker")
+
+EXIT_OK = 0
+EXIT_LEASE_LOST = 3
+#: The first wait of an idle worker; it doubles up to ``Settings.poll_seconds``.
+MIN_POLL_SECONDS = 0.05
+
+
+def new_worker_id() -> str:
+    """``host:pid:random`` — unique per process, readable in the jobs table."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_worker(
+    settings: Settings, *, stop: StopFlag, worker_id: str | None = None, burst: bool = False
+) -> int:
+    """Claim and run jobs until ``stop`` is set (``burst``: until the queue is empty too).
+
+    Returns the process exit status: :data:`EXIT_OK`, or :data:`EXIT_LEASE_LOST`.
+    """
+    worker_id = worker_id or new_worker_id()
+    engine = create_engine_for(settings.resolved_database_url)
+    context = RunnerContext(
+        sessions=session_factory(engine),
+        lease_seconds=settings.lease_seconds,
+        cache=DatasetCache(settings.data_dir / "cache"),
+        stop=stop,
+    )
+    logger.info("worker %s: started (lease %g s)", worker_id, settings.lease_seconds)
+    delay = MIN_POLL_SECONDS
+    try:
+        while not stop.is_set():
+            try:
+                with context.sessions() as session:
+                    claimed = queue.claim(
+                        session,
+                        worker_id=worker_id,
+                        lease_seconds=settings.lease_seconds,
+                        now=utcnow(),
+                    )
+                    session.commit()
+            except SQLAlchemyError as exc:
+                logger.warning("worker %s: cannot claim: %s", worker_id, exc)
+                claimed = None
+            if claimed is None:
+                if burst:
+                    break
+                stop.wait(delay)
+                delay = min(delay * 2, settings.poll_seconds)
+                continue
+            delay = MIN_POLL_SECONDS
+            logger.info(
+                "worker %s: claimed job %s (attempt %d)", worker_id, claimed.job_id, claimed.attempt
+            )
+            if run_claim(context, claimed) == "lease_lost":
+                logger.warning(
+                    "worker %s: lost the lease of job %s; exiting", worker_id, claimed.job_id
+                )
+                return EXIT_LEASE_LOST
+        return EXIT_OK
+    finally:
+        engine.dispose()
+        logger.info("worker %s: stopped", worker_id)
+
+
+__all__ = ["EXIT_LEASE_LOST", "EXIT_OK", "MIN_POLL_SECONDS", "new_worker_id", "run_worker"]

@@ -1,0 +1,133 @@
+"""Plain factories for the jobs tests: real datasets (through the datasets service), and rows
+written directly through the tables to stand in for a worker's writes (a real database, not a
+mock: the same rows a worker's queue operations write)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from service.core import TrainConfig, Training
+from service.datasets import service as datasets_service
+from service.datasets.ingest import IngestLimits
+from service.datasets.schemas import DatasetCreateJSON, DatasetRead
+from service.db import Job, JobEpoch, JobModel
+from service.jobs import service as jobs_service
+from service.jobs.schemas import JobCreate
+
+LIMITS = IngestLimits(max_rows=1_000_000, max_features=1_000)
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def regression_data(n_rows: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, 2) standard normal; y = 3·x0 − 2·x1 + 1 + 0.1·noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, 2))
+    y = 3.0 * X[:, 0] - 2.0 * X[:, 1] + 1.0 + 0.1 * rng.standard_normal(n_rows)
+    return X, y
+
+
+def binary_data(n_rows: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, 2); labels 5 and 7 (not 0/1, to see the dataset's own labels come back)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, 2))
+    y = np.where(X[:, 0] + X[:, 1] > 0, 7.0, 5.0)
+    return X, y
+
+
+def make_dataset(
+    session: Session, work_dir: Path, X: np.ndarray, y: np.ndarray, name: str = "toy"
+) -> DatasetRead:
+    body = DatasetCreateJSON(name=name, X=X.tolist(), y=y.tolist())
+    return datasets_service.create_from_inline(session, body, limits=LIMITS, work_dir=work_dir)
+
+
+def submit(session: Session, dataset_id: str, **fields: Any) -> str:
+    """Submit a job through the service; its id."""
+    return jobs_service.submit(session, JobCreate(dataset_id=dataset_id, **fields)).id
+
+
+def set_job(session: Session, job_id: str, **values: Any) -> None:
+    """Overwrite columns of a job row, as a worker's queue operations would."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    for key, value in values.items():
+        setattr(job, key, value)
+    session.flush()
+
+
+def run_like_a_worker(
+    session: Session,
+    job_id: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs_done: int | None = None,
+    finish: bool = True,
+) -> list[Any]:
+    """Train the job's config on (X, y) with the core and write what a worker writes: the job
+    running, one ``job_epochs`` row per epoch (record + float32 step losses), progress, and,
+    with ``finish``, the model and ``succeeded``. Returns the epoch records."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    config = TrainConfig.from_dict(job.config)
+    training = Training(X, y, config)
+    set_job(session, job_id, status="running", attempt=1, worker_id="w1", started_at=T0)
+    records = []
+    for record in training:
+        records.append(record)
+        session.add(
+            JobEpoch(
+                job_id=job_id,
+                epoch=record.epoch,
+                record=record.to_dict(),
+                step_losses=record.step_losses.astype("<f4").tobytes(),
+            )
+        )
+        set_job(
+            session,
+            job_id,
+            epoch=record.epoch,
+            samples_seen=record.samples_seen,
+            latest_train_loss=record.train_loss,
+            latest_val_loss=record.val_loss,
+        )
+        if epochs_done is not None and len(records) >= epochs_done:
+            break
+    if finish:
+        model = training.model
+        session.add(JobModel(job_id=job_id, model=model.to_dict(), npz=model.to_npz_bytes()))
+        set_job(session, job_id, status="succeeded", finished_at=T0 + timedelta(seconds=5))
+    session.flush()
+    return records
+
+
+def epoch_row(job_id: str, epoch: int, losses: np.ndarray, **record: Any) -> JobEpoch:
+    """A hand-made epoch row with ``losses`` as its step losses."""
+    values: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": float(np.mean(losses)),
+        "val_loss": None,
+        "val_rmse": None,
+        "val_r2": None,
+        "val_accuracy": None,
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "steps": int(losses.shape[0]),
+        "total_steps": int(losses.shape[0]) * epoch,
+        "samples_seen": 32 * int(losses.shape[0]) * epoch,
+        "wall_time_s": 0.5 * epoch,
+        "samples_per_s": 1000.0,
+        "noise_scale": None,
+    }
+    values.update(record)
+    return JobEpoch(
+        job_id=job_id,
+        epoch=epoch,
+        record=values,
+        step_losses=np.asarray(losses, dtype="<f4").tobytes(),
+    )
