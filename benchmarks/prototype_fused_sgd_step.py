@@ -199,7 +199,7 @@ def main() -> None:
         rels = []
         for fn, bufs in ((fused_epoch, buffers), (fused_epoch_augmented, aug_buffers)):
             theta = np.zeros(d + 1, dtype=np.float32)
-            fn(X, y, theta, batch_size=B, lr=lr, order=np.arange(n), buffers=bufs)  # type: ignore[operator]
+            fn(X, y, theta, batch_size=B, lr=lr, order=np.arange(n), buffers=bufs)
             rels.append(float(np.max(np.abs(theta - ref)) / np.max(np.abs(ref))))
         steps = -(-n // B)
         for name, best, rel in (

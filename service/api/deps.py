@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -37,4 +37,18 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
-__all__ = ["SessionDep", "SettingsDep", "get_session", "get_settings"]
+#: Cursor pagination's query parameters, shared by every list route.
+PageLimit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
+PageCursor = Annotated[
+    str | None,
+    Query(max_length=512, description="Opaque: the `next_cursor` of the previous page."),
+]
+
+__all__ = [
+    "PageCursor",
+    "PageLimit",
+    "SessionDep",
+    "SettingsDep",
+    "get_session",
+    "get_settings",
+]

@@ -10,14 +10,10 @@ transaction: a failure anywhere leaves neither.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import os
 import tempfile
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -41,7 +37,8 @@ from service.datasets.schemas import (
     SourceFormat,
 )
 from service.db import Dataset, utcnow
-from service.errors import BadRequest, BatchwiseError, Conflict, FieldError, NotFound
+from service.errors import BatchwiseError, Conflict, NotFound
+from service.pagination import decode_cursor, encode_cursor
 
 CHUNK_BYTES = 4 * 1024 * 1024
 HEAD_BYTES = 512  # enough for every format's magic bytes
@@ -165,28 +162,6 @@ def _get_row(session: Session, dataset_id: str) -> Dataset:
     return dataset
 
 
-def encode_cursor(created_at: datetime, dataset_id: str) -> str:
-    """An opaque cursor for the keyset position ``(created_at, id)``."""
-    raw = json.dumps([created_at.isoformat(), dataset_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset position in ``cursor``; :class:`BadRequest` (400) if it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_iso, dataset_id = json.loads(raw)
-        created_at = datetime.fromisoformat(created_iso)
-        if created_at.tzinfo is None or not isinstance(dataset_id, str):
-            raise ValueError("not a cursor")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise BadRequest(
-            "The cursor is malformed: pass the next_cursor of a previous page unchanged.",
-            errors=[FieldError(("query", "cursor"), "malformed cursor", "value_error")],
-        ) from None
-    return created_at, dataset_id
-
-
 def list_datasets(session: Session, *, limit: int, cursor: str | None = None) -> DatasetPage:
     """A page of up to ``limit`` datasets, newest first, after ``cursor`` (from a previous
     page's ``next_cursor``). Stable when ``created_at`` ties: the id breaks them."""
@@ -263,9 +238,7 @@ __all__ = [
     "StoredBytesCorruptError",
     "create_from_file",
     "create_from_inline",
-    "decode_cursor",
     "delete_dataset",
-    "encode_cursor",
     "ensure_not_in_use",
     "get_dataset",
     "list_datasets",

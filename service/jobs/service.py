@@ -53,6 +53,7 @@ from service.jobs.schemas import (
     ProgressRead,
     StepsRead,
 )
+from service.pagination import decode_cursor, encode_cursor
 
 JOBS_PATH = "/v1/jobs"
 #: Server-side settings of the core that a client does not choose (hidden from the config shown).
@@ -223,15 +224,13 @@ def list_jobs(
 ) -> JobPage:
     """A page of up to ``limit`` jobs, newest first, matching every filter given, after
     ``cursor`` (a previous page's ``next_cursor``; 400 if malformed)."""
-    after = datasets_service.decode_cursor(cursor) if cursor is not None else None
+    after = decode_cursor(cursor) if cursor is not None else None
     rows = repository.list_page(
         session, limit=limit + 1, after=after, status=status, dataset_id=dataset_id, tag=tag
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = (
-        datasets_service.encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
-    )
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
     now = utcnow()
     return JobPage(items=[to_read(row, now=now) for row in rows], next_cursor=next_cursor)
 

@@ -18,6 +18,7 @@ from service.datasets.ingest import IngestLimits
 from service.datasets.schemas import DatasetCreateJSON
 from service.db import DatasetChunk
 from service.errors import BadRequest, NotFound
+from service.pagination import decode_cursor, encode_cursor
 
 LIMITS = IngestLimits(max_rows=1_000_000, max_features=1_000)
 
@@ -115,12 +116,12 @@ def test_delete_removes_chunks_and_unknown_is_not_found(
 
 def test_cursor_round_trips_and_rejects_garbage() -> None:
     when = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
-    cursor = datasets_service.encode_cursor(when, "abc")
-    assert datasets_service.decode_cursor(cursor) == (when, "abc")
+    cursor = encode_cursor(when, "abc")
+    assert decode_cursor(cursor) == (when, "abc")
     for garbage in ["", "!!!", "bm90IGpzb24", "WyIyMDI2LTExLTI2VDEyOjAwOjAwIiwiYSJd"]:
         # not base64 JSON, not JSON, a naive timestamp
         with pytest.raises(BadRequest):
-            datasets_service.decode_cursor(garbage)
+            decode_cursor(garbage)
 
 
 def test_limit_one_walks_every_dataset(session: Session, tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep
 from service.api.problems import problem_responses
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
 from service.config import Settings
@@ -235,11 +235,8 @@ async def create_dataset(
 )
 def list_datasets(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(max_length=512, description="Opaque: the `next_cursor` of the previous page."),
-    ] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> DatasetPage:
     return datasets_service.list_datasets(session, limit=limit, cursor=cursor)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from service.api.deps import SessionDep
+from service.api.deps import PageCursor, PageLimit, SessionDep
 from service.api.problems import problem_responses
 from service.jobs import service as jobs_service
 from service.jobs.schemas import (
@@ -122,11 +122,8 @@ def submit_job(body: JobCreate, response: Response, session: SessionDep) -> JobR
 )
 def list_jobs(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(max_length=512, description="Opaque: the `next_cursor` of the previous page."),
-    ] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     dataset_id: Annotated[
         str | None, Query(max_length=36, description="Only jobs on this dataset.")
