@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from service import __version__
 from service.api.docs import install_docs
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
-from service.api.routes import datasets, health, jobs
+from service.api.routes import datasets, health, jobs, plots, sweeps
 from service.config import Settings
 from service.db import create_engine_for, session_factory
 
@@ -63,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(sweeps.router)
+    app.include_router(plots.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -19,6 +19,10 @@ Two ways to serve an epoch, chosen by ``max_in_memory_bytes`` (see ``make_epoch_
 
 Both yield *segments*: ``(X_seg, y_seg)`` buffer views whose length is a multiple of the batch
 size, except the last segment of an epoch, which ends with the partial batch (if any).
+
+``AugmentedEpochs`` serves the small-batch plain-SGD fast path (``models.AugmentedSGD``) of an
+in-memory run: the training rows kept once as [x | 1 | y], and each epoch (the same order as
+``InMemoryEpochs``) gathered in cache-sized chunks just before their steps run.
 """
 
 from __future__ import annotations
@@ -217,24 +221,91 @@ class InMemoryEpochs:
         self.reader = reader
         self.rows = rows
         self.n_rows = rows.shape[0]
+        self._positions = np.arange(self.n_rows, dtype=np.intp)
         self._order = rows.copy()
-        self._X, self._y = reader.empty(self.n_rows)
+        # Allocated at the first ``segments``: the small-batch fast path (``AugmentedEpochs``)
+        # serves its epochs without it.
+        self._X, self._y = reader.empty(0)
         self._holds_file_order = False
+
+    def epoch_positions(self, rng: np.random.Generator) -> np.ndarray:
+        """The epoch's shuffled positions p (into ``rows``): the epoch serves ``rows[p]``."""
+        # Reset before shuffling so the order depends only on the rng state (resumable).
+        self._positions[...] = np.arange(self.n_rows, dtype=np.intp)
+        rng.shuffle(self._positions)
+        return self._positions
 
     def segments(self, batch_size: int, rng: np.random.Generator | None) -> Iterator[Segment]:
         """One segment: the whole epoch in order (``rng`` None: file order, gathered once)."""
         del batch_size  # one segment holds every batch
+        if self._X.shape[0] != self.n_rows:
+            self._X, self._y = self.reader.empty(self.n_rows)
         if rng is None:
             if not self._holds_file_order:
                 self.reader.read(self.rows, self._X, self._y)
                 self._holds_file_order = True
         else:
-            # Reset before shuffling so the order depends only on the rng state (resumable).
-            np.copyto(self._order, self.rows)
-            rng.shuffle(self._order)
+            np.take(self.rows, self.epoch_positions(rng), out=self._order, mode="clip")
             self.reader.read(self._order, self._X, self._y)
             self._holds_file_order = False
         yield self._X, self._y
+
+
+#: The [x | 1 | y] rows of one chunk fill about this much: half a 512 KiB L2 cache, so a
+#: chunk is still in cache when its steps read it.
+AUGMENTED_CHUNK_BYTES = 256 * 1024
+
+
+class AugmentedEpochs:
+    """The training rows as E = [x | 1 | y] ``(n, d + 2)`` for the small-batch fast path
+    (``models.AugmentedSGD``): cast and standardised once, in file order.
+
+    Each epoch serves the same row order as ``InMemoryEpochs`` (its ``epoch_positions``, the
+    same rng draws) in chunks of about ``AUGMENTED_CHUNK_BYTES``, each gathered just before
+    its steps run, while it is in cache. Memory: E is the training rows plus 2 columns, and
+    replaces ``InMemoryEpochs``' buffer (never allocated while only this path runs).
+    Needs float targets (regression, binary).
+    """
+
+    def __init__(self, epochs: InMemoryEpochs) -> None:
+        reader = epochs.reader
+        self.epochs = epochs
+        self.n_rows = epochs.n_rows
+        d = reader.n_features
+        self.width = d + 2
+        self.rows = np.empty((self.n_rows, self.width), dtype=reader.dtype)
+        step = chunk_rows(reader.row_bytes)
+        X_chunk, y_chunk = reader.empty(min(step, self.n_rows))
+        for start in range(0, self.n_rows, step):
+            stop = min(start + step, self.n_rows)
+            m = stop - start
+            reader.read(epochs.rows[start:stop], X_chunk[:m], y_chunk[:m])
+            self.rows[start:stop, :d] = X_chunk[:m]
+            self.rows[start:stop, d] = 1.0
+            self.rows[start:stop, d + 1] = y_chunk[:m]
+        self._chunk = np.empty((0, self.width), dtype=reader.dtype)
+
+    def chunk_rows(self, batch_size: int) -> int:
+        """Rows per chunk: whole batches, about ``AUGMENTED_CHUNK_BYTES``."""
+        per_chunk: int = AUGMENTED_CHUNK_BYTES // (self.width * self.rows.itemsize)
+        return max(1, per_chunk // batch_size) * batch_size
+
+    def chunks(self, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+        """The epoch's rows (n, d + 2) in order, as views of whole batches (the last chunk
+        ends with the partial batch, if any); ``rng`` None: file order, no gather."""
+        size = self.chunk_rows(batch_size)
+        if rng is None:
+            for start in range(0, self.n_rows, size):
+                yield self.rows[start : start + size]
+            return
+        positions = self.epochs.epoch_positions(rng)
+        if self._chunk.shape[0] != min(size, self.n_rows):
+            self._chunk = np.empty((min(size, self.n_rows), self.width), dtype=self.rows.dtype)
+        for start in range(0, self.n_rows, size):
+            picked = positions[start : start + size]
+            m = picked.shape[0]
+            np.take(self.rows, picked, axis=0, out=self._chunk[:m], mode="clip")
+            yield self._chunk[:m]
 
 
 class ChunkedEpochs:

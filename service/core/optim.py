@@ -176,15 +176,28 @@ class Optimizer:
         """Number of steps taken (Adam's t)."""
         return self._step_count
 
+    @property
+    def is_plain_sgd(self) -> bool:
+        """sgd with no weight decay and no clipping: θ ← θ − lr·g and nothing else, so a
+        caller may apply the step itself (``θ += −lr·g`` in one add) and ``count_steps``."""
+        return self.name == "sgd" and self.weight_decay == 0.0 and self.clip_norm is None
+
+    def count_steps(self, steps: int) -> None:
+        """Record ``steps`` plain-SGD steps the caller applied itself (see ``is_plain_sgd``)."""
+        if not self.is_plain_sgd:
+            raise ValueError(f"{self.name} keeps state: its steps must go through step()")
+        self._step_count += steps
+
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
         """θ ← update(θ, g) in place; grad is overwritten."""
-        clip_and_decay(
-            theta=theta,
-            grad=grad,
-            weight_decay=self.weight_decay,
-            clip_norm=self.clip_norm,
-            work=self._work,
-        )
+        if self.weight_decay != 0.0 or self.clip_norm is not None:  # a call saved per step
+            clip_and_decay(
+                theta=theta,
+                grad=grad,
+                weight_decay=self.weight_decay,
+                clip_norm=self.clip_norm,
+                work=self._work,
+            )
         self._step_count += 1
         name = self.name
         if name == "sgd":

@@ -16,6 +16,12 @@ a contiguous slice view: ``J, g = loss_and_grad(θ, X[a:a+B], y[a:a+B])``; ``θ 
 ``train_loss`` is the mean of the epoch's step losses (the Keras convention: losses at the θ
 each step started from, so it lags the end-of-epoch parameters by half an epoch).
 
+Plain SGD (no weight decay, no clipping) takes the same steps by shorter routes, equal to the
+general step up to rounding and as deterministic: the gradient comes scaled by −lr
+(``loss_and_scaled_grad``) and the update is one add; and for linear-mse and logistic models
+with B ≤ ``AUGMENTED_MAX_BATCH`` and the rows in memory, ``AugmentedSGD`` steps over
+cache-sized chunks of [x | 1 | y] rows (``AugmentedEpochs``), its losses checked per chunk.
+
 Stopping: ``should_stop()`` is called between steps; when it returns True the partial epoch is
 dropped (state rolls back to the last epoch boundary) and iteration ends with
 ``stop_reason == "stopped"``. ``checkpoint()`` always describes the last completed epoch, so a
@@ -40,7 +46,9 @@ import numpy as np
 from service.core.checkpoint import Checkpoint
 from service.core.config import TrainConfig, check_config_for_dataset, effective_task, split_sizes
 from service.core.data import (
+    AugmentedEpochs,
     EvalSet,
+    InMemoryEpochs,
     RowReader,
     Standardization,
     check_finite_features,
@@ -53,8 +61,8 @@ from service.core.data import (
 )
 from service.core.errors import CoreConfigError, TrainingDiverged
 from service.core.fitted import FittedModel
-from service.core.models import build_model
-from service.core.noise import NoiseEstimate, TwoBatchNoiseEstimator, noise_scale_from_per_example
+from service.core.models import AUGMENTED_MAX_BATCH, AugmentedSGD, augmented_sgd, build_model
+from service.core.noise import NoiseEstimate, TwoBatchNoiseEstimator, noise_scale_from_sq_norms
 from service.core.optim import make_optimizer
 from service.core.schedules import scale_lr
 from service.core.tasks import Task, infer_task
@@ -242,6 +250,11 @@ class Training:
             clip_norm=config.clip_norm,
         )
         self._noise_buffers: tuple[np.ndarray, np.ndarray] | None = None
+        # The small-batch fast path: plain SGD on linear-mse / logistic, rows in memory.
+        self._augmented: AugmentedSGD | None = None
+        if self._optimizer.is_plain_sgd and isinstance(self._source, InMemoryEpochs):
+            self._augmented = augmented_sgd(self._model, dtype)
+        self._augmented_epochs: AugmentedEpochs | None = None  # built at its first epoch
 
         self._epoch = 0
         self._samples_seen = 0
@@ -397,38 +410,16 @@ class Training:
         n_train = self.n_train
         steps = n_train // B + (1 if n_train % B and not self.config.drop_last else 0)
         step_losses = np.empty(steps, dtype=np.float32)
-
-        # Locals: attribute look-ups cost more than the steps at small batch sizes.
-        theta, grad = self._theta, self._grad
-        loss_and_grad = self._model.loss_and_grad
-        optimizer_step = self._optimizer.step
-        should_stop = self._should_stop
-        reference = self._reference
-        need_reference = reference is None
-        limit = _FLOAT32_MAX if reference is None else _limit(reference)
-        loss_sum = 0.0
-        step = 0
-        rng = self._shuffle_rng if self.config.shuffle else None
-        for X_seg, y_seg in self._source.segments(B, rng):
-            n_seg = X_seg.shape[0]
-            for a in range(0, n_seg, B):
-                if step == steps:  # the partial batch that drop_last drops
-                    break
-                loss = loss_and_grad(theta, X_seg[a : a + B], y_seg[a : a + B], grad)
-                if not loss < limit:
-                    why = _divergence_reason(loss, reference, first_epoch=epoch == 1)
-                    raise self._diverged(epoch, step + 1, loss, lr, why)
-                if need_reference:
-                    reference = loss
-                    limit = _limit(loss)
-                    need_reference = False
-                step_losses[step] = loss
-                loss_sum += loss
-                optimizer_step(theta, grad, lr)
-                step += 1
-                if should_stop is not None and should_stop():
-                    self._restore(self._checkpoint)
-                    return None
+        # A diverging step overflows: that is reported as TrainingDiverged from its loss
+        # (below), not as NumPy's RuntimeWarning on the way there.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self._augmented is not None and B <= AUGMENTED_MAX_BATCH:
+                loss_sum = self._augmented_steps(self._augmented, epoch, lr, B, step_losses)
+            else:
+                loss_sum = self._steps(epoch, lr, B, step_losses)
+        if loss_sum is None:  # should_stop: the partial epoch is dropped
+            self._restore(self._checkpoint)
+            return None
 
         train_loss = loss_sum / steps
         samples = min(steps * B, n_train)
@@ -464,6 +455,102 @@ class Training:
             noise_scale=noise,
             step_losses=step_losses,
         )
+
+    def _steps(self, epoch: int, lr: float, B: int, step_losses: np.ndarray) -> float | None:
+        """The epoch's steps, ``loss_and_grad`` then the optimizer, each loss checked at once.
+        Fills step_losses; returns their sum, or None when should_stop() said stop."""
+        # Locals: attribute look-ups cost more than the steps at small batch sizes.
+        theta, grad = self._theta, self._grad
+        optimizer = self._optimizer
+        # Plain SGD: the gradient comes scaled by −lr, and the step is one add.
+        plain = optimizer.is_plain_sgd
+        loss_and_grad = self._model.loss_and_grad
+        loss_and_scaled_grad = self._model.loss_and_scaled_grad
+        optimizer_step = optimizer.step
+        add = np.add
+        neg_lr = -lr
+        should_stop = self._should_stop
+        reference = self._reference
+        need_reference = reference is None
+        limit = _FLOAT32_MAX if reference is None else _limit(reference)
+        steps = step_losses.shape[0]
+        loss_sum = 0.0
+        step = 0
+        rng = self._shuffle_rng if self.config.shuffle else None
+        for X_seg, y_seg in self._source.segments(B, rng):
+            n_seg = X_seg.shape[0]
+            for a in range(0, n_seg, B):
+                if step == steps:  # the partial batch that drop_last drops
+                    break
+                if plain:
+                    loss = loss_and_scaled_grad(
+                        theta, X_seg[a : a + B], y_seg[a : a + B], grad, neg_lr
+                    )
+                else:
+                    loss = loss_and_grad(theta, X_seg[a : a + B], y_seg[a : a + B], grad)
+                if not loss < limit:
+                    why = _divergence_reason(loss, reference, first_epoch=epoch == 1)
+                    raise self._diverged(epoch, step + 1, loss, lr, why)
+                if need_reference:
+                    reference = loss
+                    limit = _limit(loss)
+                    need_reference = False
+                step_losses[step] = loss
+                loss_sum += loss
+                if plain:
+                    add(theta, grad, out=theta)
+                else:
+                    optimizer_step(theta, grad, lr)
+                step += 1
+                if should_stop is not None and should_stop():
+                    return None
+        if plain:
+            optimizer.count_steps(steps)
+        return loss_sum
+
+    def _augmented_steps(
+        self, kernel: AugmentedSGD, epoch: int, lr: float, B: int, step_losses: np.ndarray
+    ) -> float | None:
+        """The epoch's steps on the small-batch fast path (``AugmentedSGD`` over
+        ``AugmentedEpochs``): the same steps as ``_steps`` (to rounding), with the losses
+        computed and checked per chunk of steps. A diverging chunk runs on to its end; the first
+        bad step is still named exactly, and the state rolls back to the epoch boundary as on
+        the general path."""
+        if self._augmented_epochs is None:
+            assert isinstance(self._source, InMemoryEpochs)
+            self._augmented_epochs = AugmentedEpochs(self._source)
+        rng = self._shuffle_rng if self.config.shuffle else None
+        reference = self._reference
+        limit = _FLOAT32_MAX if reference is None else _limit(reference)
+        steps = step_losses.shape[0]
+        loss_sum = 0.0
+        done = 0
+        kernel.load(self._theta)
+        for chunk in self._augmented_epochs.chunks(B, rng):
+            rows = chunk[: (steps - done) * B]  # drop_last drops the partial batch
+            if rows.shape[0] == 0:
+                break
+            if not kernel.run(rows, B, lr, self._should_stop):
+                return None
+            losses = kernel.step_losses(rows, B)
+            if reference is None:  # the first step's loss is the reference
+                first = float(losses[0])
+                if not first < _FLOAT32_MAX:
+                    why = _divergence_reason(first, None, first_epoch=True)
+                    raise self._diverged(epoch, 1, first, lr, why)
+                reference = first
+                limit = _limit(first)
+            bad = np.flatnonzero(~(losses < limit))  # NaN is never < limit
+            if bad.shape[0]:
+                loss = float(losses[bad[0]])
+                why = _divergence_reason(loss, reference, first_epoch=epoch == 1)
+                raise self._diverged(epoch, done + int(bad[0]) + 1, loss, lr, why)
+            step_losses[done : done + losses.shape[0]] = losses
+            loss_sum += float(losses.sum())
+            done += losses.shape[0]
+        kernel.store(self._theta)
+        self._optimizer.count_steps(steps)
+        return loss_sum
 
     # -- per-epoch measurements ------------------------------------------------------------------
 
@@ -515,7 +602,8 @@ class Training:
     def _noise_record(self) -> NoiseRecord | None:
         """Noise scale on a seeded sample of training rows at the current θ.
 
-        Linear/logistic/softmax: exact per-example gradients. MLP: the sample of S rows is cut
+        Linear/logistic/softmax: exact per-example gradients, through their squared norms and
+        the mean gradient (``noise_scale_from_sq_norms``). MLP: the sample of S rows is cut
         into m = min(16, S) small batches of b = S // m rows; each gives |G_b|², and
         their mean gradient is the gradient on all m·b rows, the big batch (two-batch estimator).
         """
@@ -530,7 +618,11 @@ class Training:
         loss_level = self._model.loss(theta, X_s, y_s)
         estimate: NoiseEstimate | None
         if self.config.model != "mlp":
-            estimate = noise_scale_from_per_example(self._model.per_example_grads(theta, X_s, y_s))
+            # O(S + P) memory: the rows' |g_i|² and their mean gradient, not the (S, P) matrix
+            mean_grad = np.empty_like(theta)
+            self._model.loss_and_grad(theta, X_s, y_s, mean_grad)
+            sq_norms = self._model.per_example_sq_norms(theta, X_s, y_s)
+            estimate = noise_scale_from_sq_norms(sq_norms, mean_grad)
         else:
             m = min(NOISE_SMALL_BATCHES, S)
             b = S // m

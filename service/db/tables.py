@@ -155,6 +155,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A sweep's point: {batch_size, learning_rate, seed, round}; both NULL for a lone job.
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    sweep_point: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
 
     __table_args__ = (
         # The claim: the oldest queued job (and expired running ones) by status, then age.
@@ -162,6 +169,38 @@ class Job(Base):
         # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
         Index("ix_jobs_created_at_id", "created_at", "id"),
     )
+
+
+class Sweep(Base):
+    """One job config run over several batch sizes (and learning rates, and seeds); its points
+    are ordinary :class:`Job` rows carrying ``sweep_id`` and ``sweep_point``.
+
+    ``status``: running | succeeded | failed | cancelled. ``spec`` is the validated request
+    (``SweepCreate`` without ``dataset_id``); ``lr_method`` given | searched | scaled;
+    ``round`` the learning-rate round submitted last (0 first); ``lr_state`` the search's
+    memory, per batch size (``{"<B>": {"rates": [...], "done": bool}}``).
+    """
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # CASCADE: a dataset can only be deleted once it has no jobs, and a sweep without its jobs
+    # and data means nothing.
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lr_method: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lr_state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
+    __table_args__ = (Index("ix_sweeps_created_at_id", "created_at", "id"),)
 
 
 class JobEpoch(Base):
@@ -212,6 +251,7 @@ __all__ = [
     "JobCheckpoint",
     "JobEpoch",
     "JobModel",
+    "Sweep",
     "UTCDateTime",
     "utcnow",
 ]

@@ -36,6 +36,7 @@ from service.db import utcnow
 from service.errors import NotFound
 from service.jobs import queue
 from service.jobs.queue import Claim, FinalStatus, LeaseLost
+from service.sweeps import service as sweeps_service
 from service.worker.cache import DatasetCache
 from service.worker.signals import StopFlag
 
@@ -147,6 +148,7 @@ def _finish(
                 error_message=error_message,
                 now=utcnow(),
             )
+            _advance_sweep(session, claim.job_id)
             session.commit()
     except LeaseLost:
         logger.warning("job %s: lease lost before it could finish as %s", claim.job_id, status)
@@ -158,6 +160,17 @@ def _finish(
         f" ({error_code}: {error_message})" if error_code else "",
     )
     return status
+
+
+def _advance_sweep(session: Session, job_id: str) -> None:
+    """Advance the job's sweep (if any) in the finish's own transaction, so a crash cannot
+    lose the step. A bug there must not lose the finish: it is rolled back to a savepoint and
+    logged, and the next read of the sweep advances it."""
+    try:
+        with session.begin_nested():
+            sweeps_service.job_finished(session, job_id)
+    except Exception:
+        logger.exception("job %s: advancing its sweep failed", job_id)
 
 
 def _release(context: RunnerContext, claim: Claim, flags: _Flags) -> Outcome:

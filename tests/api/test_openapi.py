@@ -45,6 +45,11 @@ def test_every_route_is_listed(openapi: dict[str, Any]) -> None:
         ("GET", "/v1/jobs/{job_id}/history"),
         ("GET", "/v1/jobs/{job_id}/model"),
         ("POST", "/v1/jobs/{job_id}/predict"),
+        ("POST", "/v1/sweeps"),
+        ("GET", "/v1/sweeps"),
+        ("GET", "/v1/sweeps/{sweep_id}"),
+        ("POST", "/v1/sweeps/{sweep_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"),
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 from service.core import CoreConfigError
 from service.core import data as data_module
 from service.core.data import (
+    AugmentedEpochs,
     ChunkedEpochs,
     EvalSet,
     InMemoryEpochs,
@@ -182,6 +183,36 @@ def test_chunked_epoch_without_shuffle_is_file_order() -> None:
     source = ChunkedEpochs(reader, rows, max_bytes=32 * reader.row_bytes)
     order = np.concatenate([seg_y.copy() for _, seg_y in source.segments(6, None)])
     assert np.array_equal(order, rows)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 40])
+def test_augmented_epochs_serve_the_in_memory_order_as_x_one_y_rows(
+    batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)) * 3.0 + 1.0  # float64 source, float32 training
+    y = rng.normal(size=300).astype(np.float32)  # encoded targets are in the training dtype
+    rows = np.sort(rng.choice(300, size=250, replace=False))
+    s = fit_standardization(X, rows, np.dtype(np.float32))
+    reader = RowReader(X, y, dtype=np.dtype(np.float32), standardization=s)
+    monkeypatch.setattr(data_module, "CHUNK_BYTES", 24 * 10)  # built in 10-row pieces
+    monkeypatch.setattr(data_module, "AUGMENTED_CHUNK_BYTES", 24 * 80)  # ~80-row chunks
+    plain, augmented = InMemoryEpochs(reader, rows), InMemoryEpochs(reader, rows)
+    fused = AugmentedEpochs(augmented)
+    assert fused.rows.shape == (250, 6)
+    assert fused.rows.dtype == np.float32
+    assert augmented._X.shape[0] == 0  # InMemoryEpochs' own buffer is never allocated
+    rng_plain, rng_fused = np.random.default_rng(4), np.random.default_rng(4)
+    for shuffle in (True, True, False):
+        (X_seg, y_seg), *_ = plain.segments(batch_size, rng_plain if shuffle else None)
+        chunks = [c.copy() for c in fused.chunks(batch_size, rng_fused if shuffle else None)]
+        assert all(c.shape[0] % batch_size == 0 for c in chunks[:-1])
+        assert all(c.shape[0] <= max(80, batch_size) for c in chunks)
+        served = np.concatenate(chunks)
+        assert np.array_equal(served[:, :4], X_seg)  # same rows, same order, same bits
+        assert np.all(served[:, 4] == 1.0)
+        assert np.array_equal(served[:, 5], y_seg)
+    assert rng_plain.bit_generator.state == rng_fused.bit_generator.state
 
 
 def test_standardisation_happens_in_our_buffer_not_in_the_input() -> None:

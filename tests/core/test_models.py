@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.core.errors import CoreConfigError
-from service.core.models import Model, build_model
+from service.core.models import Model, augmented_sgd, build_model
 from service.core.optim import make_optimizer
 
 N_ROWS, N_FEATURES, N_CLASSES = 9, 4, 3
@@ -137,6 +137,85 @@ def test_per_example_grads_average_to_the_batch_gradient(case: dict[str, Any], d
     row_grad = np.empty(model.n_params, dtype)
     model.loss_and_grad(theta, X[4:5], y[4:5], row_grad)
     np.testing.assert_allclose(G[4], row_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=_case_id)
+def test_scaled_gradient_is_the_gradient_times_the_factor(case: dict[str, Any]) -> None:
+    rng = np.random.default_rng(5)
+    model = build_model(n_features=N_FEATURES, **case)
+    X = rng.standard_normal((N_ROWS, N_FEATURES))
+    y = _targets(model, rng, N_ROWS)
+    theta = model.init_params(rng, np.float64) + 0.5 * rng.standard_normal(model.n_params)
+    grad, scaled, again = (np.empty(model.n_params) for _ in range(3))
+    loss = model.loss_and_grad(theta, X, y, grad)
+    assert model.loss_and_scaled_grad(theta, X, y, scaled, -0.3) == loss
+    np.testing.assert_allclose(scaled, -0.3 * grad, rtol=1e-14, atol=1e-16)
+    # the cached work arrays go back to the plain gradient afterwards
+    assert model.loss_and_grad(theta, X, y, again) == loss
+    np.testing.assert_array_equal(again, grad)
+
+
+@pytest.mark.parametrize(
+    ("kind", "task"), [("linear", "regression"), ("logistic", "binary")], ids=["mse", "logistic"]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_augmented_sgd_takes_the_same_steps_as_loss_and_grad(
+    kind: str, task: str, dtype: type
+) -> None:
+    rng = np.random.default_rng(6)
+    model = build_model(kind, task=task, n_features=N_FEATURES)
+    n, B, lr = 23, 5, 0.1  # four steps of 5 rows, then one of 3
+    X = rng.standard_normal((n, N_FEATURES)).astype(dtype)
+    y = _targets(model, rng, n).astype(dtype)
+    rows = np.column_stack([X, np.ones(n), y]).astype(dtype)
+    theta = rng.standard_normal(model.n_params).astype(dtype)
+    kernel = augmented_sgd(model, dtype)
+    assert kernel is not None
+    kernel.load(theta)
+    assert kernel.run(rows, B, lr, None)
+    fused = np.empty_like(theta)
+    kernel.store(fused)
+    expected_losses = []
+    grad = np.empty_like(theta)
+    for a in range(0, n, B):
+        expected_losses.append(model.loss_and_grad(theta, X[a : a + B], y[a : a + B], grad))
+        theta -= dtype(lr) * grad
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(fused, theta, rtol=tol, atol=tol)
+    np.testing.assert_allclose(kernel.step_losses(rows, B), expected_losses, rtol=tol)
+    assert rows[:, N_FEATURES].tolist() == [1.0] * n  # the rows are read, never written
+
+
+def test_augmented_sgd_stops_after_the_step_should_stop_ends() -> None:
+    rng = np.random.default_rng(8)
+    model = build_model("linear", task="regression", n_features=2)
+    X, y = rng.standard_normal((12, 2)), rng.standard_normal(12)
+    rows = np.column_stack([X, np.ones(12), y])
+    kernel = augmented_sgd(model, np.float64)
+    assert kernel is not None
+    calls = []
+    kernel.load(np.zeros(3))
+    assert not kernel.run(rows, 3, 0.1, lambda: calls.append(1) or len(calls) == 2)
+    stopped = np.empty(3)
+    kernel.store(stopped)
+    kernel.load(np.zeros(3))
+    assert kernel.run(rows[:6], 3, 0.1, None)  # the same two steps, no more
+    two_steps = np.empty(3)
+    kernel.store(two_steps)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(stopped, two_steps)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in MODEL_CASES if (c["kind"], c.get("loss")) not in (("linear", None),)]
+    + [{"kind": "logistic", "task": "binary"}],
+    ids=_case_id,
+)
+def test_only_linear_mse_and_logistic_have_the_fused_sgd_step(case: dict[str, Any]) -> None:
+    model = build_model(n_features=N_FEATURES, **case)
+    kernel = augmented_sgd(model, np.float64)
+    assert (kernel is not None) == (case["kind"] == "logistic")
 
 
 def test_mlp_has_no_per_example_grads() -> None:

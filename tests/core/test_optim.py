@@ -191,3 +191,28 @@ def test_make_optimizer_refuses_bad_values_naming_the_field(
     with pytest.raises(CoreConfigError) as info:
         make_optimizer(args.pop("name"), **args)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "plain"),
+    [
+        ("sgd", {}, True),
+        ("sgd", {"weight_decay": 0.1}, False),
+        ("sgd", {"clip_norm": 1.0}, False),
+        ("momentum", {"momentum": 0.0}, False),
+        ("adam", {}, False),
+    ],
+)
+def test_only_plain_sgd_lets_the_caller_apply_its_steps(
+    name: str, kwargs: dict[str, Any], plain: bool
+) -> None:
+    optimizer = make_optimizer(name, n_params=2, dtype=np.float64, **kwargs)
+    assert optimizer.is_plain_sgd is plain
+    if plain:
+        optimizer.count_steps(5)
+        optimizer.step(np.zeros(2), np.ones(2), 0.1)
+        assert int(optimizer.state_dict()["step"]) == optimizer.step_count == 6
+    else:
+        with pytest.raises(ValueError, match=f"^{name} keeps state"):
+            optimizer.count_steps(5)
+        assert optimizer.step_count == 0

@@ -207,8 +207,16 @@ def _history_source() -> str:
             max_in_memory_bytes=2000,  # the chunked path
             seed=3,
         ),
+        TrainConfig(
+            batch_size=8,
+            epochs=5,
+            validation_split=0.2,
+            standardize=True,
+            batch_size_schedule=BatchSizeSchedule(kind="grow", factor=4, every_epochs=2),
+            seed=7,
+        ),
     ],
-    ids=["mlp-adam-in-memory", "softmax-nesterov-chunked"],
+    ids=["mlp-adam-in-memory", "softmax-nesterov-chunked", "linear-sgd-fast-path-then-general"],
 )
 def test_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path, config: TrainConfig) -> None:
     if config.model == "softmax":
@@ -247,9 +255,10 @@ def test_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path, config: Trai
     assert out["theta"].tobytes() == full.model.theta.tobytes()
 
 
-def test_should_stop_drops_the_partial_epoch_and_resumes_identically() -> None:
+@pytest.mark.parametrize("optimizer", ["momentum", "sgd"], ids=["general-step", "sgd-fast-path"])
+def test_should_stop_drops_the_partial_epoch_and_resumes_identically(optimizer: str) -> None:
     X, y = regression_data(200, 3)
-    config = TrainConfig(batch_size=10, epochs=4, optimizer="momentum", seed=5)
+    config = TrainConfig(batch_size=10, epochs=4, optimizer=optimizer, seed=5)
     calls = 0
 
     def stop_in_epoch_three() -> bool:
@@ -318,6 +327,34 @@ def test_divergence_names_epoch_step_and_remedy() -> None:
     assert np.all(np.isfinite(training.model.theta))
 
 
+@pytest.mark.parametrize(
+    ("scale", "learning_rate", "dtype"),
+    [(30.0, 0.5, "float64"), (30.0, 0.5, "float32"), (1e20, 0.01, "float32")],
+    ids=["explodes-float64", "explodes-float32", "overflows-at-the-first-step"],
+)
+def test_divergence_on_the_fast_path_names_the_same_step(
+    scale: float, learning_rate: float, dtype: str
+) -> None:
+    X, y = regression_data(300, 5)
+    X = X * scale
+    y = X @ np.ones(5)
+    config = TrainConfig(learning_rate=learning_rate, batch_size=4, epochs=3, dtype=dtype)
+    errors = []
+    for cfg in (config, _as_general_step(config)):
+        training = train(X, y, cfg)
+        with pytest.raises(TrainingDiverged) as info:
+            run(training)
+        assert np.all(np.isfinite(training.model.theta))
+        assert training.checkpoint().epoch == 0
+        errors.append(info.value)
+    fast, general = errors
+    assert (fast.epoch, fast.step) == (general.epoch, general.step)
+    assert str(fast).split(":")[0] == str(general).split(":")[0]
+    if scale > 1e6:
+        assert fast.step == 1
+        assert "the loss is inf" in str(fast)
+
+
 def test_divergence_after_good_epochs_keeps_their_records_finite() -> None:
     X, y = regression_data(200, 3)
     # A warmup schedule: epoch 1 at lr/10 trains fine, epoch 2 at the full lr explodes.
@@ -354,12 +391,29 @@ def test_read_only_memmap_trains_and_is_unchanged(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(X_map), before)
 
 
-def test_in_memory_path_peak_memory_is_within_two_and_a_half_datasets() -> None:
+@pytest.mark.parametrize(
+    "batch_sizes",
+    [(64, 64), (256, 256), (64, 256)],
+    ids=["fast-path", "general-step", "both"],
+)
+def test_in_memory_path_peak_memory_is_within_two_and_a_half_datasets(
+    batch_sizes: tuple[int, int],
+) -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40_000, 32)).astype(np.float32)
     y = (X @ rng.normal(size=32)).astype(np.float32)
     dataset_bytes = X.nbytes + y.nbytes
-    config = TrainConfig(batch_size=64, epochs=2, validation_split=0.2, standardize=True)
+    first, second = batch_sizes
+    schedule = BatchSizeSchedule()
+    if second > first:  # epoch 1 on the fast path, epoch 2 on the general step
+        schedule = BatchSizeSchedule(kind="grow", factor=second // first, every_epochs=1)
+    config = TrainConfig(
+        batch_size=first,
+        epochs=2,
+        validation_split=0.2,
+        standardize=True,
+        batch_size_schedule=schedule,
+    )
     tracemalloc.start()
     try:
         training = train(X, y, config)
@@ -439,9 +493,16 @@ def test_drop_last_and_full_batch_counts() -> None:
     assert [(r.steps, r.batch_size) for r in full] == [(1, 100), (1, 100)]
 
 
-def test_train_loss_is_the_mean_of_step_losses_over_file_order_without_shuffle() -> None:
+@pytest.mark.parametrize("optimizer", ["momentum", "sgd"], ids=["general-step", "sgd-fast-path"])
+def test_train_loss_is_the_mean_of_step_losses_over_file_order_without_shuffle(
+    optimizer: str,
+) -> None:
     X, y = regression_data(50, 3)
-    config = TrainConfig(batch_size=20, epochs=2, shuffle=False, dtype="float64")
+    # Momentum 0 is plain SGD through the general step, bit for bit (b = 0·b + g = g);
+    # "sgd" takes the fused small-batch path: the same steps, rounded in another order.
+    config = TrainConfig(
+        batch_size=20, epochs=2, shuffle=False, dtype="float64", optimizer=optimizer, momentum=0.0
+    )
     records = run(training := train(X, y, config))
     # The same steps by hand: slices in file order, plain SGD.
     model = build_model("linear", task="regression", n_features=3)
@@ -452,9 +513,74 @@ def test_train_loss_is_the_mean_of_step_losses_over_file_order_without_shuffle()
         for a in range(0, 50, 20):
             losses.append(model.loss_and_grad(theta, X[a : a + 20], y[a : a + 20], grad))
             theta -= 0.01 * grad
-    assert np.array_equal(training.model.theta, theta)
-    assert records[0].train_loss == pytest.approx(np.mean(losses[:3]), rel=1e-15)
-    assert records[1].step_losses.tolist() == np.array(losses[3:], dtype=np.float32).tolist()
+    if optimizer == "momentum":
+        assert np.array_equal(training.model.theta, theta)
+        assert records[0].train_loss == pytest.approx(np.mean(losses[:3]), rel=1e-15)
+        assert records[1].step_losses.tolist() == np.array(losses[3:], dtype=np.float32).tolist()
+    else:
+        np.testing.assert_allclose(training.model.theta, theta, rtol=1e-13)
+        assert records[0].train_loss == pytest.approx(np.mean(losses[:3]), rel=1e-13)
+        np.testing.assert_allclose(records[1].step_losses, losses[3:], rtol=1e-7)
+    assert training.checkpoint().optimizer_state["step"] == 6
+
+
+def _as_general_step(config: TrainConfig) -> TrainConfig:
+    """The same run through loss_and_grad + Optimizer.step: momentum 0 is plain SGD."""
+    return TrainConfig(**{**vars(config), "optimizer": "momentum", "momentum": 0.0})
+
+
+_FAST_PATH_CASES = [
+    # the fused [x | 1 | y] step (B ≤ 64), with a short last batch, or dropping it
+    {"batch_size": 1, "epochs": 2},
+    {"batch_size": 7, "drop_last": True},
+    {"batch_size": 64, "standardize": True},
+    {"batch_size": 7, "dtype": "float32", "standardize": True},
+    {"model": "logistic", "batch_size": 16},
+    {"model": "logistic", "batch_size": 5, "dtype": "float32"},
+    # the scaled gradient + one add (B > 64, or a model without the fused step)
+    {"batch_size": 65},
+    {"loss": "huber", "batch_size": 16},
+    {"model": "softmax", "batch_size": 16},
+    {"model": "mlp", "hidden_layers": (6,), "batch_size": 16},
+    {"model": "mlp", "hidden_layers": (6,), "batch_size": 16, "dtype": "float32"},
+]
+
+
+def _fields_id(fields: dict[str, Any]) -> str:
+    return "-".join(f"{key}={value}" for key, value in fields.items())
+
+
+@pytest.mark.parametrize("fields", _FAST_PATH_CASES, ids=_fields_id)
+def test_plain_sgd_fast_paths_follow_the_general_step(fields: dict[str, Any]) -> None:
+    if fields.get("model") in ("logistic", "softmax"):
+        X, y = blobs(230, 2 if fields["model"] == "logistic" else 3, seed=3)
+        X = X / 6.0
+    else:
+        X, y = regression_data(230, 4)
+    config = TrainConfig(
+        **{"epochs": 3, "learning_rate": 0.02, "validation_split": 0.1, "dtype": "float64"} | fields
+    )
+    fast, general = train(X, y, config), train(X, y, _as_general_step(config))
+    fast_records, general_records = run(fast), run(general)
+    float32 = config.dtype == "float32"
+    rtol = 1e-4 if float32 else 1e-10
+    for a, b in zip(fast_records, general_records, strict=True):
+        assert (a.epoch, a.steps, a.batch_size, a.samples_seen) == (
+            b.epoch,
+            b.steps,
+            b.batch_size,
+            b.samples_seen,
+        )
+        np.testing.assert_allclose(a.step_losses, b.step_losses, rtol=rtol, atol=1e-7)
+        assert a.train_loss == pytest.approx(b.train_loss, rel=rtol)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=rtol)
+    np.testing.assert_allclose(fast.model.theta, general.model.theta, rtol=rtol, atol=1e-6)
+    steps = fast.checkpoint().optimizer_state["step"]
+    assert steps == general.checkpoint().optimizer_state["step"] == fast_records[-1].total_steps
+    # and the fast path is as deterministic as the general one
+    again = train(X, y, config)
+    assert history_bytes(run(again)) == history_bytes(fast_records)
+    assert again.model.theta.tobytes() == fast.model.theta.tobytes()
 
 
 def test_explicit_validation_metrics_match_their_formulas() -> None:

@@ -14,7 +14,15 @@ from sqlalchemy import Column, Engine, Integer, MetaData, inspect
 from service.db import Base, create_engine_for
 from service.db import migrate as migrations
 
-DATA_TABLES = {"datasets", "dataset_chunks", "jobs", "job_epochs", "job_checkpoints", "job_models"}
+DATA_TABLES = {
+    "datasets",
+    "dataset_chunks",
+    "jobs",
+    "job_epochs",
+    "job_checkpoints",
+    "job_models",
+    "sweeps",
+}
 
 
 def schema_diff(engine: Engine, metadata: MetaData) -> list[object]:

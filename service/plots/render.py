@@ -1,0 +1,82 @@
+"""What every plot shares: the output formats, a fresh figure, the bytes, the log-scale rule.
+
+Figures are built as ``matplotlib.figure.Figure`` objects and printed through the Agg (PNG)
+or SVG canvas directly, never through ``pyplot``: pyplot keeps a global registry of figures
+and a global "current figure", which is not safe under the API's thread pool; a ``Figure``
+and its canvas are plain objects owned by one call.
+
+Same data, same bytes. PNG from Agg is deterministic. SVG carries a date and random ids
+(clip paths, glyphs) unless told otherwise: the date is dropped through ``metadata``, and
+the ids are hashed with ``rcParams["svg.hashsalt"]`` — matplotlib reads that salt only from
+the global ``rcParams`` (temporarily changing it with ``rc_context`` would race between
+threads), so this module sets it once, at import, and only if nobody else has chosen one.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+
+PlotFormat = Literal["svg", "png"]
+PLOT_FORMATS: tuple[PlotFormat, ...] = ("svg", "png")
+MEDIA_TYPES: dict[PlotFormat, str] = {"svg": "image/svg+xml", "png": "image/png"}
+
+#: Figures are laid out for 8 in = 800 px at 100 px/in (text about 14 px high); PNGs are
+#: rasterised at 150 dpi (1,200 px wide) so they stay sharp on high-density screens.
+FIGURE_WIDTH_IN = 8.0
+PNG_DPI = 150
+#: A loss that spans more than this ratio (two decades) is drawn on a log axis.
+LOG_SPAN = 100.0
+
+if matplotlib.rcParams["svg.hashsalt"] is None:
+    matplotlib.rcParams["svg.hashsalt"] = "batchwise"
+
+
+def new_figure(height_in: float) -> Figure:
+    """A blank figure ``FIGURE_WIDTH_IN`` × ``height_in`` inches, laid out by matplotlib's
+    constrained layout (labels and legends never clipped)."""
+    return Figure(figsize=(FIGURE_WIDTH_IN, height_in), layout="constrained")
+
+
+def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
+    """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes."""
+    buffer = io.BytesIO()
+    if fmt == "svg":
+        FigureCanvasSVG(figure).print_figure(buffer, format="svg", metadata={"Date": None})
+    elif fmt == "png":
+        # No "Software" text chunk: nothing in the file names the library or its version.
+        FigureCanvasAgg(figure).print_figure(
+            buffer, format="png", dpi=PNG_DPI, metadata={"Software": None}
+        )
+    else:
+        raise ValueError(f"unknown plot format {fmt!r}; expected one of {PLOT_FORMATS}")
+    return buffer.getvalue()
+
+
+def spans_decades(values: Iterable[float | None], ratio: float = LOG_SPAN) -> bool:
+    """Whether the finite values are all positive and max/min exceeds ``ratio`` (a log axis
+    then shows them better; a zero or negative value keeps the axis linear)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or min(finite) <= 0.0:
+        return False
+    return max(finite) / min(finite) > ratio
+
+
+__all__ = [
+    "FIGURE_WIDTH_IN",
+    "LOG_SPAN",
+    "MEDIA_TYPES",
+    "PLOT_FORMATS",
+    "PNG_DPI",
+    "PlotFormat",
+    "figure_bytes",
+    "new_figure",
+    "spans_decades",
+]

@@ -1,0 +1,60 @@
+"""Sweeps: one job per batch size (and seed), compared, and the critical batch size fitted.
+
+The names here are the pure part — NumPy, the standard library and ``service.core`` only (an
+import-linter contract holds it): steps to a target loss (``targets``), the critical-batch fit
+S(B) = S_min (1 + B_noise/B) (``fit``), a run's noise-scale summary (``noise``), and the
+recommendation and per-job batch-size advice built from them (``advice``). The database side
+(``schemas``, ``repository``, ``service``) is imported by its own module path.
+"""
+
+from service.sweeps.advice import (
+    BatchSizeAdvice,
+    FastestChoice,
+    KneeChoice,
+    Recommendation,
+    Verdict,
+    advise_batch_size,
+    recommend,
+)
+from service.sweeps.fit import (
+    MIN_POINTS,
+    MIN_S_MIN,
+    CriticalBatchFit,
+    Interval,
+    SweepPoint,
+    fit_critical_batch,
+)
+from service.sweeps.noise import EpochNoise, NoiseScaleSummary, summarize_noise_scale
+from service.sweeps.targets import (
+    Evaluation,
+    SweepDataError,
+    TargetCrossing,
+    steps_to_target,
+    sweep_target,
+    target_from_fraction,
+)
+
+__all__ = [
+    "MIN_POINTS",
+    "MIN_S_MIN",
+    "BatchSizeAdvice",
+    "CriticalBatchFit",
+    "EpochNoise",
+    "Evaluation",
+    "FastestChoice",
+    "Interval",
+    "KneeChoice",
+    "NoiseScaleSummary",
+    "Recommendation",
+    "SweepDataError",
+    "SweepPoint",
+    "TargetCrossing",
+    "Verdict",
+    "advise_batch_size",
+    "fit_critical_batch",
+    "recommend",
+    "steps_to_target",
+    "summarize_noise_scale",
+    "sweep_target",
+    "target_from_fraction",
+]

@@ -1,0 +1,77 @@
+"""What every plot shares: formats, the log-axis rule, bytes that depend on the data only,
+and no pyplot."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from service.plots import MEDIA_TYPES, PLOT_FORMATS, LossHistory, render_job_loss
+from service.plots.render import figure_bytes, new_figure, spans_decades
+
+SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    from service.plots import LossHistory, render_job_loss
+    history = LossHistory(epoch=[1, 2], train_loss=[1.0, 0.5], val_loss=[1.1, 0.6],
+                          steps_per_epoch=[2, 2], step=[1, 2, 3, 4], step_loss=[1.2, 0.9, 0.6, 0.4])
+    for fmt in ("svg", "png"):
+        print(hashlib.sha256(render_job_loss(history, fmt)).hexdigest())
+    print("matplotlib.pyplot" in sys.modules)
+    """
+)
+
+
+def test_another_process_draws_the_same_bytes_without_pyplot() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=120
+    )
+    svg_sha, png_sha, pyplot_loaded = done.stdout.split()
+    history = LossHistory(
+        epoch=[1, 2],
+        train_loss=[1.0, 0.5],
+        val_loss=[1.1, 0.6],
+        steps_per_epoch=[2, 2],
+        step=[1, 2, 3, 4],
+        step_loss=[1.2, 0.9, 0.6, 0.4],
+    )
+    assert hashlib.sha256(render_job_loss(history, "svg")).hexdigest() == svg_sha
+    assert hashlib.sha256(render_job_loss(history, "png")).hexdigest() == png_sha
+    assert pyplot_loaded == "False"  # pyplot (global figures, not thread-safe) never loaded
+
+
+def test_formats_and_media_types() -> None:
+    assert PLOT_FORMATS == ("svg", "png")
+    assert MEDIA_TYPES == {"svg": "image/svg+xml", "png": "image/png"}
+    with pytest.raises(ValueError, match="unknown plot format 'jpg'"):
+        figure_bytes(new_figure(3.0), "jpg")  # type: ignore[arg-type]
+
+
+def test_svg_carries_no_date_and_png_no_software_chunk() -> None:
+    figure = new_figure(3.0)
+    figure.add_subplot().plot([1, 2], [3, 4])
+    svg = figure_bytes(figure, "svg")
+    assert b"<dc:date>" not in svg
+    png = figure_bytes(figure, "png")
+    assert b"Software" not in png
+    assert hashlib.sha256(figure_bytes(figure, "png")).digest() == hashlib.sha256(png).digest()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1.0, 0.011], False),  # 91×: under two decades
+        ([1.0, 0.009], True),  # 111×
+        ([1.0, None, 0.001, float("nan")], True),  # missing and non-finite values ignored
+        ([5.0, 0.0, 0.001], False),  # a zero cannot go on a log axis
+        ([5.0, -1.0, 0.001], False),
+        ([], False),
+        ([None], False),
+    ],
+)
+def test_log_axis_rule(values: list[float | None], expected: bool) -> None:
+    assert spans_decades(values) is expected

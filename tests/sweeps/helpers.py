@@ -1,0 +1,100 @@
+"""Plain helpers for the sweeps tests: a dataset, sweeps through the service, and point jobs'
+results written directly through the tables, as a worker's queue operations write them (a real
+database, not a mock)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jobs.factories import T0, epoch_row, make_dataset, regression_data, set_job
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db import Job
+from service.sweeps import service as sweeps_service
+from service.sweeps.schemas import SweepCreate, SweepRead
+
+STEPS_PER_EPOCH = 10
+EPOCHS = 4
+
+
+def dataset(session: Session, work_dir: Path, n_rows: int = 200) -> str:
+    """A regression dataset of ``n_rows`` rows; its id."""
+    return make_dataset(session, work_dir, *regression_data(n_rows)).id
+
+
+def create(session: Session, dataset_id: str, **fields: Any) -> SweepRead:
+    """Create a sweep through the service (base defaults: 4 epochs)."""
+    fields.setdefault("base", {"epochs": EPOCHS})
+    return sweeps_service.create(session, SweepCreate(dataset_id=dataset_id, **fields))
+
+
+def jobs_of(session: Session, sweep_id: str) -> list[Job]:
+    """The sweep's jobs, oldest first, read afresh."""
+    return list(
+        session.scalars(
+            select(Job)
+            .where(Job.sweep_id == sweep_id)
+            .order_by(Job.created_at, Job.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def finish_with_crossing(
+    session: Session,
+    job: Job,
+    crossing_step: float,
+    *,
+    initial_loss: float = 1.0,
+    noise: dict[str, Any] | None = None,
+) -> None:
+    """Write ``EPOCHS`` epochs whose loss is L(s) = L0·exp(−s·ln 2 / crossing_step) at every
+    epoch end s (so log-loss interpolation puts the crossing of L0/2 at exactly
+    ``crossing_step``), the first step's loss L0, and mark the job succeeded. ``noise``: the
+    ``noise_scale`` record of every epoch."""
+    rate = math.log(2.0) / crossing_step
+    set_job(session, job.id, status="running", attempt=1, worker_id="w1", started_at=T0)
+    for epoch in range(1, EPOCHS + 1):
+        step = epoch * STEPS_PER_EPOCH
+        loss = initial_loss * math.exp(-rate * step)
+        losses = np.full(STEPS_PER_EPOCH, loss, dtype=np.float32)
+        if epoch == 1:
+            losses[0] = initial_loss
+        session.add(
+            epoch_row(
+                job.id,
+                epoch,
+                losses,
+                train_loss=loss,
+                total_steps=step,
+                steps=STEPS_PER_EPOCH,
+                samples_seen=step * 8,
+                wall_time_s=0.5 * epoch,
+                noise_scale=noise,
+            )
+        )
+    set_job(
+        session,
+        job.id,
+        status="succeeded",
+        epoch=EPOCHS,
+        finished_at=T0 + timedelta(seconds=5),
+    )
+    session.flush()
+
+
+def fail(session: Session, job: Job, message: str = "the loss is nan") -> None:
+    """Mark the job failed (diverged) without any epoch."""
+    set_job(
+        session,
+        job.id,
+        status="failed",
+        error_code="diverged",
+        error_message=message,
+        finished_at=T0 + timedelta(seconds=1),
+    )
