@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import __version__
+from service.api.dashboard import install_dashboard
 from service.api.docs import install_docs
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
 from service.api.routes import datasets, health, jobs, plots, sweeps
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.session_factory = session_factory(engine)
     install_problem_handlers(app)
     install_docs(app)
+    install_dashboard(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -182,6 +182,40 @@ class JobErrorRead(BaseModel):
     message: str
 
 
+AdviceVerdict = Literal["well below", "below", "near", "above", "well above"]
+
+
+class BatchSizeAdviceRead(BaseModel):
+    """What the job's measured gradient noise scale says about its batch size B.
+
+    B̂ is B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) averaged over the last quarter of the
+    measured epochs (mean tr(Σ) / mean |G|²) and corrected for sampling N training rows without
+    replacement, 1/(1/B_simple + 1/N). With S(B) = S_min (1 + B̂/B) the ratio ρ = B/B̂ places
+    the batch: well below (ρ < 1/4), below (< 1/2), near (≤ 2), above (≤ 4), well above.
+    """
+
+    batch_size: int = Field(description="B: the batch size in force in the last measured epoch.")
+    message: str = Field(description="One sentence: the verdict, B̂, its uncertainty, its loss.")
+    verdict: AdviceVerdict | None = Field(
+        description="well below, below, near, above or well above the noise scale; null when "
+        "B_simple was not resolved (`message` says why)."
+    )
+    noise_scale: float | None = Field(
+        description="B̂: the late B_simple with the finite-population correction (samples)."
+    )
+    b_simple: float | None = Field(description="The late B_simple, uncorrected.")
+    loss_level: float | None = Field(
+        description="The loss at which B̂ was measured (mean over the same epochs): B_simple "
+        "grows many-fold as the loss falls, so B̂ means nothing without it."
+    )
+    uncertainty_factor: float | None = Field(
+        description="exp(sd ln B_simple) of the per-epoch estimates averaged (≥ 1; 3 reads "
+        "'±3×'); null with a single estimate."
+    )
+    ratio: float | None = Field(description="ρ = batch_size / noise_scale.")
+    window: list[int] = Field(description="First and last epoch averaged.")
+
+
 class JobLinks(BaseModel):
     """Where to go next."""
 
@@ -213,6 +247,19 @@ _EXAMPLE_READ: dict[str, Any] = {
     "samples_seen": 3616,
     "latest": {"train_loss": 0.052, "val_loss": 0.061},
     "best": {"train_loss": 0.052, "val_loss": 0.061},
+    "batch_size_advice": {
+        "batch_size": 32,
+        "message": "batch 32 is well below the measured noise scale ≈ 900 (±3×) at loss "
+        "0.41: a batch several times larger, with its learning rate re-tuned, would need "
+        "fewer steps for about the same samples",
+        "verdict": "well below",
+        "noise_scale": 903.1,
+        "b_simple": 1250.4,
+        "loss_level": 0.41,
+        "uncertainty_factor": 3.0,
+        "ratio": 0.035,
+        "window": [4, 4],
+    },
     "error": None,
     "attempts": 1,
     "max_attempts": 3,
@@ -249,6 +296,12 @@ class JobRead(BaseModel):
     samples_seen: int
     latest: LossesRead = Field(description="The last finished epoch's losses.")
     best: LossesRead = Field(description="The lowest losses over the finished epochs.")
+    batch_size_advice: BatchSizeAdviceRead | None = Field(
+        default=None,
+        description="`GET /v1/jobs/{id}` only (null in lists and other answers): for a job run "
+        "with `noise_scale`, where its batch size sits against the measured gradient noise "
+        "scale; null before the first measured epoch or without `noise_scale`.",
+    )
     error: JobErrorRead | None = Field(description="Set when the job failed.")
     attempts: int = Field(description="Times a worker claimed the job (more after a crash).")
     max_attempts: int
@@ -401,6 +454,8 @@ class PredictResponse(BaseModel):
 
 __all__ = [
     "FINISHED_STATUSES",
+    "AdviceVerdict",
+    "BatchSizeAdviceRead",
     "BatchSizeScheduleIn",
     "EarlyStoppingIn",
     "ErrorCode",

@@ -48,11 +48,11 @@ from service.db.tables import Sweep
 from service.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.jobs import service as jobs_service
 from service.jobs.history import finite_or_none
-from service.jobs.schemas import FINISHED_STATUSES, JobCreate
+from service.jobs.schemas import FINISHED_STATUSES, BatchSizeAdviceRead, JobCreate, JobRead
 from service.pagination import decode_cursor, encode_cursor
 from service.sweeps import repository
-from service.sweeps.advice import recommend
-from service.sweeps.fit import SweepPoint, fit_critical_batch
+from service.sweeps.advice import advise_batch_size, recommend
+from service.sweeps.fit import CriticalBatchFit, SweepPoint, fit_critical_batch
 from service.sweeps.noise import EpochNoise, summarize_noise_scale
 from service.sweeps.schemas import (
     DEFAULT_TARGET_FRACTION,
@@ -619,12 +619,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _science(analysis: _Analysis) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(fit, recommendation): S(B) fitted to the chosen rate's crossings per batch size —
-    refused, with the reason, while too few points reached the target (or there is no target
-    yet) — and the fastest batch size and the knee built from it."""
+def critical_fit(analysis: _Analysis) -> tuple[list[SweepPoint], CriticalBatchFit] | None:
+    """The points (each batch size's crossings at its chosen rate) and S(B) fitted to them,
+    from the fixed bootstrap seed; None before the sweep has any point."""
     if not analysis.grid:
-        return None, None
+        return None
     points = [
         SweepPoint(
             batch_size=batch_size,
@@ -635,6 +634,17 @@ def _science(analysis: _Analysis) -> tuple[dict[str, Any] | None, dict[str, Any]
     fitted = fit_critical_batch(
         points, rng=np.random.default_rng(FIT_SEED), n_resamples=FIT_RESAMPLES
     )
+    return points, fitted
+
+
+def _science(analysis: _Analysis) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(fit, recommendation): S(B) fitted to the chosen rate's crossings per batch size —
+    refused, with the reason, while too few points reached the target (or there is no target
+    yet) — and the fastest batch size and the knee built from it."""
+    science = critical_fit(analysis)
+    if science is None:
+        return None, None
+    points, fitted = science
     fit: dict[str, Any] = _json_safe(asdict(fitted))
     recommendation: dict[str, Any] = _json_safe(asdict(recommend(points, fitted)))
     return fit, recommendation
@@ -677,6 +687,42 @@ def _noise_scale(analysis: _Analysis, train_rows: int) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def advice_for_job(session: Session, job: JobRead) -> BatchSizeAdviceRead | None:
+    """Where ``job``'s batch size sits against its own late noise scale
+    (:func:`~service.sweeps.advice.advise_batch_size` over
+    :func:`~service.sweeps.noise.summarize_noise_scale` of its measured epochs, N = its
+    training rows); None while no epoch carries a noise-scale record. Lives here, not in
+    ``service.jobs``, because the advice maths is the sweeps' and jobs sit below sweeps."""
+    rows = repository.epoch_records(session, [job.id])[job.id]
+    measured = [
+        (noise, record) for _, record, _ in rows if (noise := _epoch_noise(record)) is not None
+    ]
+    if not measured:
+        return None
+    dataset = datasets_service.get_dataset(session, job.dataset_id)
+    train_rows = split_sizes(dataset.n_rows, float(job.config.get("validation_split") or 0.0))[0]
+    try:
+        summary = summarize_noise_scale([noise for noise, _ in measured], train_rows=train_rows)
+    except SweepDataError as exc:  # a malformed record written by hand: no advice, say why
+        logger.warning("job %s: no batch-size advice: %s", job.id, exc)
+        return None
+    # The batch in force when the late noise scale was measured (a schedule may have grown it).
+    last_batch = measured[-1][1].get("batch_size") or job.config.get("batch_size")
+    batch_size = int(last_batch) if last_batch else train_rows
+    advice = advise_batch_size(batch_size, summary)
+    return BatchSizeAdviceRead(
+        batch_size=advice.batch_size,
+        message=advice.message,
+        verdict=advice.verdict,
+        noise_scale=advice.noise_scale,
+        b_simple=summary.b_simple,
+        loss_level=finite_or_none(advice.loss_level),
+        uncertainty_factor=advice.uncertainty_factor,
+        ratio=advice.ratio,
+        window=list(summary.window),
+    )
 
 
 def _summary_fields(sweep: Sweep) -> dict[str, Any]:
@@ -739,6 +785,13 @@ def _get_row(session: Session, sweep_id: str) -> Sweep:
     return sweep
 
 
+def analyse_sweep(session: Session, sweep_id: str) -> tuple[Sweep, _Analysis]:
+    """The sweep row (404 otherwise) and its runs as their histories stand now: the target,
+    each run's evaluations and crossing, and the grid batch size → rate → runs."""
+    sweep = _get_row(session, sweep_id)
+    return sweep, _analyse(session, sweep, repository.jobs_of(session, sweep.id))
+
+
 def get_sweep(session: Session, sweep_id: str, *, settle: bool = True) -> SweepRead:
     """The sweep with ``sweep_id`` (404 otherwise), with points and analysis.
 
@@ -798,9 +851,12 @@ def cancel(session: Session, sweep_id: str) -> SweepRead:
 __all__ = [
     "SWEEPS_PATH",
     "advance",
+    "advice_for_job",
+    "analyse_sweep",
     "best_rate",
     "cancel",
     "create",
+    "critical_fit",
     "evaluations_of",
     "get_sweep",
     "job_finished",

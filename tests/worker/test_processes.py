@@ -267,6 +267,13 @@ def test_killed_worker_job_is_recovered_by_another_with_an_identical_history(
     orphan = job_row(engine, job_id)
     assert orphan["status"] == "running"  # nobody released it: the lease has to expire
     assert orphan["epoch"] < LONG["epochs"]
+    # A burst worker stops at an empty queue, and the orphan is claimable only once its lease
+    # has run out (the victim may have run the other job first: their created_at can tie).
+    wait_for(
+        lambda: job_row(engine, job_id)["lease_expires_at"] < utcnow(),
+        timeout=10,
+        what="the killed worker's lease to expire",
+    )
 
     with workers(url, settings.data_dir, burst=True) as (rescuer,):
         assert rescuer.wait() == EXIT_OK

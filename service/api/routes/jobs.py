@@ -27,6 +27,7 @@ from service.jobs.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from service.sweeps import service as sweeps_service
 
 router = APIRouter(prefix=jobs_service.JOBS_PATH, tags=["jobs"])
 
@@ -143,11 +144,19 @@ def list_jobs(
     description="The job's status (queued, running, succeeded, failed, cancelled), progress "
     "(epoch, step, fraction done, ETA), latest and best losses, `error` with a code "
     "(diverged, time_limit, lease_expired, dataset_corrupt, internal) and a message when it "
-    "failed, its times and attempts.",
+    "failed, its times and attempts.\n\n"
+    "For a job run with `noise_scale: true`, `batch_size_advice` says where its batch size "
+    "sits against the gradient noise scale it measured (B_simple over the last quarter of "
+    "its epochs, corrected for sampling without replacement): a sentence, the verdict (well "
+    "below, below, near, above, well above), the noise scale, the loss it was measured at "
+    "and its uncertainty factor. Null without noise-scale measurements.",
     responses=problem_responses(404),
 )
 def get_job(job_id: JobId, session: SessionDep) -> JobRead:
-    return jobs_service.get_job(session, job_id)
+    job = jobs_service.get_job(session, job_id)
+    # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
+    advice = sweeps_service.advice_for_job(session, job)
+    return job.model_copy(update={"batch_size_advice": advice})
 
 
 @router.post(

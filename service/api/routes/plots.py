@@ -1,15 +1,16 @@
-"""Plots as images: ``GET /v1/jobs/{id}/plots/loss.svg|png``.
+"""Plots as images: ``GET /v1/jobs/{id}/plots/loss.svg|png``, and a sweep's
+``GET /v1/sweeps/{id}/plots/curves.svg|png?x=…`` and ``GET /v1/sweeps/{id}/plots/scaling.svg|png``.
 
-Thin: read the job's history through :mod:`service.jobs.service`, hand it to
-:mod:`service.plots` as plain data, answer the bytes. The sweep plots join here once sweeps
-have an API.
+Thin: read the job's history through :mod:`service.jobs.service`, or a sweep's plot data through
+:mod:`service.sweeps.plots_data`, hand it to :mod:`service.plots` as plain data, answer the
+bytes. Every plot may change while its job or sweep runs, so none is cached without asking.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from service.api.deps import SessionDep
 from service.api.problems import problem_responses
@@ -20,17 +21,31 @@ from service.jobs.schemas import EXAMPLE_JOB_ID
 from service.plots import (
     LOSS_PLOT_MAX_STEPS,
     MEDIA_TYPES,
+    CurveAxis,
     LossHistory,
     PlotFormat,
     render_job_loss,
+    render_sweep_curves,
+    render_sweep_scaling,
     steps_per_epoch,
 )
+from service.sweeps import plots_data
+from service.sweeps import service as sweeps_service
+from service.sweeps.schemas import EXAMPLE_SWEEP_ID
 
-router = APIRouter(prefix=jobs_service.JOBS_PATH, tags=["jobs"])
+router = APIRouter()
 
 JobId = Annotated[str, Path(description="The job's id.", examples=[EXAMPLE_JOB_ID])]
+SweepId = Annotated[str, Path(description="The sweep's id.", examples=[EXAMPLE_SWEEP_ID])]
 Format = Annotated[
     PlotFormat, Path(description="`svg` (scalable, text as paths) or `png` (1,200 px wide).")
+]
+XAxis = Annotated[
+    CurveAxis,
+    Query(
+        description="What the curves are drawn against: `epoch` (default), optimizer `step`, "
+        "training `samples` seen, or wall `time` in seconds."
+    ),
 ]
 
 _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -39,6 +54,11 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
     }
 }
+
+
+def _image(image: bytes, fmt: PlotFormat) -> Response:
+    # A running job's or sweep's plot changes with every epoch: caches must ask again.
+    return Response(image, media_type=MEDIA_TYPES[fmt], headers={"Cache-Control": "no-cache"})
 
 
 def loss_history(history: HistoryRead) -> LossHistory:
@@ -63,8 +83,9 @@ def loss_history(history: HistoryRead) -> LossHistory:
 
 
 @router.get(
-    "/{job_id}/plots/loss.{fmt}",
+    jobs_service.JOBS_PATH + "/{job_id}/plots/loss.{fmt}",
     response_class=Response,
+    tags=["jobs"],
     summary="Plot a job's loss",
     description=(
         "Train and validation loss against epoch, with the training loss of every step "
@@ -77,6 +98,53 @@ def loss_history(history: HistoryRead) -> LossHistory:
 )
 def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep) -> Response:
     history = jobs_service.history(session, job_id, max_points=LOSS_PLOT_MAX_STEPS)
-    image = render_job_loss(loss_history(history), fmt)
-    # A running job's plot changes with every epoch: caches must ask again.
-    return Response(image, media_type=MEDIA_TYPES[fmt], headers={"Cache-Control": "no-cache"})
+    return _image(render_job_loss(loss_history(history), fmt), fmt)
+
+
+@router.get(
+    sweeps_service.SWEEPS_PATH + "/{sweep_id}/plots/curves.{fmt}",
+    response_class=Response,
+    tags=["sweeps"],
+    summary="Plot a sweep's loss curves",
+    description=(
+        "Every point's loss curve overlaid (the loss the target is on: train or validation), "
+        "one colour per batch size along viridis, smallest darkest, and the target loss as a "
+        "dashed line. Each batch size shows its runs at its chosen learning rate, one curve "
+        "per seed, at step 0 (the initial loss) and every epoch end. `x` = `epoch`, `step`, "
+        "`samples` or `time`; step, samples and time axes, and the loss axis, are logarithmic "
+        "when they span more than two decades. `curves.svg` or `curves.png`. Readable while "
+        "the sweep runs; 409 before any point has finished an epoch, 422 for another `x`."
+    ),
+    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
+)
+def sweep_curves_plot(
+    sweep_id: SweepId, fmt: Format, session: SessionDep, x: XAxis = "epoch"
+) -> Response:
+    data = plots_data.curves_data(session, sweep_id)
+    image = render_sweep_curves(
+        data.curves, x=x, target=data.target, fmt=fmt, title=data.title, loss_label=data.loss_label
+    )
+    return _image(image, fmt)
+
+
+@router.get(
+    sweeps_service.SWEEPS_PATH + "/{sweep_id}/plots/scaling.{fmt}",
+    response_class=Response,
+    tags=["sweeps"],
+    summary="Plot a sweep's steps and samples to target",
+    description=(
+        "Steps (top) and samples (bottom) to the target against batch size, log-log, one "
+        "marker per run at each batch size's chosen learning rate; runs that have not reached "
+        "the target as open markers along the top edge. With the sweep's fit (as in `GET "
+        "/v1/sweeps/{id}`): S(B) = S_min (1 + B_noise/B) and E(B) = E_min (1 + B/B_noise), "
+        "their band over B_noise's bootstrap interval (S_min held), the S_min and E_min "
+        "asymptotes and B_noise as a dashed vertical line; without one, the reason under the "
+        "title. `scaling.svg` or `scaling.png`. Readable while the sweep runs; 409 before any "
+        "point has finished an epoch."
+    ),
+    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
+)
+def sweep_scaling_plot(sweep_id: SweepId, fmt: Format, session: SessionDep) -> Response:
+    data = plots_data.scaling_data(session, sweep_id)
+    image = render_sweep_scaling(data.points, data.fit, fmt=fmt, title=data.title, note=data.note)
+    return _image(image, fmt)

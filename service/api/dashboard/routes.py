@@ -1,0 +1,199 @@
+"""The dashboard's pages: ``/`` (overview and upload), ``/ui/datasets/{id}`` (statistics, its
+jobs and sweeps, forms to start either), ``/ui/jobs/{id}`` and ``/ui/sweeps/{id}``.
+
+Pages are rendered on the server from the same service functions the JSON API calls, so they
+show exactly what the API says. What changes while one looks (status, progress, new epochs) is
+refreshed by ``static/dashboard.js`` from the JSON API; the forms post to the JSON API too, so
+the dashboard has no write path of its own. Not in the OpenAPI document: it is not an API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from service.api.dashboard.defaults import form_defaults
+from service.api.dashboard.render import STATIC_DIR, STATIC_URL, render_page
+from service.api.deps import SessionDep
+from service.datasets import service as datasets_service
+from service.errors import NotFound
+from service.jobs import service as jobs_service
+from service.jobs.schemas import FINISHED_STATUSES, JobRead
+from service.sweeps import service as sweeps_service
+from service.sweeps.schemas import FINISHED_SWEEP_STATUSES
+
+router = APIRouter(include_in_schema=False)
+
+#: Rows per table on the overview, and per table on a dataset's page.
+OVERVIEW_ROWS, DATASET_ROWS = 20, 50
+#: Sweeps have no dataset filter: a dataset's page looks through this many of the newest.
+SWEEPS_SCANNED = 100
+#: Fields a job's read schema may carry with batch-size advice (``GET /v1/jobs/{id}``).
+ADVICE_FIELDS = ("advice", "batch_size_advice")
+SWEEP_TAG_PREFIX = "sweep:"
+CURVE_AXES = ("step", "epoch", "samples", "time")
+
+PageId = Annotated[str, Path(description="An id; an unknown one gets the 404 page.")]
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """Serve the dashboard's pages and its static files (``/ui/static``) from ``app``."""
+    app.mount(STATIC_URL, StaticFiles(directory=str(STATIC_DIR)), name="dashboard-static")
+    app.include_router(router)
+
+
+def _not_found(exc: NotFound) -> HTMLResponse:
+    return render_page("not_found.html", status_code=404, title="Not found", detail=exc.detail)
+
+
+def _sweep_plots(request: Request) -> dict[str, bool]:
+    """Which of a sweep's plot routes the app serves (``curves``, ``scaling``)."""
+    paths = {getattr(route, "path", "") for route in request.app.routes}
+    return {
+        kind: any(re.fullmatch(rf"/v1/sweeps/\{{\w+\}}/plots/{kind}\.\{{\w+\}}", p) for p in paths)
+        for kind in ("curves", "scaling")
+    }
+
+
+def _sweep_of(job: JobRead) -> str | None:
+    """The id of the sweep a job is a point of, from its ``sweep:<id>`` tag."""
+    for tag in job.tags:
+        if tag.startswith(SWEEP_TAG_PREFIX):
+            return tag.removeprefix(SWEEP_TAG_PREFIX)
+    return None
+
+
+def _advice(job: JobRead) -> Any:
+    """The job's batch-size advice, if its read schema carries one (a sentence or an object
+    with ``message``)."""
+    dumped = job.model_dump()
+    for name in ADVICE_FIELDS:
+        if dumped.get(name):
+            return dumped[name]
+    return None
+
+
+def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """A job's config as (field, value) rows; nested objects as compact JSON."""
+    rows = []
+    for key, value in sorted(config.items()):
+        shown = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+        rows.append((key, shown))
+    return rows
+
+
+def _last(values: list[Any] | None) -> Any:
+    """The last non-null entry of a per-epoch array, or None."""
+    for value in reversed(values or []):
+        if value is not None:
+            return value
+    return None
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(session: SessionDep) -> HTMLResponse:
+    datasets = datasets_service.list_datasets(session, limit=OVERVIEW_ROWS).items
+    jobs = jobs_service.list_jobs(session, limit=OVERVIEW_ROWS).items
+    sweeps = sweeps_service.list_sweeps(session, limit=OVERVIEW_ROWS).items
+    return render_page(
+        "overview.html",
+        title="Overview",
+        datasets=datasets,
+        jobs=jobs,
+        sweeps=sweeps,
+        dataset_names={dataset.id: dataset.name for dataset in datasets},
+        finished=FINISHED_STATUSES,
+        sweep_finished=FINISHED_SWEEP_STATUSES,
+        poll_jobs=f"/v1/jobs?limit={OVERVIEW_ROWS}",
+        poll_sweeps=f"/v1/sweeps?limit={OVERVIEW_ROWS}",
+    )
+
+
+@router.get("/ui/datasets/{dataset_id}", response_class=HTMLResponse)
+def dataset_page(dataset_id: PageId, session: SessionDep) -> HTMLResponse:
+    try:
+        dataset = datasets_service.get_dataset(session, dataset_id)
+    except NotFound as exc:
+        return _not_found(exc)
+    jobs = jobs_service.list_jobs(session, limit=DATASET_ROWS, dataset_id=dataset.id).items
+    sweeps = [
+        sweep
+        for sweep in sweeps_service.list_sweeps(session, limit=SWEEPS_SCANNED).items
+        if sweep.dataset_id == dataset.id
+    ]
+    return render_page(
+        "dataset.html",
+        title=f"Dataset {dataset.name}",
+        dataset=dataset,
+        jobs=jobs,
+        sweeps=sweeps,
+        dataset_names={dataset.id: dataset.name},
+        defaults=form_defaults(dataset),
+        finished=FINISHED_STATUSES,
+        sweep_finished=FINISHED_SWEEP_STATUSES,
+        poll_jobs=f"/v1/jobs?limit={DATASET_ROWS}&dataset_id={dataset.id}",
+        poll_sweeps=f"/v1/sweeps?limit={SWEEPS_SCANNED}",
+    )
+
+
+@router.get("/ui/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
+    try:
+        job = jobs_service.get_job(session, job_id)
+        # Two step points are enough here: the plot reads its own history.
+        history = jobs_service.history(session, job.id, max_points=2)
+        dataset = datasets_service.get_dataset(session, job.dataset_id)
+    except NotFound as exc:
+        return _not_found(exc)
+    wall_times = [t for t in history.wall_time_s if t is not None]
+    metrics = {
+        "val_rmse": _last(history.val_rmse),
+        "val_r2": _last(history.val_r2),
+        "val_accuracy": _last(history.val_accuracy),
+        "learning_rate": _last(history.learning_rate),
+        "batch_size": _last(history.batch_size),
+        "samples_per_s": _last(history.samples_per_s),
+        "wall_time_s": max(wall_times) if wall_times else None,
+        "noise_scale": _last(history.noise_scale),
+        "total_steps": history.total_steps,
+    }
+    return render_page(
+        "job.html",
+        title=f"Job {job.name or job.id[:8]}",
+        job=job,
+        dataset=dataset,
+        metrics=metrics,
+        has_epochs=bool(history.epoch),
+        advice=_advice(job),
+        sweep_id=_sweep_of(job),
+        config_rows=_config_rows(job.config),
+        finished=job.status in FINISHED_STATUSES,
+    )
+
+
+@router.get("/ui/sweeps/{sweep_id}", response_class=HTMLResponse)
+def sweep_page(sweep_id: PageId, request: Request, session: SessionDep) -> HTMLResponse:
+    try:
+        sweep = sweeps_service.get_sweep(session, sweep_id)
+        dataset = datasets_service.get_dataset(session, sweep.dataset_id)
+    except NotFound as exc:
+        return _not_found(exc)
+    return render_page(
+        "sweep.html",
+        title=f"Sweep {sweep.name or sweep.id[:8]}",
+        sweep=sweep,
+        dataset=dataset,
+        plots=_sweep_plots(request),
+        curve_axes=CURVE_AXES,
+        jobs_total=sum(sweep.jobs.values()),
+        jobs_done=sum(n for status, n in sweep.jobs.items() if status in FINISHED_STATUSES),
+        finished=sweep.status in FINISHED_SWEEP_STATUSES,
+    )
+
+
+__all__ = ["install_dashboard", "router"]

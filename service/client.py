@@ -1,0 +1,575 @@
+"""A small typed client of the Batchwise HTTP API, on httpx.
+
+It talks HTTP only: no import of the service's API, database, jobs or sweeps (an import-linter
+contract holds that), so it works the same against the embedded default and a deployment.
+Answers come back as the JSON the API sends, typed with :class:`~typing.TypedDict` views of the
+fields this client and its callers read (the server may send more). Every 4xx/5xx answer
+raises :class:`BatchwiseAPIError` carrying the RFC 9457 problem fields; a connection that
+fails raises :class:`BatchwiseConnectionError`, a wait that runs out
+:class:`BatchwiseTimeoutError`.
+
+    with BatchwiseClient("http://127.0.0.1:8000") as client:
+        dataset = client.upload_dataset("houses.csv", target="price")
+        job = client.submit_job(dataset["id"], batch_size=32, epochs=10)
+        job = client.wait_for_job(job["id"], on_progress=lambda j: print(j["progress"]))
+        history = client.history(job["id"])
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypedDict, TypeVar, cast
+
+import httpx
+import numpy as np
+from numpy.typing import ArrayLike
+
+from service import __version__
+
+__all__ = [
+    "FINISHED_JOB_STATUSES",
+    "FINISHED_SWEEP_STATUSES",
+    "BatchwiseAPIError",
+    "BatchwiseClient",
+    "BatchwiseConnectionError",
+    "BatchwiseError",
+    "BatchwiseTimeoutError",
+    "Dataset",
+    "FieldErrorDict",
+    "History",
+    "Job",
+    "JobErrorDict",
+    "LossPair",
+    "Losses",
+    "Progress",
+    "Steps",
+    "Sweep",
+    "SweepPoint",
+    "SweepTarget",
+    "ToTarget",
+]
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_POLL_S = 0.5
+FINISHED_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED_SWEEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+# --- what the API answers (the fields read here; the server may send more) ------------------
+
+
+class FieldErrorDict(TypedDict):
+    """One entry of a problem's ``errors``: where (``loc``) and what (``msg``, ``type``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Dataset(TypedDict):
+    """``GET /v1/datasets/{id}``."""
+
+    id: str
+    name: str
+    n_rows: int
+    n_features: int
+    feature_names: list[str]
+    target: str
+    task: Literal["regression", "binary", "multiclass"]
+    classes: list[float] | None
+    stats: list[dict[str, Any]]
+    source_format: str
+    sha256: str
+    size_bytes: int
+    dropped_rows: int
+    created_at: str
+
+
+class Progress(TypedDict):
+    """``fraction`` = (epoch + step / steps_per_epoch) / epochs, in [0, 1]."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int | None
+    fraction: float
+    eta_s: float | None
+
+
+class Losses(TypedDict):
+    """Train and validation loss (null before the first epoch, or without validation)."""
+
+    train_loss: float | None
+    val_loss: float | None
+
+
+class JobErrorDict(TypedDict):
+    """Why a job failed: ``code`` (diverged, time_limit, …) and a message."""
+
+    code: str
+    message: str
+
+
+class Job(TypedDict):
+    """``GET /v1/jobs/{id}``."""
+
+    id: str
+    dataset_id: str
+    name: str | None
+    tags: list[str]
+    status: JobStatus
+    cancel_requested: bool
+    config: dict[str, Any]
+    max_runtime_s: float | None
+    progress: Progress
+    samples_seen: int
+    latest: Losses
+    best: Losses
+    error: JobErrorDict | None
+    attempts: int
+    max_attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    links: dict[str, str]
+
+
+class Steps(TypedDict):
+    """Per-step training losses; ``step`` counts optimizer steps from 1."""
+
+    step: list[int]
+    loss: list[float]
+
+
+class History(TypedDict):
+    """``GET /v1/jobs/{id}/history``: one entry per finished epoch in each per-epoch list."""
+
+    job_id: str
+    status: JobStatus
+    task: Literal["regression", "binary", "multiclass"]
+    epoch: list[int]
+    train_loss: list[float | None]
+    val_loss: list[float | None]
+    val_rmse: list[float | None] | None
+    val_r2: list[float | None] | None
+    val_accuracy: list[float | None] | None
+    learning_rate: list[float | None]
+    batch_size: list[int]
+    samples_seen: list[int]
+    wall_time_s: list[float | None]
+    samples_per_s: list[float | None]
+    noise_scale: list[dict[str, Any] | None]
+    steps: Steps
+    total_steps: int
+    downsampled: bool
+
+
+class SweepTarget(TypedDict):
+    """The loss every point must reach, and how it was derived (``description``)."""
+
+    loss: float | None
+    on: Literal["train", "validation"]
+    method: Literal["fraction", "absolute"]
+    fraction: float | None
+    initial_loss: float | None
+    best_loss: float | None
+    description: str
+
+
+class LossPair(TypedDict):
+    """A training and a validation loss."""
+
+    train: float | None
+    validation: float | None
+
+
+class ToTarget(TypedDict):
+    """Cost of reaching the target (interpolated); null where never reached."""
+
+    steps: float | None
+    samples: float | None
+    epochs: float | None
+    wall_time_s: float | None
+
+
+class SweepPoint(TypedDict):
+    """One batch size of a sweep: its chosen learning rate and what it achieved."""
+
+    batch_size: int
+    job_ids: list[str]
+    complete: bool
+    learning_rate: float | None
+    learning_rates_tried: list[float]
+    lr_interior: bool | None
+    best: LossPair
+    final: LossPair
+    gap: float | None
+    to_target: ToTarget
+    samples_per_s: float | None
+
+
+class Sweep(TypedDict):
+    """``GET /v1/sweeps/{id}``: status, target, points and the batch-size analysis."""
+
+    id: str
+    dataset_id: str
+    name: str | None
+    status: SweepStatus
+    partial: bool
+    lr_method: Literal["given", "searched", "scaled"]
+    round: int
+    batch_sizes: list[int]
+    seeds: int
+    jobs: dict[str, int]
+    target: SweepTarget
+    points: list[SweepPoint]
+    fit: dict[str, Any] | None
+    noise_scale: list[dict[str, Any]]
+    recommendation: dict[str, Any] | None
+    error: str | None
+    spec: dict[str, Any]
+    created_at: str
+    finished_at: str | None
+    links: dict[str, str]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class BatchwiseError(Exception):
+    """Anything this client raises."""
+
+
+class BatchwiseAPIError(BatchwiseError):
+    """The API answered 4xx or 5xx. Carries the problem+json fields (RFC 9457): ``status``,
+    ``title``, ``detail``, ``errors`` (``[{loc, msg, type}]`` for input errors, else empty),
+    ``type`` and ``instance``; and the request's ``method`` and ``url``.
+
+    A body that is not a problem document (a proxy's HTML page) keeps the HTTP reason as
+    ``title`` and the start of the body as ``detail``.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        title: str,
+        detail: str | None,
+        errors: Sequence[FieldErrorDict] = (),
+        type: str = "about:blank",
+        instance: str | None = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors: list[FieldErrorDict] = list(errors)
+        self.type = type
+        self.instance = instance
+        self.method = method
+        self.url = url
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.status} {self.title}"
+        if self.detail:
+            text += f": {self.detail}"
+        if self.method:
+            text += f" ({self.method} {self.url})"
+        return text
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> BatchwiseAPIError:
+        """The error a 4xx/5xx ``response`` stands for."""
+        request = response.request
+        method, url = request.method, str(request.url)
+        body: Any = None
+        if "json" in response.headers.get("content-type", ""):
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        if not isinstance(body, Mapping):
+            text = response.text.strip()
+            return cls(
+                status=response.status_code,
+                title=response.reason_phrase or "HTTP error",
+                detail=text[:500] or None,
+                method=method,
+                url=url,
+            )
+        errors = body.get("errors")
+        return cls(
+            status=int(body.get("status", response.status_code)),
+            title=str(body.get("title", response.reason_phrase)),
+            detail=None if body.get("detail") is None else str(body["detail"]),
+            errors=cast(list[FieldErrorDict], errors if isinstance(errors, list) else []),
+            type=str(body.get("type", "about:blank")),
+            instance=None if body.get("instance") is None else str(body["instance"]),
+            method=method,
+            url=url,
+        )
+
+
+class BatchwiseConnectionError(BatchwiseError):
+    """The service could not be reached (refused, reset, timed out before an answer)."""
+
+
+class BatchwiseTimeoutError(BatchwiseError):
+    """A ``wait_for_*`` ran out of time before the job or sweep finished."""
+
+
+# --- the client -----------------------------------------------------------------------------
+
+Arrays = tuple[ArrayLike, ArrayLike]
+T = TypeVar("T")
+
+
+class BatchwiseClient:
+    """The Batchwise API at ``base_url`` (``http://host:port``, no path), each request
+    allowed ``timeout`` seconds. A context manager: ``with BatchwiseClient(url) as client``
+    closes its connections at the end (or call :meth:`close`).
+
+    ``transport``: an httpx transport to use instead of the network (tests, proxies).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": f"batchwise-client/{__version__}"},
+        )
+
+    def __enter__(self) -> BatchwiseClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise BatchwiseConnectionError(
+                f"cannot reach {self.base_url} ({method} {path}): {exc or type(exc).__name__}"
+            ) from exc
+        if response.is_error:
+            raise BatchwiseAPIError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # --- service ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /healthz``: ``{"status": "ok"}`` when the API answers."""
+        return cast(dict[str, Any], self._json("GET", "/healthz"))
+
+    def ready(self) -> dict[str, Any]:
+        """``GET /readyz``: the database is reachable and its schema current (else 503)."""
+        return cast(dict[str, Any], self._json("GET", "/readyz"))
+
+    # --- datasets ---------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        source: str | os.PathLike[str] | Arrays,
+        *,
+        name: str | None = None,
+        target: str | int | None = None,
+        invalid_rows: Literal["error", "drop"] | None = None,
+    ) -> Dataset:
+        """Upload a dataset as a multipart file: a path to a CSV, NPY or NPZ file (streamed),
+        or arrays ``(X, y)`` — X (n_rows, n_features), y (n_rows,) — sent as an NPZ file.
+        ``target`` (name or 0-based index) and ``invalid_rows`` apply to files."""
+        form: dict[str, str] = {}
+        if name is not None:
+            form["name"] = name
+        if target is not None:
+            form["target"] = str(target)
+        if invalid_rows is not None:
+            form["invalid_rows"] = invalid_rows
+        if isinstance(source, tuple):
+            X, y = (np.asarray(a) for a in source)
+            buffer = io.BytesIO()
+            np.savez(buffer, X=X, y=y)
+            files = {"file": ("arrays.npz", buffer.getvalue(), "application/octet-stream")}
+            return cast(Dataset, self._json("POST", "/v1/datasets", data=form, files=files))
+        path = Path(source)
+        with path.open("rb") as stream:
+            files_stream = {"file": (path.name, stream, "application/octet-stream")}
+            return cast(Dataset, self._json("POST", "/v1/datasets", data=form, files=files_stream))
+
+    def create_dataset_inline(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        name: str | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> Dataset:
+        """Send a small dataset as JSON (up to 16 MiB): X (n_rows, n_features), y (n_rows,)."""
+        body: dict[str, Any] = {
+            "X": np.asarray(X, dtype=float).tolist(),
+            "y": np.asarray(y, dtype=float).tolist(),
+        }
+        if name is not None:
+            body["name"] = name
+        if feature_names is not None:
+            body["feature_names"] = list(feature_names)
+        return cast(Dataset, self._json("POST", "/v1/datasets", json=body))
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """``GET /v1/datasets/{id}``."""
+        return cast(Dataset, self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def submit_job(self, dataset_id: str, **config: Any) -> Job:
+        """``POST /v1/jobs``: train on ``dataset_id`` with ``config`` (the flat training
+        config: ``batch_size=32, epochs=10, learning_rate=0.01, …``, plus ``name``, ``tags``,
+        ``max_runtime_s``). Answers the queued job; 422 names a field that cannot run."""
+        return cast(Job, self._json("POST", "/v1/jobs", json={"dataset_id": dataset_id, **config}))
+
+    def get_job(self, job_id: str) -> Job:
+        """``GET /v1/jobs/{id}``: status, progress, losses, error."""
+        return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def cancel_job(self, job_id: str) -> Job:
+        """``POST /v1/jobs/{id}/cancel`` (409 once finished)."""
+        return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def history(self, job_id: str, *, max_points: int | None = None) -> History:
+        """``GET /v1/jobs/{id}/history``; ``max_points`` min/max-downsamples the step losses."""
+        params = {} if max_points is None else {"max_points": max_points}
+        return cast(History, self._json("GET", f"/v1/jobs/{job_id}/history", params=params))
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        on_progress: Callable[[Job], None] | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Poll the job every ``poll_s`` seconds, calling ``on_progress(job)`` after each look,
+        until it has finished (succeeded, failed or cancelled); answer it then. A job that
+        failed is answered, not raised: read its ``status`` and ``error``."""
+        return self.wait_for_jobs(
+            [job_id],
+            on_progress=None if on_progress is None else (lambda jobs: on_progress(jobs[0])),
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+        )[0]
+
+    def wait_for_jobs(
+        self,
+        job_ids: Sequence[str],
+        *,
+        on_progress: Callable[[list[Job]], None] | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        timeout_s: float | None = None,
+    ) -> list[Job]:
+        """:meth:`wait_for_job` for several jobs at once: ``on_progress`` gets them all, in
+        the order of ``job_ids``, after each look; answers them once every one has finished."""
+        return _poll(
+            lambda: [self.get_job(job_id) for job_id in job_ids],
+            lambda jobs: all(job["status"] in FINISHED_JOB_STATUSES for job in jobs),
+            on_progress=on_progress,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            what=f"jobs {', '.join(job_ids)}",
+        )
+
+    # --- sweeps -----------------------------------------------------------------------------
+
+    def create_sweep(self, dataset_id: str, batch_sizes: Sequence[int], **options: Any) -> Sweep:
+        """``POST /v1/sweeps``: run ``base`` (a job config without dataset_id, batch_size and
+        name) at every batch size, with ``learning_rates`` or ``lr_search`` or neither
+        (scaled), ``target_fraction`` or ``target_loss``, ``target_on``, ``seeds``, ``name``."""
+        body = {"dataset_id": dataset_id, "batch_sizes": list(batch_sizes), **options}
+        return cast(Sweep, self._json("POST", "/v1/sweeps", json=body))
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        """``GET /v1/sweeps/{id}``: status, points, fit, noise scale, recommendation."""
+        return cast(Sweep, self._json("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """``POST /v1/sweeps/{id}/cancel`` (409 once finished)."""
+        return cast(Sweep, self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    def wait_for_sweep(
+        self,
+        sweep_id: str,
+        *,
+        on_progress: Callable[[Sweep], None] | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        timeout_s: float | None = None,
+    ) -> Sweep:
+        """Poll the sweep every ``poll_s`` seconds, calling ``on_progress(sweep)`` after each
+        look, until it has finished (succeeded, failed or cancelled); answer it then."""
+        return _poll(
+            lambda: self.get_sweep(sweep_id),
+            lambda sweep: sweep["status"] in FINISHED_SWEEP_STATUSES,
+            on_progress=on_progress,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            what=f"sweep {sweep_id}",
+        )
+
+    # --- plots ------------------------------------------------------------------------------
+
+    def get_plot(self, path: str, **params: str | int | float) -> bytes:
+        """The image at ``path`` (``/v1/jobs/{id}/plots/loss.svg``, ``/v1/sweeps/{id}/plots/
+        curves.png`` with ``x="samples"``, …) as bytes: SVG or PNG by the extension."""
+        return self._request("GET", path, params=params).content
+
+
+def _poll(
+    look: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    on_progress: Callable[[T], None] | None,
+    poll_s: float,
+    timeout_s: float | None,
+    what: str,
+) -> T:
+    if poll_s <= 0:
+        raise ValueError(f"poll_s must be > 0, not {poll_s!r}")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        seen = look()
+        if on_progress is not None:
+            on_progress(seen)
+        if done(seen):
+            return seen
+        if deadline is not None and time.monotonic() + poll_s > deadline:
+            raise BatchwiseTimeoutError(f"{what} not finished after {timeout_s:g} s")
+        time.sleep(poll_s)
