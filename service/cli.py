@@ -1,5 +1,5 @@
-"""The ``batchwise`` command line: ``serve`` (the API), ``worker`` (trains jobs) and ``migrate``
-(the schema).
+"""The ``batchwise`` command line: ``serve`` (the API), ``worker`` (trains jobs), ``migrate``
+(the schema) and ``demo`` (the batch-size demo, through the HTTP API).
 
 Entry point only: build :class:`~service.config.Settings` once, wire, run. Log lines go to stderr.
 """
@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,7 +130,7 @@ def _worker(settings: Settings, *, burst: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``batchwise`` (``serve``, ``worker`` and ``migrate``)."""
+    """The argument parser of ``batchwise`` (``serve``, ``worker``, ``migrate``, ``demo``)."""
     parser = argparse.ArgumentParser(
         prog="batchwise",
         description="Batchwise: training as a service for people who want to understand and "
@@ -168,6 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", action="store_true", help="exit once the queue is empty (batch runs, tests)"
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="run the batch-size demo through the HTTP API",
+        description="Through the HTTP API: upload a bundled synthetic dataset (linear "
+        "regression, 20,000 × 16, seeded), compare batch 32 × 10 epochs with batch 128 × 5 "
+        "epochs, sweep batch sizes 8 … 4,096 with the learning rate searched per batch size, "
+        "print the comparison table, the fit of the critical batch size and the "
+        "recommendation, and write the plots. Against --url, or by default an embedded "
+        "service (SQLite in a temporary data dir, 2 workers) started and stopped here. Takes "
+        "well under a few minutes on 2 cores.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000")
+    demo.add_argument(
+        "--out", default="batchwise-demo", help="directory for the plots (default %(default)s)"
+    )
+    demo.add_argument(
+        "--format", choices=("svg", "png"), default="svg", help="plot format (default svg)"
+    )
+    demo.add_argument(
+        "--data-dir", help="data dir of the embedded service (default: a temporary one)"
+    )
+    demo.add_argument("--quick", action="store_true", help="a smaller, faster run (tests)")
+
     commands.add_parser(
         "migrate",
         help="upgrade the database schema to the newest migration",
@@ -183,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``batchwise`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        # A client of the HTTP API: it needs no settings, database or web stack of its own.
+        from service.demo import run_demo
+
+        data_dir = None if args.data_dir is None else Path(args.data_dir)
+        return run_demo(
+            url=args.url, out=Path(args.out), quick=args.quick, fmt=args.format, data_dir=data_dir
+        )
     overrides = {
         name: value for name in ("host", "port") if (value := getattr(args, name, None)) is not None
     }
