@@ -95,8 +95,11 @@ def attribute_values(html: str, tag: str, name: str) -> list[str]:
         (0.041274, 4, "0.04127"),
         (1234.56, 4, "1,235"),
         (2.5, 4, "2.500"),
+        (999.96, 4, "1,000"),  # rounds up into the next decade: still 4 figures
         (0.001, 3, "0.00100"),
-        (12_345_678.0, 4, "1.235e+07"),
+        (12_345_678.0, 4, "12,350,000"),
+        (5.4712e6, 3, "5,470,000"),
+        (2.5e12, 3, "2.50e+12"),
         (0.000123, 3, "1.23e-04"),
         (-3.14159, 3, "-3.14"),
         (True, 4, "True"),
@@ -220,11 +223,13 @@ def test_the_dataset_page_shows_its_statistics_and_prefilled_forms(client: TestC
     html = page(client, f"/ui/datasets/{dataset_id}")
     for stat in dataset["stats"]:
         row = f"<td>{stat['name']}</td>" + "".join(
-            f'\n        <td class="num">{number(stat[k])}</td>' for k in ("mean", "std", "min", "max")
+            f'\n        <td class="num">{number(stat[k])}</td>'
+            for k in ("mean", "std", "min", "max")
         )
         assert row in html
-    assert ["job-form", "sweep-form"] == [
-        a["id"] for t, a in tags(html) if t == "form" and a.get("class") == "api-form"
+    assert [a["id"] for t, a in tags(html) if t == "form" and a.get("class") == "api-form"] == [
+        "job-form",
+        "sweep-form",
     ]
     inputs = {a["name"]: a for t, a in tags(html) if t == "input" and a.get("name")}
     assert inputs["dataset_id"]["value"] == dataset_id
@@ -251,7 +256,15 @@ def test_the_dataset_page_lists_its_jobs_and_sweeps_only(client: TestClient) -> 
     assert "their job" not in html
     assert f'<a href="/ui/sweeps/{sweep["id"]}">my sweep</a>' in html
     assert "theirs" not in html
-    assert f'data-poll-jobs="/v1/jobs?limit=50&amp;dataset_id={mine}"' in html
+    assert f'data-poll-jobs="/v1/jobs?limit=100&amp;dataset_id={mine}"' in html
+    # The sweep's own jobs are on the sweep's page, not in the dataset's list of jobs.
+    assert html.count("<tr data-job-id=") == 1
+    sweep_page = page(client, f"/ui/sweeps/{sweep['id']}")
+    for job_id in sweep["points"][0]["job_ids"] + sweep["points"][1]["job_ids"]:
+        assert f'<a href="/ui/jobs/{job_id}">{job_id[:8]}</a>' in sweep_page
+    overview = page(client, "/")
+    assert overview.count("<tr data-job-id=") == 2
+    assert overview.count("<tr data-sweep-id=") == 2
 
 
 def test_the_overview_lists_datasets_jobs_and_sweeps_newest_first(client: TestClient) -> None:
@@ -313,6 +326,11 @@ def test_a_finished_job_page_shows_its_figures_plot_and_config(
     assert f'<dd data-field="best_val_loss">{number(read["best"]["val_loss"])}</dd>' in html
     assert f"<dt>val R²</dt><dd>{number(records[-1].val_r2)}</dd>" in html
     assert f"<dd>{number(records[-1].total_steps)}</dd>" in html  # steps: 4 epochs × 5
+    # Each epoch's wall time is its own: the job's training time is their sum.
+    wall_time_s = sum(record.wall_time_s for record in records)
+    assert f"<dt>training time (epochs)</dt><dd>{duration(wall_time_s)}</dd>" in html
+    samples_per_s = records[-1].samples_seen / wall_time_s
+    assert f"<dt>samples / s</dt><dd>{number(samples_per_s, 3)}</dd>" in html
     assert "<tr><th>batch_size</th><td><code>16</code></td></tr>" in html
     assert f'<a href="/v1/jobs/{job["id"]}/model">model (JSON)</a>' in html
     # The batch-size advice when the API gives it, else the last measured noise scale.
@@ -331,9 +349,7 @@ def test_a_failed_job_page_shows_its_error(client: TestClient, session: Session)
     )
     session.commit()
     html = page(client, f"/ui/jobs/{job['id']}")
-    assert (
-        f"<strong>diverged</strong>: the loss is nan at epoch 2, step 3 {HOSTILE_SHOWN}" in html
-    )
+    assert f"<strong>diverged</strong>: the loss is nan at epoch 2, step 3 {HOSTILE_SHOWN}" in html
 
 
 def test_a_sweep_page_compares_its_points_with_the_fit_and_recommendation(
@@ -355,6 +371,8 @@ def test_a_sweep_page_compares_its_points_with_the_fit_and_recommendation(
     assert f'data-live-sweep="{sweep["id"]}" data-status="running" data-done="0"' in running
     assert f'data-action="/v1/sweeps/{sweep["id"]}/cancel"' in running
     assert "Still running" in running
+    assert "The plots appear when the first epochs have finished." in running
+    assert not [a for t, a in tags(running) if t == "img"]
 
     # Steps to halve the loss follow S(B) = 12 (1 + 16 / B) (36 to 13.5 steps, all within the
     # 40 steps written): the fit must find B_noise = 16.
@@ -388,7 +406,15 @@ def test_a_sweep_page_compares_its_points_with_the_fit_and_recommendation(
     for choice in ("fastest", "knee"):
         reason = recommendation[choice]["reason"]
         assert reason.replace("'", "&#39;").replace('"', "&#34;") in html
-    assert f"{read['target']['description']}" in html
+    assert read["target"]["description"] in html
+    curves, scaling = (a["src"] or "" for t, a in tags(html) if t == "img")
+    done = len(read["points"])
+    assert curves == f"/v1/sweeps/{sweep['id']}/plots/curves.svg?x=step&done={done}"
+    assert scaling == f"/v1/sweeps/{sweep['id']}/plots/scaling.svg?done={done}"
+    for src in (curves, scaling):
+        image = client.get(src)
+        assert image.status_code == 200, image.text
+        assert image.headers["content-type"] == "image/svg+xml"
 
 
 def test_a_sweep_without_a_fit_says_why(client: TestClient) -> None:

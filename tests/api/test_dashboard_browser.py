@@ -187,20 +187,26 @@ def test_upload_start_a_sweep_from_the_form_watch_it_finish_and_see_the_plots(
     expect(page.locator("#fit")).to_contain_text("Critical batch size")
     expect(page.locator("#noise-scale table tbody tr")).to_have_count(3)
 
-    plots = page.locator("#plots img")
-    for index in range(plots.count()):
-        plot = plots.nth(index)
-        plot.scroll_into_view_if_needed()
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
-    if plots.count():
-        # The curves' x axis switches in place.
-        page.locator("a[data-plot-axis=samples]").click()
-        expect(page.locator("#curves-plot")).to_have_attribute("src", f"/v1/sweeps/{sweep_id}/plots/curves.svg?x=samples")
-        page.wait_for_function("() => document.getElementById('curves-plot').naturalWidth > 0")
-        assert watched.images[f"/v1/sweeps/{sweep_id}/plots/curves.svg"] == 200
-    else:
-        # Without the sweep plot routes, the page says so rather than show broken images.
-        expect(page.locator("#plots")).to_contain_text("no sweep plots")
+    # Both sweep plots, loaded; the curves' x axis switches in place.
+    expect(page.locator("#plots img")).to_have_count(2)
+    for plot_id in ("curves-plot", "scaling-plot"):
+        page.locator(f"#{plot_id}").scroll_into_view_if_needed()
+        page.wait_for_function(
+            "id => { const i = document.getElementById(id);"
+            " return i.complete && i.naturalWidth > 0; }",
+            arg=plot_id,
+        )
+    assert watched.images[f"/v1/sweeps/{sweep_id}/plots/scaling.svg"] == 200
+    page.locator("a[data-plot-axis=samples]").click()
+    expect(page.locator("#curves-plot")).to_have_attribute(
+        "src", f"/v1/sweeps/{sweep_id}/plots/curves.svg?x=samples"
+    )
+    expect(page.locator("a[data-plot-axis=samples]")).to_have_attribute("aria-current", "")
+    page.wait_for_function(
+        "() => { const i = document.getElementById('curves-plot');"
+        " return i.complete && i.naturalWidth > 0 && i.src.endsWith('x=samples'); }"
+    )
+    assert watched.images[f"/v1/sweeps/{sweep_id}/plots/curves.svg"] == 200
 
     # A point's job page links back to its sweep.
     rows.first.locator("td.jobs-cell a").click()

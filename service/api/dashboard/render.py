@@ -26,8 +26,8 @@ MISSING = "—"
 
 def number(value: Any, digits: int = 4) -> str:
     """``value`` for reading: ints with thousands separators (12,345); floats to ``digits``
-    significant figures, fixed-point from 0.001 to a million (0.04127, 1,234.6), scientific
-    outside (1.235e+07); None, NaN and infinity as a dash."""
+    significant figures, fixed-point from 0.001 to 10¹² (0.04127, 1,235, 5,470,000),
+    scientific outside (1.23e-04); None, NaN and infinity as a dash."""
     if value is None or isinstance(value, bool):
         return MISSING if value is None else str(value)
     if isinstance(value, int):
@@ -37,9 +37,12 @@ def number(value: Any, digits: int = 4) -> str:
     if value == 0.0:
         return "0"
     magnitude = math.floor(math.log10(abs(value)))
-    if -3 <= magnitude < 6:
-        decimals = max(digits - 1 - magnitude, 0)
-        return f"{value:,.{decimals}f}"
+    rounded = round(value, digits - 1 - magnitude)
+    if rounded != 0.0:  # 999.96 rounds up to 1,000: one more digit before the point
+        magnitude = math.floor(math.log10(abs(rounded)))
+    if -3 <= magnitude < 12:
+        decimals = digits - 1 - magnitude
+        return f"{round(value, decimals):,.{max(decimals, 0)}f}"
     return f"{value:.{digits - 1}e}"
 
 
@@ -62,6 +65,11 @@ def when(moment: datetime | None) -> str:
     if moment.tzinfo is None:  # SQLite hands back naive datetimes, stored in UTC
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def day_minute(moment: datetime | None) -> str:
+    """A time in UTC to the minute, for tables: "2026-11-26 12:00"."""
+    return MISSING if moment is None else when(moment)[:16]
 
 
 def percent(fraction: float | None) -> str:
@@ -110,6 +118,7 @@ def environment() -> Environment:
         num=number,
         duration=duration,
         when=when,
+        day_minute=day_minute,
         percent=percent,
         interval=interval,
         short_id=short_id,
@@ -128,6 +137,7 @@ __all__ = [
     "STATIC_DIR",
     "STATIC_URL",
     "asset_url",
+    "day_minute",
     "duration",
     "environment",
     "interval",

@@ -31,8 +31,9 @@ router = APIRouter(include_in_schema=False)
 
 #: Rows per table on the overview, and per table on a dataset's page.
 OVERVIEW_ROWS, DATASET_ROWS = 20, 50
-#: Sweeps have no dataset filter: a dataset's page looks through this many of the newest.
-SWEEPS_SCANNED = 100
+#: Sweeps have no dataset filter, and jobs none for "not a sweep point": pages look through
+#: this many of the newest (the API's largest page) and keep what they show.
+SWEEPS_SCANNED = JOBS_SCANNED = 100
 #: Fields a job's read schema may carry with batch-size advice (``GET /v1/jobs/{id}``).
 ADVICE_FIELDS = ("advice", "batch_size_advice")
 SWEEP_TAG_PREFIX = "sweep:"
@@ -52,8 +53,9 @@ def _not_found(exc: NotFound) -> HTMLResponse:
 
 
 def _sweep_plots(request: Request) -> dict[str, bool]:
-    """Which of a sweep's plot routes the app serves (``curves``, ``scaling``)."""
-    paths = {getattr(route, "path", "") for route in request.app.routes}
+    """Which of a sweep's plot routes the app serves (``curves``, ``scaling``), as its
+    OpenAPI document lists them (built once, then cached by the app)."""
+    paths: dict[str, Any] = request.app.openapi().get("paths", {})
     return {
         kind: any(re.fullmatch(rf"/v1/sweeps/\{{\w+\}}/plots/{kind}\.\{{\w+\}}", p) for p in paths)
         for kind in ("curves", "scaling")
@@ -95,10 +97,15 @@ def _last(values: list[Any] | None) -> Any:
     return None
 
 
+def _standalone(jobs: list[JobRead], limit: int) -> list[JobRead]:
+    """Up to ``limit`` of ``jobs`` that are not sweep points (a sweep's page lists those)."""
+    return [job for job in jobs if _sweep_of(job) is None][:limit]
+
+
 @router.get("/", response_class=HTMLResponse)
 def overview(session: SessionDep) -> HTMLResponse:
     datasets = datasets_service.list_datasets(session, limit=OVERVIEW_ROWS).items
-    jobs = jobs_service.list_jobs(session, limit=OVERVIEW_ROWS).items
+    jobs = _standalone(jobs_service.list_jobs(session, limit=JOBS_SCANNED).items, OVERVIEW_ROWS)
     sweeps = sweeps_service.list_sweeps(session, limit=OVERVIEW_ROWS).items
     return render_page(
         "overview.html",
@@ -109,7 +116,7 @@ def overview(session: SessionDep) -> HTMLResponse:
         dataset_names={dataset.id: dataset.name for dataset in datasets},
         finished=FINISHED_STATUSES,
         sweep_finished=FINISHED_SWEEP_STATUSES,
-        poll_jobs=f"/v1/jobs?limit={OVERVIEW_ROWS}",
+        poll_jobs=f"/v1/jobs?limit={JOBS_SCANNED}",
         poll_sweeps=f"/v1/sweeps?limit={OVERVIEW_ROWS}",
     )
 
@@ -120,7 +127,10 @@ def dataset_page(dataset_id: PageId, session: SessionDep) -> HTMLResponse:
         dataset = datasets_service.get_dataset(session, dataset_id)
     except NotFound as exc:
         return _not_found(exc)
-    jobs = jobs_service.list_jobs(session, limit=DATASET_ROWS, dataset_id=dataset.id).items
+    jobs = _standalone(
+        jobs_service.list_jobs(session, limit=JOBS_SCANNED, dataset_id=dataset.id).items,
+        DATASET_ROWS,
+    )
     sweeps = [
         sweep
         for sweep in sweeps_service.list_sweeps(session, limit=SWEEPS_SCANNED).items
@@ -136,7 +146,7 @@ def dataset_page(dataset_id: PageId, session: SessionDep) -> HTMLResponse:
         defaults=form_defaults(dataset),
         finished=FINISHED_STATUSES,
         sweep_finished=FINISHED_SWEEP_STATUSES,
-        poll_jobs=f"/v1/jobs?limit={DATASET_ROWS}&dataset_id={dataset.id}",
+        poll_jobs=f"/v1/jobs?limit={JOBS_SCANNED}&dataset_id={dataset.id}",
         poll_sweeps=f"/v1/sweeps?limit={SWEEPS_SCANNED}",
     )
 
@@ -150,16 +160,18 @@ def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
         dataset = datasets_service.get_dataset(session, job.dataset_id)
     except NotFound as exc:
         return _not_found(exc)
-    wall_times = [t for t in history.wall_time_s if t is not None]
+    # Each epoch's wall time is its own: the run's is their sum.
+    wall_time_s = sum(t for t in history.wall_time_s if t is not None)
+    samples = history.samples_seen[-1] if history.samples_seen else 0
     metrics = {
         "val_rmse": _last(history.val_rmse),
         "val_r2": _last(history.val_r2),
         "val_accuracy": _last(history.val_accuracy),
         "learning_rate": _last(history.learning_rate),
         "batch_size": _last(history.batch_size),
-        "samples_per_s": _last(history.samples_per_s),
-        "wall_time_s": max(wall_times) if wall_times else None,
-        "noise_scale": _last(history.noise_scale),
+        "samples_per_s": samples / wall_time_s if wall_time_s > 0 else None,
+        "wall_time_s": wall_time_s if history.epoch else None,
+        "noise_scale": _last([n for n in history.noise_scale if n and n.b_simple is not None]),
         "total_steps": history.total_steps,
     }
     return render_page(

@@ -13,12 +13,15 @@ function fmt(value, digits = 4) {
   if (value === null || value === undefined || !Number.isFinite(value)) return MISSING;
   if (Number.isInteger(value)) return value.toLocaleString("en-US");
   if (value === 0) return "0";
-  const magnitude = Math.floor(Math.log10(Math.abs(value)));
-  if (magnitude >= -3 && magnitude < 6) {
-    const decimals = Math.max(digits - 1 - magnitude, 0);
-    return value.toLocaleString("en-US", {
-      minimumFractionDigits: decimals,
-      maximumFractionDigits: decimals,
+  let magnitude = Math.floor(Math.log10(Math.abs(value)));
+  const rounded = Number(value.toPrecision(digits));
+  if (rounded !== 0) magnitude = Math.floor(Math.log10(Math.abs(rounded)));
+  if (magnitude >= -3 && magnitude < 12) {
+    const decimals = digits - 1 - magnitude;
+    const shown = decimals >= 0 ? value : Math.round(value / 10 ** -decimals) * 10 ** -decimals;
+    return shown.toLocaleString("en-US", {
+      minimumFractionDigits: Math.max(decimals, 0),
+      maximumFractionDigits: Math.max(decimals, 0),
     });
   }
   return value.toExponential(digits - 1);
@@ -342,7 +345,7 @@ function showCurveAxis(link) {
   const plot = document.getElementById(link.dataset.plotTarget);
   if (!plot) return;
   curveAxis = link.dataset.plotAxis;
-  plot.src = link.href;
+  plot.setAttribute("src", link.getAttribute("href"));
   for (const other of document.querySelectorAll(`[data-plot-target="${link.dataset.plotTarget}"]`)) {
     other.toggleAttribute("aria-current", other === link);
   }
