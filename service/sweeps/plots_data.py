@@ -18,6 +18,7 @@ A sweep with no epoch recorded yet has nothing to draw: :class:`Conflict` (409).
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -29,6 +30,9 @@ from service.sweeps.fit import CriticalBatchFit
 from service.sweeps.service import analyse_sweep, best_rate, critical_fit
 
 __all__ = ["CurvesPlotData", "ScalingPlotData", "curves_data", "scaling_data"]
+
+#: Characters per line of the note under the scaling plot's title (the figure is 800 px wide).
+NOTE_WIDTH = 80
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ def scaling_data(session: Session, sweep_id: str) -> ScalingPlotData:
         raise _no_epochs(sweep)
     science = critical_fit(analysis)
     fit, note = (None, None) if science is None else _scaling_fit(science[1])
+    if note is not None:  # printed under the title, which matplotlib does not wrap
+        note = textwrap.fill(note, NOTE_WIDTH)
     target = analysis.target
     reached = "" if target.loss is None else f" {target.loss:.4g}"
     return ScalingPlotData(

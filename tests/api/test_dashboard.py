@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from html import escape as html_escape
 from html.parser import HTMLParser
 from typing import Any
 
@@ -333,8 +334,11 @@ def test_a_finished_job_page_shows_its_figures_plot_and_config(
     assert f"<dt>samples / s</dt><dd>{number(samples_per_s, 3)}</dd>" in html
     assert "<tr><th>batch_size</th><td><code>16</code></td></tr>" in html
     assert f'<a href="/v1/jobs/{job["id"]}/model">model (JSON)</a>' in html
-    # The batch-size advice when the API gives it, else the last measured noise scale.
-    assert 'id="job-advice"' in html or 'id="job-noise"' in html
+    # The page shows the same batch-size advice as GET /v1/jobs/{id}.
+    advice = read["batch_size_advice"]
+    assert advice is not None
+    assert 'id="job-advice"' in html
+    assert html_escape(advice["message"]) in html
 
 
 def test_a_failed_job_page_shows_its_error(client: TestClient, session: Session) -> None:

@@ -172,7 +172,9 @@ def test_a_real_run_measures_its_noise_scale_and_advises_on_it(
     assert advice["window"] == [7, 8]
     assert advice["b_simple"] == pytest.approx(b_simple, rel=1e-9)
     assert advice["noise_scale"] == pytest.approx(corrected, rel=1e-9)
-    assert advice["loss_level"] == pytest.approx((late[0]["loss_level"] + late[1]["loss_level"]) / 2)
+    assert advice["loss_level"] == pytest.approx(
+        (late[0]["loss_level"] + late[1]["loss_level"]) / 2
+    )
     ratio = 8 / corrected
     expected = (
         "well below" if ratio < 0.25 else "below" if ratio < 0.5 else "near" if ratio <= 2

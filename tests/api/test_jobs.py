@@ -360,6 +360,7 @@ def test_every_jobs_route_is_documented(client: TestClient) -> None:
         ("/v1/jobs/{job_id}/history", "get"),
         ("/v1/jobs/{job_id}/model", "get"),
         ("/v1/jobs/{job_id}/predict", "post"),
+        ("/v1/jobs/{job_id}/plots/loss.{fmt}", "get"),
     }
     found = {(p, m) for p, ops in paths.items() for m in ops}
     assert found == expected

@@ -50,6 +50,8 @@ def test_every_route_is_listed(openapi: dict[str, Any]) -> None:
         ("GET", "/v1/sweeps/{sweep_id}"),
         ("POST", "/v1/sweeps/{sweep_id}/cancel"),
         ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"),
     }
 
 

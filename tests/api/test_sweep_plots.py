@@ -5,6 +5,7 @@ target at exactly c_B steps, and c_B = S_min (1 + B_noise / B) is the fit's mode
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -97,7 +98,7 @@ def test_curves_overlay_every_batch_size_with_the_target(
         # x = epoch: step 0 (the initial loss) and the 4 epoch ends, evenly spaced
         assert len(vertices) == EPOCHS + 1
         xs = [x for x, _ in vertices]
-        gaps = [right - left for left, right in zip(xs, xs[1:], strict=False)]
+        gaps = [right - left for left, right in itertools.pairwise(xs)]
         assert gaps == pytest.approx([gaps[0]] * EPOCHS, abs=1e-3)
         # A linear loss axis (1.0 down to ≥ 0.46): the target 0.5 sits where the pixel
         # scale through the curve's first two points puts it.
@@ -251,9 +252,7 @@ def test_an_unknown_sweep_is_404(client: TestClient) -> None:
         assert "no-such-sweep" in problem["detail"]
 
 
-def test_an_unknown_x_is_422_naming_the_accepted_values(
-    client: TestClient, engine: Engine
-) -> None:
+def test_an_unknown_x_is_422_naming_the_accepted_values(client: TestClient, engine: Engine) -> None:
     sweep_id = new_sweep(client)
     finish(engine, sweep_id)
     problem = assert_problem(

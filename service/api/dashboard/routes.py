@@ -34,8 +34,6 @@ OVERVIEW_ROWS, DATASET_ROWS = 20, 50
 #: Sweeps have no dataset filter, and jobs none for "not a sweep point": pages look through
 #: this many of the newest (the API's largest page) and keep what they show.
 SWEEPS_SCANNED = JOBS_SCANNED = 100
-#: Fields a job's read schema may carry with batch-size advice (``GET /v1/jobs/{id}``).
-ADVICE_FIELDS = ("advice", "batch_size_advice")
 SWEEP_TAG_PREFIX = "sweep:"
 CURVE_AXES = ("step", "epoch", "samples", "time")
 
@@ -67,16 +65,6 @@ def _sweep_of(job: JobRead) -> str | None:
     for tag in job.tags:
         if tag.startswith(SWEEP_TAG_PREFIX):
             return tag.removeprefix(SWEEP_TAG_PREFIX)
-    return None
-
-
-def _advice(job: JobRead) -> Any:
-    """The job's batch-size advice, if its read schema carries one (a sentence or an object
-    with ``message``)."""
-    dumped = job.model_dump()
-    for name in ADVICE_FIELDS:
-        if dumped.get(name):
-            return dumped[name]
     return None
 
 
@@ -181,7 +169,7 @@ def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
         dataset=dataset,
         metrics=metrics,
         has_epochs=bool(history.epoch),
-        advice=_advice(job),
+        advice=sweeps_service.advice_for_job(session, job),
         sweep_id=_sweep_of(job),
         config_rows=_config_rows(job.config),
         finished=job.status in FINISHED_STATUSES,
