@@ -101,7 +101,6 @@ def test_dataset_cache_fills_once_by_content_hash_and_memory_maps(
 
 
 def test_blas_thread_cap_is_in_force_in_a_worker_process() -> None:
-    pytest.importorskip("threadpoolctl")
     code = (
         "from service.worker import cap_blas_threads\n"
         "assert cap_blas_threads(1)\n"
