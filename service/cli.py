@@ -15,10 +15,11 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__
+from service import __version__, cli_client
 from service.config import Settings
 from service.db import migrate
 from service.db.session import DatabaseUrlError, is_sqlite, normalize_url
+from service.logs import configure_logging
 
 logger = logging.getLogger("service.cli")
 
@@ -32,6 +33,7 @@ environment:
   BATCHWISE_DATA_DIR      where the SQLite file, upload spool and dataset cache live
                           (default ./batchwise-data)
   BATCHWISE_LOG_LEVEL     debug | info | warning | error (default info)
+  BATCHWISE_LOG_FORMAT    auto | json | text (default auto: text on a terminal, else JSON)
 """
 
 _SERVE_ENVIRONMENT = (
@@ -65,14 +67,8 @@ def _redacted(url: str) -> str:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if settings.log_level != "debug":
-        # Alembic narrates every context it opens; our own line says what the migration did.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    # JSON lines unless stderr is a terminal (BATCHWISE_LOG_FORMAT); see service.logs.
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
 
 
 def _migrate(settings: Settings) -> None:
@@ -112,7 +108,14 @@ def _serve(settings: Settings) -> None:
     app = create_app(settings)
     with EmbeddedWorkers(settings.workers, threads=settings.worker_threads).running():
         logger.info("serving on http://%s:%d", settings.host, settings.port)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        # log_config=None: uvicorn's lines go through our handler (JSON, with request ids).
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+        )
 
 
 def _worker(settings: Settings, *, burst: bool) -> int:
@@ -202,12 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    cli_client.add_commands(commands)  # `datasets` and `jobs`: the HTTP client
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``batchwise`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in cli_client.COMMANDS:
+        return cli_client.run(args)
     if args.command == "demo":
         # A client of the HTTP API: it needs no settings, database or web stack of its own.
         from service.demo import run_demo

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict, TypeVar, cast
@@ -40,16 +40,22 @@ __all__ = [
     "BatchwiseError",
     "BatchwiseTimeoutError",
     "Dataset",
+    "DatasetPage",
     "FieldErrorDict",
     "History",
     "Job",
     "JobErrorDict",
+    "JobPage",
     "LossPair",
     "Losses",
+    "Model",
+    "Prediction",
     "Progress",
     "Steps",
     "Sweep",
+    "SweepPage",
     "SweepPoint",
+    "SweepSummary",
     "SweepTarget",
     "ToTarget",
 ]
@@ -140,6 +146,7 @@ class Job(TypedDict):
     started_at: str | None
     finished_at: str | None
     links: dict[str, str]
+    batch_size_advice: dict[str, Any] | None
 
 
 class Steps(TypedDict):
@@ -239,6 +246,68 @@ class Sweep(TypedDict):
     created_at: str
     finished_at: str | None
     links: dict[str, str]
+
+
+class SweepSummary(TypedDict):
+    """One entry of ``GET /v1/sweeps``: the sweep without its points and analysis."""
+
+    id: str
+    dataset_id: str
+    name: str | None
+    status: SweepStatus
+    lr_method: Literal["given", "searched", "scaled"]
+    round: int
+    batch_sizes: list[int]
+    created_at: str
+    finished_at: str | None
+    links: dict[str, str]
+
+
+class DatasetPage(TypedDict):
+    """``GET /v1/datasets``: one page, newest first; ``next_cursor`` null on the last."""
+
+    items: list[Dataset]
+    next_cursor: str | None
+
+
+class JobPage(TypedDict):
+    """``GET /v1/jobs``: one page, newest first; ``next_cursor`` null on the last."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+class SweepPage(TypedDict):
+    """``GET /v1/sweeps``: one page, newest first; ``next_cursor`` null on the last."""
+
+    items: list[SweepSummary]
+    next_cursor: str | None
+
+
+class Model(TypedDict):
+    """``GET /v1/jobs/{id}/model``: named parameter arrays as nested lists (``W``, ``b`` or
+    ``W0``, ``b0``, …), the input standardisation ``{mean, std}`` (x' = (x − mean) / std) or
+    null, and the class labels for classifiers."""
+
+    job_id: str
+    model: str
+    task: Literal["regression", "binary", "multiclass"]
+    n_features: int
+    feature_names: list[str]
+    target: str
+    config: dict[str, Any]
+    params: dict[str, Any]
+    standardization: dict[str, list[float]] | None
+    classes: list[float] | None
+
+
+class Prediction(TypedDict):
+    """``POST /v1/jobs/{id}/predict``: one prediction per row (values, or the dataset's class
+    labels), and for classifiers the probabilities (n_rows, n_classes) in ``classes`` order."""
+
+    predictions: list[float]
+    probabilities: list[list[float]] | None
+    classes: list[float] | None
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -450,6 +519,20 @@ class BatchwiseClient:
         """``GET /v1/datasets/{id}``."""
         return cast(Dataset, self._json("GET", f"/v1/datasets/{dataset_id}"))
 
+    def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> DatasetPage:
+        """``GET /v1/datasets``: one page (``limit`` 1 to 100, server default 20), newest
+        first; pass its ``next_cursor`` as ``cursor`` for the next."""
+        params = _params(limit=limit, cursor=cursor)
+        return cast(DatasetPage, self._json("GET", "/v1/datasets", params=params))
+
+    def iter_datasets(self, *, page_size: int = 100) -> Iterator[Dataset]:
+        """Every dataset, newest first, fetched ``page_size`` at a time as the loop asks."""
+        return _pages(lambda cursor: self.list_datasets(limit=page_size, cursor=cursor))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """``DELETE /v1/datasets/{id}`` (409 while a queued or running job uses it)."""
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
     # --- jobs -------------------------------------------------------------------------------
 
     def submit_job(self, dataset_id: str, **config: Any) -> Job:
@@ -462,6 +545,42 @@ class BatchwiseClient:
         """``GET /v1/jobs/{id}``: status, progress, losses, error."""
         return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
 
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        dataset_id: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """``GET /v1/jobs``: one page (``limit`` 1 to 100, server default 20), newest first,
+        optionally only those with ``status``, on ``dataset_id`` or tagged ``tag``; pass its
+        ``next_cursor`` as ``cursor`` (with the same filters) for the next."""
+        params = _params(status=status, dataset_id=dataset_id, tag=tag, limit=limit, cursor=cursor)
+        return cast(JobPage, self._json("GET", "/v1/jobs", params=params))
+
+    def iter_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        dataset_id: str | None = None,
+        tag: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """Every job that passes the filters, newest first, fetched ``page_size`` at a time
+        as the loop asks."""
+        return _pages(
+            lambda cursor: self.list_jobs(
+                status=status, dataset_id=dataset_id, tag=tag, limit=page_size, cursor=cursor
+            )
+        )
+
+    def delete_job(self, job_id: str) -> None:
+        """``DELETE /v1/jobs/{id}``: a finished job with its history and model (409 while
+        queued or running: cancel it first)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
     def cancel_job(self, job_id: str) -> Job:
         """``POST /v1/jobs/{id}/cancel`` (409 once finished)."""
         return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -470,6 +589,35 @@ class BatchwiseClient:
         """``GET /v1/jobs/{id}/history``; ``max_points`` min/max-downsamples the step losses."""
         params = {} if max_points is None else {"max_points": max_points}
         return cast(History, self._json("GET", f"/v1/jobs/{job_id}/history", params=params))
+
+    def history_csv(
+        self,
+        job_id: str,
+        *,
+        table: Literal["epochs", "steps"] = "epochs",
+        max_points: int | None = None,
+    ) -> str:
+        """The history as CSV text: one row per epoch (``table="epochs"``) or one ``step,loss``
+        row per kept step (``"steps"``); empty cells where a value does not apply."""
+        params = _params(format="csv", table=table, max_points=max_points)
+        return self._request("GET", f"/v1/jobs/{job_id}/history", params=params).text
+
+    def get_model(self, job_id: str) -> Model:
+        """``GET /v1/jobs/{id}/model``: a succeeded job's parameters (409 before)."""
+        return cast(Model, self._json("GET", f"/v1/jobs/{job_id}/model"))
+
+    def get_model_npz(self, job_id: str) -> bytes:
+        """The model as the bytes of an ``.npz`` file (no pickle): read it with
+        ``np.load(io.BytesIO(data))``."""
+        params = {"format": "npz"}
+        return self._request("GET", f"/v1/jobs/{job_id}/model", params=params).content
+
+    def predict(self, job_id: str, X: ArrayLike) -> Prediction:
+        """Predictions for rows X (n_rows, n_features) from a succeeded job's model. A list is
+        sent as it is, so the service checks it and names a row of the wrong width (422)."""
+        rows = X if isinstance(X, list) else np.asarray(X, dtype=float).tolist()
+        body = {"X": rows}
+        return cast(Prediction, self._json("POST", f"/v1/jobs/{job_id}/predict", json=body))
 
     def wait_for_job(
         self,
@@ -521,6 +669,15 @@ class BatchwiseClient:
         """``GET /v1/sweeps/{id}``: status, points, fit, noise scale, recommendation."""
         return cast(Sweep, self._json("GET", f"/v1/sweeps/{sweep_id}"))
 
+    def list_sweeps(self, *, limit: int | None = None, cursor: str | None = None) -> SweepPage:
+        """``GET /v1/sweeps``: one page of summaries (``limit`` 1 to 100), newest first."""
+        params = _params(limit=limit, cursor=cursor)
+        return cast(SweepPage, self._json("GET", "/v1/sweeps", params=params))
+
+    def iter_sweeps(self, *, page_size: int = 100) -> Iterator[SweepSummary]:
+        """Every sweep's summary, newest first, fetched ``page_size`` at a time."""
+        return _pages(lambda cursor: self.list_sweeps(limit=page_size, cursor=cursor))
+
     def cancel_sweep(self, sweep_id: str) -> Sweep:
         """``POST /v1/sweeps/{id}/cancel`` (409 once finished)."""
         return cast(Sweep, self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
@@ -550,6 +707,27 @@ class BatchwiseClient:
         """The image at ``path`` (``/v1/jobs/{id}/plots/loss.svg``, ``/v1/sweeps/{id}/plots/
         curves.png`` with ``x="samples"``, …) as bytes: SVG or PNG by the extension."""
         return self._request("GET", path, params=params).content
+
+
+class _Page(TypedDict):
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _params(**values: str | int | None) -> dict[str, str | int]:
+    """Query parameters without the ones left out (``None``)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
+    """The items of ``fetch(None)``, then of ``fetch(next_cursor)`` until it is null."""
+    cursor: str | None = None
+    while True:
+        page = cast(_Page, fetch(cursor))
+        yield from page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return
 
 
 def _poll(

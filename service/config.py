@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the API and the workers."
     )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log line format: `json` (one object per line: time, level, logger, "
+        "message, request_id, job_id, worker_id, exception), `text`, or `auto` (text on a "
+        "terminal, JSON otherwise).",
+    )
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         default=GiB, description="Largest dataset upload accepted, in bytes (413 above it)."
     )

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from service import __version__
 from service.api.dashboard import install_dashboard
 from service.api.docs import install_docs
+from service.api.observability import install_observability
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
 from service.api.routes import datasets, health, jobs, plots, sweeps
 from service.config import Settings
@@ -29,6 +30,7 @@ input, `errors: [{loc, msg, type}]`.
 OPENAPI_TAGS = [
     {"name": "datasets", "description": "Upload, list, inspect and delete datasets."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "metrics", "description": "Prometheus metrics of the jobs and the API."},
 ]
 
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     install_problem_handlers(app)
+    install_observability(app)
     install_docs(app)
     install_dashboard(app)
     app.include_router(health.router)

@@ -54,6 +54,10 @@ def unpack_npz(
     return header, arrays
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _optional_array(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray | None:
     return arrays.get(name)
 
@@ -66,8 +70,11 @@ class Checkpoint:
     optimizer's arrays in the config's dtype; ``rng_states`` the ``bit_generator.state`` dicts of
     the shuffle and noise-sample generators (init and the validation split are re-derived from
     the seed). ``finished`` is the stop reason when the run ended at this boundary ("completed" or
-    "early_stopping"); resuming a finished run yields no more epochs. The LR and batch-size
-    schedules are functions of the epoch, so they need no state of their own.
+    "early_stopping"); resuming a finished run yields no more epochs. The LR schedule and the
+    constant and grow batch sizes are functions of the epoch, so they need no state of their own;
+    the adaptive batch size depends on what was measured, so ``batch_size`` (the next epoch's)
+    and ``batch_size_reason`` (why) are kept (None for the other kinds). The evaluation schedule
+    is a function of ``total_steps``.
     """
 
     config: TrainConfig
@@ -88,6 +95,8 @@ class Checkpoint:
     epochs_without_improvement: int = 0
     best_theta: np.ndarray | None = None
     finished: str | None = None
+    batch_size: int | None = None
+    batch_size_reason: str | None = None
 
     def to_bytes(self) -> bytes:
         """The checkpoint as ``.npz`` bytes (see the module docstring)."""
@@ -106,6 +115,8 @@ class Checkpoint:
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
             "finished": self.finished,
+            "batch_size": self.batch_size,
+            "batch_size_reason": self.batch_size_reason,
             "optimizer_keys": sorted(self.optimizer_state),
         }
         arrays: dict[str, np.ndarray | None] = {
@@ -148,6 +159,9 @@ class Checkpoint:
                 epochs_without_improvement=int(header["epochs_without_improvement"]),
                 best_theta=_optional_array(arrays, "best_theta"),
                 finished=header["finished"],
+                # Absent from checkpoints written before the adaptive batch size existed.
+                batch_size=_optional_int(header.get("batch_size")),
+                batch_size_reason=header.get("batch_size_reason"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CoreConfigError):

@@ -28,6 +28,7 @@ OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
 DType = Literal["float32", "float64"]
 LRScaling = Literal["none", "linear", "sqrt"]
 Monitor = Literal["val_loss", "train_loss"]
+EvaluationOn = Literal["train", "validation"]
 
 GiB = 1024**3
 
@@ -89,6 +90,30 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Evaluate the loss on ``on`` ("train" | "validation") at log-spaced global steps.
+
+    Steps: 0 (the initial parameters), every epoch end, and round(10^(k/``per_decade``)) for
+    k = 0, 1, … (``schedules.log_spaced_steps``: ≈ per_decade per decade, distinct integers).
+    The loss is the mean over a fixed subsample of at most ``max_rows`` rows of the chosen set,
+    drawn once from its own seeded stream (the whole set when it is smaller).
+    """
+
+    on: EvaluationOn = "train"
+    per_decade: int = 8
+    max_rows: int = 8192
+
+    def __post_init__(self) -> None:
+        _check_choice("evaluation.on", self.on, get_args(EvaluationOn))
+        _int("evaluation.per_decade", self.per_decade, minimum=1)
+        if self.per_decade > 1000:
+            raise CoreConfigError(
+                "evaluation.per_decade", f"must be ≤ 1000; got {self.per_decade!r}"
+            )
+        _int("evaluation.max_rows", self.max_rows, minimum=1)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training job. Defaults in brackets.
 
@@ -109,9 +134,11 @@ class TrainConfig:
     ``dtype`` ["float32"]; ``max_in_memory_bytes`` [2 GiB] above this the epoch gather is chunked.
 
     Science: ``noise_scale`` [False] measure the gradient noise scale every epoch from
-    ``noise_scale_samples`` [1024] rows; ``early_stopping`` [None]; ``lr_schedule`` [constant];
-    ``batch_size_schedule`` [constant]; ``lr_scaling`` ["none"] none | linear | sqrt scaling of the
-    learning rate with the batch size from ``reference_batch_size`` [32].
+    ``noise_scale_samples`` [1024] rows (an adaptive ``batch_size_schedule`` measures it too);
+    ``early_stopping`` [None]; ``lr_schedule`` [constant]; ``batch_size_schedule`` [constant]
+    constant | grow | adaptive; ``lr_scaling`` ["none"] none | linear | sqrt scaling of the
+    learning rate with the batch size from ``reference_batch_size`` [32]; ``evaluation``
+    [None] the loss at log-spaced steps (``Evaluation``).
     """
 
     model: ModelKind = "linear"
@@ -143,6 +170,7 @@ class TrainConfig:
     lr_scaling: LRScaling = "none"
     reference_batch_size: int = 32
     max_in_memory_bytes: int = 2 * GiB
+    evaluation: Evaluation | None = None
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, get_args(ModelKind))
@@ -197,6 +225,13 @@ class TrainConfig:
         _check_choice("lr_scaling", self.lr_scaling, get_args(LRScaling))
         _int("reference_batch_size", self.reference_batch_size, minimum=1)
         _int("max_in_memory_bytes", self.max_in_memory_bytes, minimum=1)
+        if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
+            raise CoreConfigError("evaluation", "must be an Evaluation or null")
+
+    @property
+    def measures_noise_scale(self) -> bool:
+        """Whether every epoch measures the noise scale (asked for, or the adaptive batch)."""
+        return self.noise_scale or self.batch_size_schedule.kind == "adaptive"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: nested dataclasses as dicts, ``hidden_layers`` as a list."""
@@ -217,6 +252,7 @@ class TrainConfig:
             "early_stopping": EarlyStopping,
             "lr_schedule": LRSchedule,
             "batch_size_schedule": BatchSizeSchedule,
+            "evaluation": Evaluation,
         }
         for name, nested_cls in nested.items():
             value = kwargs.get(name)
@@ -313,8 +349,9 @@ def check_config_for_dataset(
     - ``logistic`` needs a binary target; ``softmax`` any classification target (2 classes
       included); ``linear`` a regression target — unless ``loss`` is set to mse/huber, which
       fits the labels as numbers; ``mlp`` takes its head from the target the same way;
-    - early stopping on ``val_loss`` needs a validation set (``explicit_validation`` says one
-      will be passed); ``noise_scale`` needs ≥ 2 training rows; classification needs ≥ 2 classes.
+    - early stopping on ``val_loss`` and evaluations on ``validation`` need a validation set
+      (``explicit_validation`` says one will be passed); ``noise_scale`` and the adaptive batch
+      size need ≥ 2 training rows; classification needs ≥ 2 classes.
     """
     if n_rows < 1:
         raise CoreConfigError("dataset", "has no rows")
@@ -351,5 +388,20 @@ def check_config_for_dataset(
             "early_stopping.monitor",
             "'val_loss' needs a validation set: set validation_split > 0 or monitor 'train_loss'",
         )
+    has_validation = explicit_validation or config.validation_split > 0.0
+    if (
+        config.evaluation is not None
+        and config.evaluation.on == "validation"
+        and not has_validation
+    ):
+        raise CoreConfigError(
+            "evaluation.on",
+            "'validation' needs a validation set: set validation_split > 0 or evaluate on 'train'",
+        )
     if config.noise_scale and n_train < 2:
         raise CoreConfigError("noise_scale", "needs at least 2 training rows")
+    if config.batch_size_schedule.kind == "adaptive" and n_train < 2:
+        raise CoreConfigError(
+            "batch_size_schedule.kind",
+            "'adaptive' measures the noise scale, which needs at least 2 training rows",
+        )

@@ -1,14 +1,18 @@
 """Data handling for the training loop: targets, the validation split, standardisation, epochs.
 
-Inputs ``X : (n_rows, n_features)`` and ``y : (n_rows,)`` may be read-only memory maps; nothing
-here ever writes into them, and nothing keeps a converted or standardised copy of ``X``.
+Inputs ``X : (n_rows, n_features)`` and ``y : (n_rows,)`` may be read-only memory maps (a
+strided float64 view of a dataset file, say); nothing here ever writes into them.
 
 Two ways to serve an epoch, chosen by ``max_in_memory_bytes`` (see ``make_epoch_source``):
 
-- ``InMemoryEpochs``: the training rows fit. Each epoch shuffles an index vector in place and
-  does ONE gather ``np.take(X, order, axis=0, out=buffer)`` into a preallocated buffer, then
-  standardises the buffer in place (``(x − mean) / std``). Peak memory ≈ the buffer (the training
-  rows in the config's dtype) + 16 bytes per row of indices.
+- ``InMemoryEpochs``: the training rows fit. They are copied ONCE, at the first epoch, into a
+  contiguous array of the config's dtype, cast and standardised there (``(x − mean) / std``), in
+  file order; each epoch then shuffles an index vector in place and does ONE gather
+  ``np.take(rows, positions, axis=0, out=buffer)`` from that copy into a preallocated buffer —
+  no per-epoch read of the source, cast or standardisation. The values are the bits the
+  per-epoch cast-and-standardise gave: both are the same elementwise IEEE operations on the
+  same elements, in another order. Peak memory ≈ 2 × the training rows in the config's dtype
+  (the copy and the buffer) + 8 bytes per row of indices.
 - ``ChunkedEpochs``: they do not fit. The training rows (in file order) are cut into contiguous
   blocks of ``block_rows``; each epoch permutes the blocks, takes them ``BLOCKS_PER_WINDOW`` at a
   time as a window, shuffles the rows inside the window and gathers the window into a bounded
@@ -22,7 +26,9 @@ size, except the last segment of an epoch, which ends with the partial batch (if
 
 ``AugmentedEpochs`` serves the small-batch plain-SGD fast path (``models.AugmentedSGD``) of an
 in-memory run: the training rows kept once as [x | 1 | y], and each epoch (the same order as
-``InMemoryEpochs``) gathered in cache-sized chunks just before their steps run.
+``InMemoryEpochs``) gathered in cache-sized chunks just before their steps run. While only it
+runs, ``InMemoryEpochs``' copy and buffer are never made; batch sizes never shrink, so once a run
+leaves the fast path the training loop drops it before ``InMemoryEpochs`` allocates.
 """
 
 from __future__ import annotations
@@ -172,10 +178,11 @@ def fit_standardization(X: np.ndarray, rows: np.ndarray, dtype: np.dtype) -> Sta
 def gather_rows(X: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """``out[:] = X[rows]`` without a temporary of ``out``'s size.
 
-    Same dtype: one ``np.take(..., out=)`` (``mode="clip"`` because ``mode="raise"`` buffers
-    ``out``; the rows are valid by construction). Different dtype: chunked, casting each chunk.
+    Same dtype and C-contiguous: one ``np.take(..., out=)`` (``mode="clip"`` because
+    ``mode="raise"`` buffers ``out``; the rows are valid by construction). Otherwise chunked,
+    casting each chunk: ``np.take`` would first copy a strided ``X`` whole.
     """
-    if X.dtype == out.dtype:
+    if X.dtype == out.dtype and X.flags.c_contiguous:
         np.take(X, rows, axis=0, out=out, mode="clip")
         return
     row_bytes = X.itemsize * (X.shape[1] if X.ndim == 2 else 1)
@@ -215,39 +222,49 @@ class RowReader:
 
 
 class InMemoryEpochs:
-    """Whole-epoch gather into one preallocated buffer (see the module docstring)."""
+    """The training rows copied once, gathered per epoch into one buffer (module docstring)."""
 
     def __init__(self, reader: RowReader, rows: np.ndarray) -> None:
         self.reader = reader
         self.rows = rows
         self.n_rows = rows.shape[0]
         self._positions = np.arange(self.n_rows, dtype=np.intp)
-        self._order = rows.copy()
-        # Allocated at the first ``segments``: the small-batch fast path (``AugmentedEpochs``)
-        # serves its epochs without it.
+        # Made at the first ``segments``: the small-batch fast path (``AugmentedEpochs``)
+        # serves its epochs without them.
+        self._X_rows, self._y_rows = reader.empty(0)
         self._X, self._y = reader.empty(0)
-        self._holds_file_order = False
+
+    def training_rows(self) -> Segment:
+        """The training rows ``(n, d)``, ``(n,)`` in file order: C-contiguous, the config's
+        dtype, standardised; read from the source once, at the first call."""
+        if self._X_rows.shape[0] != self.n_rows:
+            self._X_rows, self._y_rows = self.reader.empty(self.n_rows)
+            self.reader.read(self.rows, self._X_rows, self._y_rows)
+        return self._X_rows, self._y_rows
 
     def epoch_positions(self, rng: np.random.Generator) -> np.ndarray:
         """The epoch's shuffled positions p (into ``rows``): the epoch serves ``rows[p]``."""
-        # Reset before shuffling so the order depends only on the rng state (resumable).
-        self._positions[...] = np.arange(self.n_rows, dtype=np.intp)
+        # Reset before shuffling so the order depends only on the rng state (resumable); in
+        # pieces, so no temporary of n indices.
+        step = chunk_rows(self._positions.itemsize)
+        for start in range(0, self.n_rows, step):
+            stop = min(start + step, self.n_rows)
+            self._positions[start:stop] = np.arange(start, stop, dtype=np.intp)
         rng.shuffle(self._positions)
         return self._positions
 
     def segments(self, batch_size: int, rng: np.random.Generator | None) -> Iterator[Segment]:
-        """One segment: the whole epoch in order (``rng`` None: file order, gathered once)."""
+        """One segment: the whole epoch in order (``rng`` None: the copy itself, file order)."""
         del batch_size  # one segment holds every batch
+        X_rows, y_rows = self.training_rows()
+        if rng is None:
+            yield X_rows, y_rows
+            return
         if self._X.shape[0] != self.n_rows:
             self._X, self._y = self.reader.empty(self.n_rows)
-        if rng is None:
-            if not self._holds_file_order:
-                self.reader.read(self.rows, self._X, self._y)
-                self._holds_file_order = True
-        else:
-            np.take(self.rows, self.epoch_positions(rng), out=self._order, mode="clip")
-            self.reader.read(self._order, self._X, self._y)
-            self._holds_file_order = False
+        positions = self.epoch_positions(rng)
+        np.take(X_rows, positions, axis=0, out=self._X, mode="clip")
+        np.take(y_rows, positions, out=self._y, mode="clip")
         yield self._X, self._y
 
 

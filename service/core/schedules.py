@@ -4,8 +4,10 @@ The learning rate in force at epoch e (0-based) is
 
     lr(e) = lr_schedule.lr_at(e, scale_lr(base_lr, B(e), reference_batch_size, rule), epochs)
 
-with B(e) = batch_size_schedule.batch_size_at(e, batch_size, n_train). Both schedules are frozen
-dataclasses validated at construction (CoreConfigError naming the field).
+with B(e) = batch_size_schedule.batch_size_at(e, batch_size, n_train) — or, for the adaptive
+batch size, the size ``BatchSizeSchedule.adapt`` chose from the noise scale measured so far.
+Both schedules are frozen dataclasses validated at construction (CoreConfigError naming the
+field). ``log_spaced_steps`` is the evaluation schedule: a pure function of the global step.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ __all__ = [
     "BATCH_SIZE_SCHEDULE_KINDS",
     "LR_SCALING_RULES",
     "LR_SCHEDULE_KINDS",
+    "BatchSizeChange",
     "BatchSizeSchedule",
     "LRSchedule",
+    "log_spaced_steps",
     "scale_lr",
 ]
 
 LRScheduleKind = Literal["constant", "step", "exponential", "cosine"]
-BatchSizeScheduleKind = Literal["constant", "grow"]
+BatchSizeScheduleKind = Literal["constant", "grow", "adaptive"]
 LRScalingRule = Literal["none", "linear", "sqrt"]
 LR_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "step", "exponential", "cosine")
-BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow")
+BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow", "adaptive")
 LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")
 
 
@@ -109,21 +113,46 @@ class LRSchedule:
 
 
 @dataclass(frozen=True)
+class BatchSizeChange:
+    """What ``BatchSizeSchedule.adapt`` decided: the next epoch's ``batch_size`` and why."""
+
+    batch_size: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class BatchSizeSchedule:
-    """Batch size per epoch e (0-based) from a base size B₀ (Smith et al. 2017, "Don't decay
-    the learning rate, increase the batch size"):
+    """Batch size per epoch e (0-based) from a base size B₀:
 
     - constant: B₀
     - grow:     B₀ · factor^⌊e / every_epochs⌋, at most ``max_batch_size`` (None: no cap)
+      (Smith et al. 2017, "Don't decay the learning rate, increase the batch size")
+    - adaptive: the batch follows the measured gradient noise scale (McCandlish et al. 2018:
+      below B_noise a larger batch takes fewer steps for the same samples). It starts at
+      B₀ clamped into [``min_batch_size``, ``max_batch_size``] (None: B₀, n_train); after
+      every ``every_epochs``-th epoch, with B̂ the corrected B_simple measured at that epoch's
+      end, the next epochs run at
+
+          B' = min(max(B, round(B̂)), ⌊max_growth · B⌋, max_batch_size, n_train)
+
+      — it moves toward B̂, never shrinks, grows at most ``max_growth``× per change, and
+      stays put when nothing was measured. When the |G|² estimate of S sampled rows is not
+      positive (|ḡ|² ≤ tr(Σ)/S: the mean gradient is lost in the noise, as happens near
+      convergence), B_simple is beyond what S rows resolve, and B̂ = 1/(1/S + 1/n_train) is
+      used as the lower bound it is. The training loop measures the noise scale for it
+      and keeps B in its checkpoint (``adapt`` is the rule; ``batch_size_at`` gives the start).
 
     Never above the training set's n_train rows (nor, with a cap, above the cap — a cap below
-    B₀ caps B₀ too).
+    B₀ caps B₀ too). ``min_batch_size`` and ``max_growth`` belong to adaptive only, ``factor``
+    to grow only: set with another kind they are refused rather than silently ignored.
     """
 
     kind: BatchSizeScheduleKind = "constant"
     factor: int = 2
     every_epochs: int = 1
     max_batch_size: int | None = None
+    min_batch_size: int | None = None
+    max_growth: float = 2.0
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_SIZE_SCHEDULE_KINDS:
@@ -136,15 +165,48 @@ class BatchSizeSchedule:
             raise CoreConfigError(
                 "every_epochs", f"must be an integer ≥ 1, not {self.every_epochs!r}"
             )
-        if self.max_batch_size is not None and (
-            not _is_int(self.max_batch_size) or self.max_batch_size < 1
+        for name in ("max_batch_size", "min_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise CoreConfigError(name, f"must be an integer ≥ 1 or null, not {value!r}")
+        if (
+            not _is_number(self.max_growth)
+            or not math.isfinite(self.max_growth)
+            or self.max_growth <= 1.0
         ):
             raise CoreConfigError(
-                "max_batch_size", f"must be an integer ≥ 1 or null, not {self.max_batch_size!r}"
+                "max_growth", f"must be a finite number > 1, not {self.max_growth!r}"
+            )
+        # Store as float so that a JSON round trip gives an equal object.
+        object.__setattr__(self, "max_growth", float(self.max_growth))
+        if self.kind != "adaptive":
+            if self.min_batch_size is not None:
+                raise CoreConfigError(
+                    "min_batch_size", f"only the adaptive schedule has one, not {self.kind}"
+                )
+            if self.max_growth != 2.0:
+                raise CoreConfigError(
+                    "max_growth", f"only the adaptive schedule has one, not {self.kind}"
+                )
+        elif self.factor != 2:
+            raise CoreConfigError(
+                "factor", "the adaptive schedule grows by the noise scale, up to max_growth"
+            )
+        if (
+            self.min_batch_size is not None
+            and self.max_batch_size is not None
+            and self.min_batch_size > self.max_batch_size
+        ):
+            raise CoreConfigError(
+                "min_batch_size",
+                f"{self.min_batch_size} is above max_batch_size {self.max_batch_size}",
             )
 
     def batch_size_at(self, epoch: int, base: int, n_train: int) -> int:
-        """The batch size for 0-based ``epoch``, from ``base`` rows, never above ``n_train``."""
+        """The batch size for 0-based ``epoch``, from ``base`` rows, never above ``n_train``.
+
+        Adaptive: the starting size, whatever the epoch (later sizes come from ``adapt``).
+        """
         _check_epoch(epoch)
         if not _is_int(base) or base < 1:
             raise CoreConfigError("batch_size", f"must be an integer ≥ 1, not {base!r}")
@@ -158,9 +220,60 @@ class BatchSizeSchedule:
             while growths > 0 and size < limit:
                 size *= self.factor
                 growths -= 1
+        elif self.kind == "adaptive" and self.min_batch_size is not None:
+            size = max(size, self.min_batch_size)
         if self.max_batch_size is not None:
             size = min(size, self.max_batch_size)
         return min(size, n_train)
+
+    def adapt(
+        self,
+        batch_size: int,
+        noise_scale: float | None,
+        n_train: int,
+        *,
+        epoch: int,
+        lower_bound: bool = False,
+    ) -> BatchSizeChange:
+        """Adaptive: the batch size after 1-based ``epoch`` ran at ``batch_size`` and measured
+        ``noise_scale`` (B̂, the corrected B_simple; None when nothing was measured;
+        ``lower_bound``: B̂ is only a lower bound, see the class docstring). The rule is in the
+        class docstring; ``reason`` says in words what moved it, or what held it."""
+        if self.kind != "adaptive":
+            raise CoreConfigError("kind", f"only the adaptive schedule adapts, not {self.kind}")
+        if epoch % self.every_epochs:
+            return BatchSizeChange(
+                batch_size, f"kept {batch_size}: changes every {self.every_epochs} epochs"
+            )
+        where = f"measured after epoch {epoch}"
+        if noise_scale is None or not math.isfinite(noise_scale) or noise_scale <= 0.0:
+            return BatchSizeChange(
+                batch_size, f"kept {batch_size}: the noise scale {where} was not resolved"
+            )
+        seen = f"the noise scale B̂ ≈ {noise_scale:.4g} {where}"
+        if lower_bound:
+            seen = (
+                f"the noise scale {where}, B̂ ≳ {noise_scale:.4g} (the mean gradient was "
+                "within the sample's noise)"
+            )
+        wanted = math.floor(noise_scale + 0.5)
+        if wanted <= batch_size:
+            return BatchSizeChange(
+                batch_size, f"kept {batch_size}: {seen} is not above it (never shrinks)"
+            )
+        caps = [
+            (math.floor(self.max_growth * batch_size), f"the ×{self.max_growth:g} cap per change"),
+            (n_train, f"the {n_train} training rows"),
+        ]
+        if self.max_batch_size is not None:
+            caps.append((self.max_batch_size, f"max_batch_size {self.max_batch_size}"))
+        new_size, why = wanted, ""
+        for cap, name in caps:
+            if cap < new_size:
+                new_size, why = cap, f", held by {name}"
+        if new_size <= batch_size:
+            return BatchSizeChange(batch_size, f"kept {batch_size} ({seen}){why}")
+        return BatchSizeChange(new_size, f"grew {batch_size} → {new_size} toward {seen}{why}")
 
 
 def scale_lr(
@@ -187,3 +300,28 @@ def scale_lr(
     if rule == "sqrt":
         return float(base_lr * math.sqrt(batch_size / reference_batch_size))
     return float(base_lr)
+
+
+def log_spaced_steps(per_decade: int, after: int, until: int) -> list[int]:
+    """The evaluation schedule's steps s with ``after`` < s ≤ ``until``, ascending.
+
+    The schedule is {round(10^(k / per_decade)) : k = 0, 1, 2, …} (round half up, duplicates
+    once): ``per_decade`` steps per decade of global steps once they are distinct (1, 2, 3, 4,
+    6, 7, 10, 13, 18, 24, 32, … for 8). A pure function of the step, so a resumed run
+    evaluates where an uninterrupted one does. Step 0 and the epoch ends are added by the
+    training loop.
+    """
+    if not _is_int(per_decade) or per_decade < 1:
+        raise CoreConfigError("per_decade", f"must be an integer ≥ 1, not {per_decade!r}")
+    out: list[int] = []
+    if until <= after or until < 1:
+        return out
+    # Start a little below the first k that can pass ``after``; round() only moves by ½.
+    k = max(0, math.floor(per_decade * math.log10(max(after, 1))) - 2)
+    while True:
+        step = math.floor(10.0 ** (k / per_decade) + 0.5)
+        if step > until:
+            return out
+        if step > after and (not out or step != out[-1]):
+            out.append(step)
+        k += 1

@@ -5,14 +5,17 @@
         save(record, training.checkpoint().to_bytes())
     fitted = training.model
 
-Randomness: one ``np.random.default_rng(seed)`` spawns four independent children — init,
-validation split, shuffles, noise-scale samples — so switching one feature on (noise_scale)
-never changes another's stream. Nothing touches NumPy's global RNG.
+Randomness: one ``np.random.default_rng(seed)`` spawns five independent children — init,
+validation split, shuffles, noise-scale samples, the evaluation subsample — so switching one
+feature on (noise_scale, evaluation) never changes another's stream. Nothing touches NumPy's
+global RNG.
 
-Per epoch e (0-based): B = batch_size_schedule.batch_size_at(e, batch_size or n_train, n_train),
-lr = lr_schedule.lr_at(e, scale_lr(learning_rate, B, reference_batch_size, lr_scaling), epochs),
-both fixed for the epoch. The epoch's rows are gathered once (see ``data``), then each step takes
-a contiguous slice view: ``J, g = loss_and_grad(θ, X[a:a+B], y[a:a+B])``; ``θ ← optimizer(θ, g)``.
+Per epoch e (0-based): B = batch_size_schedule.batch_size_at(e, batch_size or n_train, n_train)
+(adaptive: the size ``BatchSizeSchedule.adapt`` chose at the last epoch end from the measured
+noise scale, kept in the checkpoint), lr = lr_schedule.lr_at(e, scale_lr(learning_rate, B,
+reference_batch_size, lr_scaling), epochs), both fixed for the epoch. The epoch's rows are
+gathered once (see ``data``), then each step takes a contiguous slice view:
+``J, g = loss_and_grad(θ, X[a:a+B], y[a:a+B])``; ``θ ← optimizer(θ, g)``.
 ``train_loss`` is the mean of the epoch's step losses (the Keras convention: losses at the θ
 each step started from, so it lags the end-of-epoch parameters by half an epoch).
 
@@ -21,6 +24,13 @@ general step up to rounding and as deterministic: the gradient comes scaled by �
 (``loss_and_scaled_grad``) and the update is one add; and for linear-mse and logistic models
 with B ≤ ``AUGMENTED_MAX_BATCH`` and the rows in memory, ``AugmentedSGD`` steps over
 cache-sized chunks of [x | 1 | y] rows (``AugmentedEpochs``), its losses checked per chunk.
+
+Evaluations (``config.evaluation``): the loss on a fixed subsample of the train or validation
+rows at global step 0 (the initial θ), at every epoch end and at the log-spaced steps
+``schedules.log_spaced_steps`` — a pure function of the global step. The epoch's step loop is
+split at the scheduled steps (the general loop compares its step count with the next one; the
+fast path cuts its chunks there), so without evaluations nothing is added to a step, and with
+them the steps are the same (bit for bit). A non-finite evaluation loss is a divergence.
 
 Stopping: ``should_stop()`` is called between steps; when it returns True the partial epoch is
 dropped (state rolls back to the last epoch boundary) and iteration ends with
@@ -64,7 +74,7 @@ from service.core.fitted import FittedModel
 from service.core.models import AUGMENTED_MAX_BATCH, AugmentedSGD, augmented_sgd, build_model
 from service.core.noise import NoiseEstimate, TwoBatchNoiseEstimator, noise_scale_from_sq_norms
 from service.core.optim import make_optimizer
-from service.core.schedules import scale_lr
+from service.core.schedules import log_spaced_steps, scale_lr
 from service.core.tasks import Task, infer_task
 
 StopReason = Literal["completed", "early_stopping", "stopped", "diverged"]
@@ -94,9 +104,24 @@ class NoiseRecord:
     n_samples: int
 
 
+@dataclass(frozen=True)
+class EvaluationPoint:
+    """The loss evaluated after ``step`` optimizer steps of the run (0: the initial θ), when
+    ``samples`` training examples had been consumed (``config.evaluation``)."""
+
+    step: int
+    samples: int
+    loss: float
+
+
 @dataclass(frozen=True, eq=False)
 class EpochRecord:
-    """One epoch's results. ``step_losses`` (steps,) float32, one per minibatch step."""
+    """One epoch's results. ``step_losses`` (steps,) float32, one per minibatch step.
+
+    ``evaluations``: the evaluations made during the epoch, in step order (epoch 1's starts at
+    step 0; each epoch's ends at its last step); empty without ``config.evaluation``.
+    ``batch_size_reason``: with the adaptive batch size, why the epoch ran at ``batch_size``.
+    """
 
     epoch: int
     train_loss: float
@@ -113,10 +138,15 @@ class EpochRecord:
     samples_per_s: float
     noise_scale: NoiseRecord | None
     step_losses: np.ndarray
+    evaluations: tuple[EvaluationPoint, ...] = ()
+    batch_size_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields without ``step_losses`` (store those as ``step_losses.tobytes()``)."""
-        return {name: value for name, value in asdict(self).items() if name != "step_losses"}
+        """JSON-able fields without ``step_losses`` (store those as ``step_losses.tobytes()``);
+        ``evaluations`` as a list of ``{step, samples, loss}``."""
+        out = {name: value for name, value in asdict(self).items() if name != "step_losses"}
+        out["evaluations"] = [asdict(point) for point in self.evaluations]
+        return out
 
 
 def _limit(reference: float) -> float:
@@ -188,9 +218,10 @@ class Training:
         self.classes = classes
         check_finite_features(X)
 
-        init_rng, split_rng, self._shuffle_rng, self._noise_rng = np.random.default_rng(
-            config.seed
-        ).spawn(4)
+        # spawn(5)'s first four children are spawn(4)'s: adding the fifth changed no stream.
+        init_rng, split_rng, self._shuffle_rng, self._noise_rng, evaluation_rng = (
+            np.random.default_rng(config.seed).spawn(5)
+        )
         _, n_val = split_sizes(n_rows, config.validation_split)
         train_rows, val_rows = split_rows(n_rows, n_val, split_rng)
         #: Row indices (sorted) of X used for training and for validation (empty with X_val).
@@ -223,6 +254,9 @@ class Training:
         elif n_val:
             self._val = EvalSet(self._reader, val_rows, max_bytes=val_budget)
         self._val_sst = self._total_sum_of_squares() if self.task == "regression" else 0.0
+        self._evaluation_set: EvalSet | None = None
+        if config.evaluation is not None:
+            self._evaluation_set = self._make_evaluation_set(evaluation_rng, budget)
 
         self._model = build_model(
             config.model,
@@ -255,6 +289,20 @@ class Training:
         if self._optimizer.is_plain_sgd and isinstance(self._source, InMemoryEpochs):
             self._augmented = augmented_sgd(self._model, dtype)
         self._augmented_epochs: AugmentedEpochs | None = None  # built at its first epoch
+
+        schedule = config.batch_size_schedule
+        self._adaptive = schedule.kind == "adaptive"
+        #: Adaptive only: the batch size of the next epoch, and why (kept in the checkpoint).
+        self._batch_size: int | None = None
+        self._batch_size_reason: str | None = None
+        if self._adaptive:
+            base = config.batch_size if config.batch_size is not None else self.n_train
+            self._batch_size = schedule.batch_size_at(0, base, self.n_train)
+            asked = "the whole training set" if config.batch_size is None else f"batch_size {base}"
+            self._batch_size_reason = f"started at {self._batch_size} ({asked}"
+            if self._batch_size != base:
+                self._batch_size_reason += ", within min_batch_size, max_batch_size, the rows"
+            self._batch_size_reason += ")"
 
         self._epoch = 0
         self._samples_seen = 0
@@ -319,6 +367,8 @@ class Training:
             epochs_without_improvement=self._wait,
             best_theta=None if self._best_theta is None else self._best_theta.copy(),
             finished=self._finished,
+            batch_size=self._batch_size,
+            batch_size_reason=self._batch_size_reason,
         )
 
     def _restore(self, checkpoint: Checkpoint) -> None:
@@ -335,6 +385,9 @@ class Training:
         self._wait = checkpoint.epochs_without_improvement
         self._best_theta = None if checkpoint.best_theta is None else checkpoint.best_theta.copy()
         self._finished = checkpoint.finished
+        if self._adaptive and checkpoint.batch_size is not None:
+            self._batch_size = checkpoint.batch_size
+            self._batch_size_reason = checkpoint.batch_size_reason
 
     def checkpoint(self) -> Checkpoint:
         """The state at the last completed epoch boundary (epoch 0 before any)."""
@@ -380,8 +433,11 @@ class Training:
 
     def _lr_and_batch_size(self, epoch0: int) -> tuple[float, int]:
         c = self.config
-        base = c.batch_size if c.batch_size is not None else self.n_train
-        batch_size = c.batch_size_schedule.batch_size_at(epoch0, base, self.n_train)
+        if self._batch_size is not None:  # adaptive
+            batch_size = self._batch_size
+        else:
+            base = c.batch_size if c.batch_size is not None else self.n_train
+            batch_size = c.batch_size_schedule.batch_size_at(epoch0, base, self.n_train)
         scaled = scale_lr(c.learning_rate, batch_size, c.reference_batch_size, c.lr_scaling)
         return c.lr_schedule.lr_at(epoch0, scaled, c.epochs), batch_size
 
@@ -410,16 +466,35 @@ class Training:
         n_train = self.n_train
         steps = n_train // B + (1 if n_train % B and not self.config.drop_last else 0)
         step_losses = np.empty(steps, dtype=np.float32)
+        evaluations: list[EvaluationPoint] = []
+        stops: list[int] = []  # steps within the epoch after which to evaluate (< steps)
+        evaluation = self.config.evaluation
+        if evaluation is not None:
+            g0 = self._total_steps
+            if g0 == 0:
+                self._evaluate_at(evaluations, epoch, 0, B, lr)
+            scheduled = log_spaced_steps(evaluation.per_decade, g0, g0 + steps - 1)
+            stops = [step - g0 for step in scheduled]
+        on_fast_path = self._augmented is not None and B <= AUGMENTED_MAX_BATCH
+        if not on_fast_path:
+            # Batch sizes never shrink: the fast path's rows are not needed again, and
+            # dropping them first keeps the peak at InMemoryEpochs' copy and buffer.
+            self._augmented_epochs = None
         # A diverging step overflows: that is reported as TrainingDiverged from its loss
         # (below), not as NumPy's RuntimeWarning on the way there.
         with np.errstate(over="ignore", invalid="ignore"):
-            if self._augmented is not None and B <= AUGMENTED_MAX_BATCH:
-                loss_sum = self._augmented_steps(self._augmented, epoch, lr, B, step_losses)
+            if on_fast_path:
+                assert self._augmented is not None
+                loss_sum = self._augmented_steps(
+                    self._augmented, epoch, lr, B, step_losses, stops, evaluations
+                )
             else:
-                loss_sum = self._steps(epoch, lr, B, step_losses)
+                loss_sum = self._steps(epoch, lr, B, step_losses, stops, evaluations)
         if loss_sum is None:  # should_stop: the partial epoch is dropped
             self._restore(self._checkpoint)
             return None
+        if evaluation is not None:
+            self._evaluate_at(evaluations, epoch, steps, B, lr)
 
         train_loss = loss_sum / steps
         samples = min(steps * B, n_train)
@@ -428,7 +503,18 @@ class Training:
         val_loss, val_rmse, val_r2, val_accuracy = self._evaluate()
         if val_loss is not None and not math.isfinite(val_loss):
             raise self._diverged(epoch, steps, val_loss, lr, "the validation loss is not finite")
-        noise = self._noise_record() if self.config.noise_scale else None
+        noise = self._noise_record() if self.config.measures_noise_scale else None
+        batch_size_reason = self._batch_size_reason
+        if self._adaptive:
+            measured = None if noise is None else noise.b_simple_corrected
+            # |G|² not positive: B_simple is beyond what the sample resolves, ≳ its size.
+            lower_bound = noise is not None and measured is None and noise.grad_sq_norm <= 0.0
+            if noise is not None and lower_bound:
+                measured = 1.0 / (1.0 / noise.n_samples + 1.0 / n_train)
+            change = self.config.batch_size_schedule.adapt(
+                B, measured, n_train, epoch=epoch, lower_bound=lower_bound
+            )
+            self._batch_size, self._batch_size_reason = change.batch_size, change.reason
 
         self._epoch = epoch
         self._total_steps += steps
@@ -454,11 +540,22 @@ class Training:
             samples_per_s=samples / wall if wall > 0 else 0.0,
             noise_scale=noise,
             step_losses=step_losses,
+            evaluations=tuple(evaluations),
+            batch_size_reason=batch_size_reason,
         )
 
-    def _steps(self, epoch: int, lr: float, B: int, step_losses: np.ndarray) -> float | None:
-        """The epoch's steps, ``loss_and_grad`` then the optimizer, each loss checked at once.
-        Fills step_losses; returns their sum, or None when should_stop() said stop."""
+    def _steps(
+        self,
+        epoch: int,
+        lr: float,
+        B: int,
+        step_losses: np.ndarray,
+        stops: list[int],
+        evaluations: list[EvaluationPoint],
+    ) -> float | None:
+        """The epoch's steps, ``loss_and_grad`` then the optimizer, each loss checked at once,
+        evaluating after each step in ``stops``. Fills step_losses; returns their sum, or None
+        when should_stop() said stop."""
         # Locals: attribute look-ups cost more than the steps at small batch sizes.
         theta, grad = self._theta, self._grad
         optimizer = self._optimizer
@@ -476,6 +573,10 @@ class Training:
         steps = step_losses.shape[0]
         loss_sum = 0.0
         step = 0
+        # The one per-step cost of evaluations: comparing the step with the next stop (past
+        # the epoch's last step when there is none).
+        pending = iter(stops)
+        next_stop = next(pending, steps + 1)
         rng = self._shuffle_rng if self.config.shuffle else None
         for X_seg, y_seg in self._source.segments(B, rng):
             n_seg = X_seg.shape[0]
@@ -502,6 +603,9 @@ class Training:
                 else:
                     optimizer_step(theta, grad, lr)
                 step += 1
+                if step == next_stop:
+                    self._evaluate_at(evaluations, epoch, step, B, lr)
+                    next_stop = next(pending, steps + 1)
                 if should_stop is not None and should_stop():
                     return None
         if plain:
@@ -509,13 +613,21 @@ class Training:
         return loss_sum
 
     def _augmented_steps(
-        self, kernel: AugmentedSGD, epoch: int, lr: float, B: int, step_losses: np.ndarray
+        self,
+        kernel: AugmentedSGD,
+        epoch: int,
+        lr: float,
+        B: int,
+        step_losses: np.ndarray,
+        stops: list[int],
+        evaluations: list[EvaluationPoint],
     ) -> float | None:
         """The epoch's steps on the small-batch fast path (``AugmentedSGD`` over
         ``AugmentedEpochs``): the same steps as ``_steps`` (to rounding), with the losses
         computed and checked per chunk of steps. A diverging chunk runs on to its end; the first
         bad step is still named exactly, and the state rolls back to the epoch boundary as on
-        the general path."""
+        the general path. A chunk is cut at each step in ``stops`` (whole batches, so the same
+        steps) to evaluate there."""
         if self._augmented_epochs is None:
             assert isinstance(self._source, InMemoryEpochs)
             self._augmented_epochs = AugmentedEpochs(self._source)
@@ -525,34 +637,86 @@ class Training:
         steps = step_losses.shape[0]
         loss_sum = 0.0
         done = 0
+        pending = iter(stops)
+        next_stop = next(pending, steps + 1)
         kernel.load(self._theta)
         for chunk in self._augmented_epochs.chunks(B, rng):
             rows = chunk[: (steps - done) * B]  # drop_last drops the partial batch
-            if rows.shape[0] == 0:
+            while rows.shape[0]:
+                # Up to the next stop, if it falls in this chunk (stops < steps: whole batches).
+                cut = rows.shape[0] if next_stop > done + len(rows) // B else (next_stop - done) * B
+                piece, rows = rows[:cut], rows[cut:]
+                if not kernel.run(piece, B, lr, self._should_stop):
+                    return None
+                losses = kernel.step_losses(piece, B)
+                if reference is None:  # the first step's loss is the reference
+                    first = float(losses[0])
+                    if not first < _FLOAT32_MAX:
+                        why = _divergence_reason(first, None, first_epoch=True)
+                        raise self._diverged(epoch, 1, first, lr, why)
+                    reference = first
+                    limit = _limit(first)
+                bad = np.flatnonzero(~(losses < limit))  # NaN is never < limit
+                if bad.shape[0]:
+                    loss = float(losses[bad[0]])
+                    why = _divergence_reason(loss, reference, first_epoch=epoch == 1)
+                    raise self._diverged(epoch, done + int(bad[0]) + 1, loss, lr, why)
+                step_losses[done : done + losses.shape[0]] = losses
+                loss_sum += float(losses.sum())
+                done += losses.shape[0]
+                if done == next_stop:
+                    kernel.store(self._theta)
+                    self._evaluate_at(evaluations, epoch, done, B, lr)
+                    next_stop = next(pending, steps + 1)
+            if done == steps:
                 break
-            if not kernel.run(rows, B, lr, self._should_stop):
-                return None
-            losses = kernel.step_losses(rows, B)
-            if reference is None:  # the first step's loss is the reference
-                first = float(losses[0])
-                if not first < _FLOAT32_MAX:
-                    why = _divergence_reason(first, None, first_epoch=True)
-                    raise self._diverged(epoch, 1, first, lr, why)
-                reference = first
-                limit = _limit(first)
-            bad = np.flatnonzero(~(losses < limit))  # NaN is never < limit
-            if bad.shape[0]:
-                loss = float(losses[bad[0]])
-                why = _divergence_reason(loss, reference, first_epoch=epoch == 1)
-                raise self._diverged(epoch, done + int(bad[0]) + 1, loss, lr, why)
-            step_losses[done : done + losses.shape[0]] = losses
-            loss_sum += float(losses.sum())
-            done += losses.shape[0]
         kernel.store(self._theta)
         self._optimizer.count_steps(steps)
         return loss_sum
 
     # -- per-epoch measurements ------------------------------------------------------------------
+
+    def _make_evaluation_set(self, rng: np.random.Generator, budget: int) -> EvalSet:
+        """The rows evaluations use: at most ``evaluation.max_rows`` of the train or validation
+        rows, a seeded subsample (sorted, so read in file order) drawn once from ``rng``."""
+        evaluation = self.config.evaluation
+        assert evaluation is not None
+        if evaluation.on == "validation":
+            val = self._val
+            assert val is not None  # check_config_for_dataset demands one
+            if val.n_rows <= evaluation.max_rows:
+                return val  # the whole validation set, already there
+            reader, rows = val.reader, val.rows
+        else:
+            reader, rows = self._reader, self.train_rows
+        n = rows.shape[0]
+        if n <= evaluation.max_rows:
+            return EvalSet(reader, rows, max_bytes=budget)
+        picked = np.sort(rng.choice(n, size=evaluation.max_rows, replace=False))
+        return EvalSet(reader, rows[picked], max_bytes=budget)
+
+    def _evaluate_at(
+        self, evaluations: list[EvaluationPoint], epoch: int, step: int, B: int, lr: float
+    ) -> None:
+        """Append the evaluation after ``step`` steps of this epoch (at the current θ):
+        mean loss over the evaluation rows; a non-finite one is a divergence."""
+        assert self._evaluation_set is not None
+        model, theta = self._model, self._theta
+        loss_sum = 0.0
+        n = 0
+        # An overflow is reported as TrainingDiverged (below), not as NumPy's RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for X_chunk, y_chunk in self._evaluation_set.chunks():
+                m = y_chunk.shape[0]
+                loss_sum += model.loss(theta, X_chunk, y_chunk) * m
+                n += m
+        loss = loss_sum / n
+        total = self._total_steps + step
+        if not math.isfinite(loss):
+            where = "the initial parameters" if total == 0 else f"global step {total}"
+            raise self._diverged(epoch, step, loss, lr, f"the evaluation loss at {where} is {loss}")
+        samples = self._samples_seen + min(step * B, self.n_train)
+        evaluations.append(EvaluationPoint(step=total, samples=samples, loss=float(loss)))
 
     def _total_sum_of_squares(self) -> float:
         """Σ (y − ȳ)² over the validation targets (R²'s denominator; constant over the run)."""

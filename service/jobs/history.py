@@ -77,6 +77,40 @@ def finite_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Evaluations:
+    """Evaluations of a run in step order: ``step`` and ``samples`` int, ``loss`` float."""
+
+    step: list[int]
+    samples: list[int]
+    loss: list[float]
+
+
+def join_evaluations(records: Iterable[Mapping[str, Any]]) -> Evaluations:
+    """Every epoch record's ``evaluations`` (``[{step, samples, loss}]``), joined in order.
+
+    Kept only when finite and after the previous kept step (a record written by hand may break
+    either); records without evaluations (a job run without them) add nothing."""
+    out = Evaluations(step=[], samples=[], loss=[])
+    for record in records:
+        points = record.get("evaluations")
+        if not isinstance(points, list):
+            continue
+        for point in points:
+            if not isinstance(point, Mapping):
+                continue
+            step, samples = point.get("step"), point.get("samples")
+            loss = finite_or_none(point.get("loss"))
+            if loss is None or not isinstance(step, int) or not isinstance(samples, int):
+                continue
+            if out.step and step <= out.step[-1]:
+                continue
+            out.step.append(step)
+            out.samples.append(samples)
+            out.loss.append(loss)
+    return out
+
+
 def join_steps(blobs: Sequence[bytes]) -> Steps:
     """All step losses of a run, in order, from per-epoch float32 blobs; non-finite dropped."""
     parts = [np.frombuffer(blob, dtype=STEP_DTYPE) for blob in blobs]
@@ -146,11 +180,13 @@ def _cell(value: Any) -> str:
 __all__ = [
     "EPOCH_COLUMNS",
     "STEP_DTYPE",
+    "Evaluations",
     "Steps",
     "downsample_min_max",
     "epochs_csv",
     "finite_or_none",
     "finite_record",
+    "join_evaluations",
     "join_steps",
     "steps_csv",
 ]

@@ -52,12 +52,25 @@ class LRScheduleIn(_Strict):
 
 
 class BatchSizeScheduleIn(_Strict):
-    """Batch size per epoch e: constant B₀, or grow B₀·factor^⌊e/every_epochs⌋ up to the cap."""
+    """Batch size per epoch e: constant B₀; grow B₀·factor^⌊e/every_epochs⌋ up to the cap; or
+    adaptive: every `every_epochs` epochs, toward the measured noise scale B̂ (never shrinking,
+    at most ×`max_growth` per change, within [`min_batch_size`, `max_batch_size`])."""
 
-    kind: Literal["constant", "grow"] = "constant"
+    kind: Literal["constant", "grow", "adaptive"] = "constant"
     factor: Annotated[int, Field(strict=True, ge=2, le=1024)] = 2
     every_epochs: Annotated[int, Field(strict=True, ge=1)] = 1
     max_batch_size: Annotated[int, Field(strict=True, ge=1)] | None = None
+    min_batch_size: Annotated[int, Field(strict=True, ge=1)] | None = None
+    max_growth: Annotated[float, Field(gt=1, le=1024, allow_inf_nan=False)] = 2.0
+
+
+class EvaluationIn(_Strict):
+    """Evaluate the loss on `on` at step 0, every epoch end and ≈ `per_decade` log-spaced steps
+    per decade, over a fixed seeded subsample of at most `max_rows` rows."""
+
+    on: Literal["train", "validation"] = "train"
+    per_decade: Annotated[int, Field(strict=True, ge=1, le=1000)] = 8
+    max_rows: Annotated[int, Field(strict=True, ge=1, le=10_000_000)] = 8192
 
 
 _EXAMPLE_CREATE: dict[str, Any] = {
@@ -140,6 +153,10 @@ class JobCreate(_Strict):
     )
     reference_batch_size: Annotated[int, Field(strict=True, ge=1)] = Field(
         default=32, description="The batch size at which `learning_rate` applies unscaled."
+    )
+    evaluation: EvaluationIn | None = Field(
+        default=None,
+        description="Record `evaluations` (step, samples, loss) on a log-spaced step schedule.",
     )
     max_runtime_s: PositiveFloat | None = Field(
         default=None, description="Stop the job as failed (`time_limit`) after this long."
@@ -343,6 +360,15 @@ class StepsRead(BaseModel):
     loss: list[float]
 
 
+class EvaluationsRead(BaseModel):
+    """The loss evaluated on a log-spaced step schedule (the job's `evaluation`): after
+    `step[i]` optimizer steps (0: the initial parameters), `samples[i]` examples seen."""
+
+    step: list[int]
+    samples: list[int]
+    loss: list[float]
+
+
 class HistoryRead(BaseModel):
     """A job's history so far: one entry per finished epoch in each per-epoch array, and the
     step losses (downsampled when ``max_points`` is given)."""
@@ -366,6 +392,12 @@ class HistoryRead(BaseModel):
                     "wall_time_s": [0.01, 0.02],
                     "samples_per_s": [80000.0, 80000.0],
                     "noise_scale": [None, None],
+                    "batch_size_reason": [None, None],
+                    "evaluations": {
+                        "step": [0, 1, 2, 25, 50],
+                        "samples": [0, 32, 64, 800, 1600],
+                        "loss": [2.25, 1.9, 1.7, 0.4, 0.11],
+                    },
                     "steps": {"step": [1, 2, 3], "loss": [0.9, 0.5, 0.3]},
                     "total_steps": 50,
                     "downsampled": True,
@@ -392,6 +424,12 @@ class HistoryRead(BaseModel):
     wall_time_s: list[float | None]
     samples_per_s: list[float | None]
     noise_scale: list[NoiseScaleRead | None]
+    batch_size_reason: list[str | None] = Field(
+        description="With the adaptive batch size, why each epoch ran at its batch size."
+    )
+    evaluations: EvaluationsRead = Field(
+        description="The evaluations of every epoch, in step order; empty without `evaluation`."
+    )
     steps: StepsRead
     total_steps: int = Field(description="Step losses stored, before any downsampling.")
     downsampled: bool = Field(description="Whether `steps` holds fewer points than stored.")
@@ -459,6 +497,8 @@ __all__ = [
     "BatchSizeScheduleIn",
     "EarlyStoppingIn",
     "ErrorCode",
+    "EvaluationIn",
+    "EvaluationsRead",
     "HistoryRead",
     "JobCreate",
     "JobErrorRead",

@@ -9,6 +9,7 @@ it, with a 422 naming the field as it is spelled in the request body.
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -33,11 +34,13 @@ from service.jobs.history import (
     epochs_csv,
     finite_or_none,
     finite_record,
+    join_evaluations,
     join_steps,
     steps_csv,
 )
 from service.jobs.schemas import (
     FINISHED_STATUSES,
+    EvaluationsRead,
     HistoryRead,
     JobCreate,
     JobErrorRead,
@@ -309,6 +312,8 @@ def history(session: Session, job_id: str, *, max_points: int | None = None) -> 
         noise_scale=[
             None if noise is None else NoiseScaleRead(**noise) for noise in column("noise_scale")
         ],
+        batch_size_reason=column("batch_size_reason"),
+        evaluations=EvaluationsRead(**asdict(join_evaluations(records))),
         steps=StepsRead(step=steps.step.tolist(), loss=steps.loss.tolist()),
         total_steps=steps.total,
         downsampled=steps.downsampled,

@@ -14,11 +14,13 @@ import os
 import socket
 import uuid
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
 from service.db import create_engine_for, session_factory, utcnow
 from service.jobs import queue
+from service.logs import log_context
 from service.worker.cache import DatasetCache
 from service.worker.runner import RunnerContext, run_claim
 from service.worker.signals import StopFlag
@@ -51,7 +53,28 @@ def run_worker(
         cache=DatasetCache(settings.data_dir / "cache"),
         stop=stop,
     )
-    logger.info("worker %s: started (lease %g s)", worker_id, settings.lease_seconds)
+    with log_context(worker_id=worker_id):
+        return _loop(settings, context, engine, worker_id=worker_id, burst=burst)
+
+
+def _loop(
+    settings: Settings,
+    context: RunnerContext,
+    engine: Engine,
+    *,
+    worker_id: str,
+    burst: bool,
+) -> int:
+    stop = context.stop
+    logger.info(
+        "worker %s: started (pid %d, %d BLAS thread%s, lease %g s)",
+        worker_id,
+        os.getpid(),
+        settings.worker_threads,
+        "" if settings.worker_threads == 1 else "s",
+        settings.lease_seconds,
+        extra={"pid": os.getpid(), "threads": settings.worker_threads},
+    )
     delay = MIN_POLL_SECONDS
     try:
         while not stop.is_set():
@@ -75,17 +98,25 @@ def run_worker(
                 continue
             delay = MIN_POLL_SECONDS
             logger.info(
-                "worker %s: claimed job %s (attempt %d)", worker_id, claimed.job_id, claimed.attempt
+                "worker %s: claimed job %s (attempt %d)",
+                worker_id,
+                claimed.job_id,
+                claimed.attempt,
+                extra={"job_id": claimed.job_id, "attempt": claimed.attempt},
             )
             if run_claim(context, claimed) == "lease_lost":
                 logger.warning(
-                    "worker %s: lost the lease of job %s; exiting", worker_id, claimed.job_id
+                    "worker %s: lost the lease of job %s; exiting",
+                    worker_id,
+                    claimed.job_id,
+                    extra={"job_id": claimed.job_id, "attempt": claimed.attempt},
                 )
                 return EXIT_LEASE_LOST
         return EXIT_OK
     finally:
         engine.dispose()
-        logger.info("worker %s: stopped", worker_id)
+        reason = f" ({stop.signal_name})" if stop.signal_name else ""
+        logger.info("worker %s: stopped%s", worker_id, reason)
 
 
 __all__ = ["EXIT_LEASE_LOST", "EXIT_OK", "MIN_POLL_SECONDS", "new_worker_id", "run_worker"]

@@ -36,6 +36,7 @@ from service.db import utcnow
 from service.errors import NotFound
 from service.jobs import queue
 from service.jobs.queue import Claim, FinalStatus, LeaseLost
+from service.logs import log_context
 from service.sweeps import service as sweeps_service
 from service.worker.cache import DatasetCache
 from service.worker.signals import StopFlag
@@ -71,6 +72,7 @@ class _Flags:
         self.lease_lost = False
         self.step = 0  # steps done in the running epoch (for progress)
         self.heartbeat: _Heartbeat | None = None
+        self.started = time.monotonic()  # for the duration in the job's last log line
 
 
 class _Heartbeat(threading.Thread):
@@ -100,15 +102,21 @@ class _Heartbeat(threading.Thread):
                 )
                 session.commit()
         except LeaseLost:
-            logger.warning("job %s: lease lost; stopping without writing", self.claim.job_id)
+            logger.warning(
+                "job %s: lease lost; stopping without writing",
+                self.claim.job_id,
+                extra=_ids(self.claim),
+            )
             self.flags.lease_lost = True
             return False
         except SQLAlchemyError as exc:
             # The database may be back before the lease ends; if not, the claim is lost anyway.
-            logger.warning("job %s: heartbeat failed: %s", self.claim.job_id, exc)
+            logger.warning(
+                "job %s: heartbeat failed: %s", self.claim.job_id, exc, extra=_ids(self.claim)
+            )
             return True
         if cancel and not self.flags.cancel:
-            logger.info("job %s: cancel requested", self.claim.job_id)
+            logger.info("job %s: cancel requested", self.claim.job_id, extra=_ids(self.claim))
             self.flags.cancel = True
         return True
 
@@ -116,6 +124,11 @@ class _Heartbeat(threading.Thread):
         self._done.set()
         if self.is_alive():
             self.join()
+
+
+def _ids(claim: Claim) -> dict[str, object]:
+    """A log call's ``extra=`` naming the claim (the heartbeat thread has no log context)."""
+    return {"job_id": claim.job_id, "worker_id": claim.worker_id, "attempt": claim.attempt}
 
 
 def _stop_heartbeat(flags: _Flags) -> None:
@@ -153,11 +166,21 @@ def _finish(
     except LeaseLost:
         logger.warning("job %s: lease lost before it could finish as %s", claim.job_id, status)
         return "lease_lost"
-    logger.info(
-        "job %s: %s%s",
+    duration_s = round(time.monotonic() - flags.started, 3)
+    logger.log(
+        logging.WARNING if status == "failed" else logging.INFO,
+        "job %s: %s after %.1f s (attempt %d)%s",
         claim.job_id,
         status,
+        duration_s,
+        claim.attempt,
         f" ({error_code}: {error_message})" if error_code else "",
+        extra={
+            "status": status,
+            "error_code": error_code,
+            "duration_s": duration_s,
+            "attempt": claim.attempt,
+        },
     )
     return status
 
@@ -182,13 +205,26 @@ def _release(context: RunnerContext, claim: Claim, flags: _Flags) -> Outcome:
             queue.release(session, claim, now=utcnow())
             session.commit()
     except LeaseLost:
+        logger.warning("job %s: lease lost before it could be released", claim.job_id)
         return "lease_lost"
-    logger.info("job %s: released to the queue (%s)", claim.job_id, context.stop.signal_name)
+    duration_s = round(time.monotonic() - flags.started, 3)
+    logger.info(
+        "job %s: released to the queue (%s) after %.1f s; the next claim resumes it",
+        claim.job_id,
+        context.stop.signal_name,
+        duration_s,
+        extra={"status": "released", "duration_s": duration_s, "attempt": claim.attempt},
+    )
     return "released"
 
 
 def run_claim(context: RunnerContext, claim: Claim) -> Outcome:
     """Run ``claim``'s job to one of the outcomes above and write it (fenced)."""
+    with log_context(job_id=claim.job_id):
+        return _run_claim(context, claim)
+
+
+def _run_claim(context: RunnerContext, claim: Claim) -> Outcome:
     flags = _Flags()
     heartbeat = flags.heartbeat = _Heartbeat(context, claim, flags)
     heartbeat.start()
@@ -196,6 +232,7 @@ def run_claim(context: RunnerContext, claim: Claim) -> Outcome:
         return _run(context, claim, flags)
     except LeaseLost:
         flags.lease_lost = True
+        logger.warning("job %s: lease lost; stopping without writing", claim.job_id)
         return "lease_lost"
     except Exception as exc:  # a bug, or the database gone: fail the job with the reason
         logger.exception("job %s: internal error", claim.job_id)
@@ -269,6 +306,16 @@ def _run(context: RunnerContext, claim: Claim, flags: _Flags) -> Outcome:
                 )
                 session.commit()
             flags.step = -1
+            logger.debug(
+                "job %s: epoch %d/%d, train loss %.6g, %.3g s, %.0f samples/s",
+                claim.job_id,
+                record.epoch,
+                config.epochs,
+                record.train_loss,
+                record.wall_time_s,
+                record.samples_per_s,
+                extra={"epoch": record.epoch, "train_loss": record.train_loss},
+            )
     except TrainingDiverged as exc:
         if flags.lease_lost:
             return "lease_lost"

@@ -33,6 +33,7 @@ def test_every_route_is_listed(openapi: dict[str, Any]) -> None:
     assert {(m, p) for m, p, _ in operations(openapi)} == {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),
         ("GET", "/v1/datasets"),
         ("POST", "/v1/datasets"),
         ("GET", "/v1/datasets/{dataset_id}"),

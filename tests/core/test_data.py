@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from service.core import CoreConfigError
+from service.core import CoreConfigError, TrainConfig, Training
 from service.core import data as data_module
 from service.core.data import (
     AugmentedEpochs,
@@ -239,3 +242,82 @@ def test_eval_set_streams_in_chunks_when_it_does_not_fit(monkeypatch: pytest.Mon
     assert np.array_equal(got_cached, rows)
     assert np.array_equal(got_streamed, rows)
     assert streamed.chunk < rows.shape[0]
+
+
+def _strided_source(tmp_path: Path, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset file as workers open it: a float64 (n, d + 1) memory map, X a strided view."""
+    rng = np.random.default_rng(3)
+    table = np.lib.format.open_memmap(tmp_path / "data.npy", mode="w+", shape=(n, d + 1))
+    table[:] = rng.normal(size=(n, d + 1)) * 5.0 + 2.0
+    table.flush()
+    del table
+    mapped = np.load(tmp_path / "data.npy", mmap_mode="r")
+    return mapped[:, :d], mapped[:, d]
+
+
+def test_in_memory_epochs_copy_the_rows_once_contiguous_in_the_config_dtype(
+    tmp_path: Path,
+) -> None:
+    X, y_raw = _strided_source(tmp_path, 500, 6)
+    assert not X.flags.c_contiguous
+    y = np.asarray(y_raw, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(500, size=400, replace=False))
+    s = fit_standardization(X, rows, np.dtype(np.float32))
+    reader = RowReader(X, y, dtype=np.dtype(np.float32), standardization=s)
+    reads: list[int] = []
+    read = reader.read
+
+    def counting_read(which: np.ndarray, X_out: np.ndarray, y_out: np.ndarray) -> None:
+        reads.append(which.shape[0])
+        read(which, X_out, y_out)
+
+    reader.read = counting_read  # type: ignore[method-assign]
+    source = InMemoryEpochs(reader, rows)
+    rng, replay = np.random.default_rng(8), np.random.default_rng(8)
+    for _ in range(3):
+        (X_seg, y_seg), *_ = source.segments(32, rng)
+        # the bits the per-epoch gather, cast and standardisation gave
+        order = rows[InMemoryEpochs(reader, rows).epoch_positions(replay)]
+        X_old, y_old = np.empty((400, 6), np.float32), np.empty(400, np.float32)
+        read(order, X_old, y_old)
+        assert X_seg.tobytes() == X_old.tobytes()
+        assert y_seg.tobytes() == y_old.tobytes()
+    assert reads == [400]  # the source was read once, whatever the epochs
+    X_rows, y_rows = source.training_rows()
+    assert X_rows.flags.c_contiguous and X_rows.dtype == np.float32 and X_rows.shape == (400, 6)
+    assert y_rows.dtype == np.float32
+    (X_file_order, _), *_ = source.segments(32, None)
+    assert X_file_order is X_rows  # no shuffle: the copy itself, no gather
+
+
+def test_gathering_from_a_strided_source_copies_no_whole_array(tmp_path: Path) -> None:
+    X, _ = _strided_source(tmp_path, 20_000, 8)
+    rows = np.random.default_rng(1).permutation(20_000)[:500]
+    out = np.empty((500, 8))
+    tracemalloc.start()
+    try:
+        gather_rows(X, rows, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(out, X[rows])
+    assert peak < X.nbytes / 10  # np.take would first copy X (1.28 MB) whole
+
+
+def test_training_from_a_dataset_file_stays_within_two_and_a_half_training_copies(
+    tmp_path: Path,
+) -> None:
+    n, d = 40_000, 32
+    X, y = _strided_source(tmp_path, n, d)
+    config = TrainConfig(batch_size=128, epochs=3, standardize=True)
+    training_bytes = n * (d + 1) * 4  # the training rows and targets in float32
+    list(Training(X[:200], y[:200], config))  # imports and caches, not the run, out of the peak
+    tracemalloc.start()
+    try:
+        training = Training(X, y, config)
+        records = list(training)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(records) == 3
+    assert peak <= 2.5 * training_bytes, peak / training_bytes

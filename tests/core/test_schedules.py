@@ -143,3 +143,68 @@ def test_schedule_calls_refuse_bad_arguments(call: Any, field: str) -> None:
     with pytest.raises(CoreConfigError) as info:
         call()
     assert info.value.field == field
+
+
+# --- the adaptive batch size ----------------------------------------------------------------
+
+ADAPTIVE = BatchSizeSchedule(kind="adaptive", min_batch_size=16, max_batch_size=256)
+
+
+def test_adaptive_starts_within_min_and_max() -> None:
+    assert ADAPTIVE.batch_size_at(0, 8, 1000) == 16  # raised to the min
+    assert ADAPTIVE.batch_size_at(0, 64, 1000) == 64
+    assert ADAPTIVE.batch_size_at(0, 512, 1000) == 256  # held at the max
+    assert ADAPTIVE.batch_size_at(0, 64, 40) == 40  # never above the rows
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "noise_scale", "n_train", "expected", "says"),
+    [
+        (16, 23.4, 1000, 23, "grew 16 → 23 toward the noise scale B̂ ≈ 23.4"),
+        (16, 900.0, 1000, 32, "held by the ×2 cap per change"),
+        (200, 900.0, 1000, 256, "held by max_batch_size 256"),
+        (200, 900.0, 220, 220, "held by the 220 training rows"),
+        (64, 20.0, 1000, 64, "kept 64: the noise scale B̂ ≈ 20 measured after epoch 3 is not "),
+        (256, 900.0, 1000, 256, "kept 256 (the noise scale B̂ ≈ 900"),
+        (64, None, 1000, 64, "kept 64: the noise scale measured after epoch 3 was not resolved"),
+    ],
+)
+def test_adaptive_moves_toward_the_noise_scale_within_its_bounds(
+    batch_size: int, noise_scale: float | None, n_train: int, expected: int, says: str
+) -> None:
+    change = ADAPTIVE.adapt(batch_size, noise_scale, n_train, epoch=3)
+    assert change.batch_size == expected
+    assert says in change.reason
+
+
+def test_adaptive_growth_cap_every_epochs_and_lower_bound() -> None:
+    schedule = BatchSizeSchedule(kind="adaptive", every_epochs=2, max_growth=1.5)
+    assert schedule.adapt(10, 900.0, 1000, epoch=1).batch_size == 10  # not a change epoch
+    assert "changes every 2 epochs" in schedule.adapt(10, 900.0, 1000, epoch=1).reason
+    assert schedule.adapt(10, 900.0, 1000, epoch=2).batch_size == 15  # ⌊1.5 · 10⌋
+    bound = schedule.adapt(10, 12.0, 1000, epoch=2, lower_bound=True)
+    assert bound.batch_size == 12
+    assert "B̂ ≳ 12 (the mean gradient was within the sample's noise)" in bound.reason
+
+
+def test_only_the_adaptive_schedule_adapts() -> None:
+    with pytest.raises(CoreConfigError, match=r"^kind: only the adaptive schedule adapts"):
+        BatchSizeSchedule(kind="grow").adapt(8, 100.0, 1000, epoch=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"kind": "grow", "min_batch_size": 8}, "min_batch_size"),
+        ({"kind": "constant", "max_growth": 3.0}, "max_growth"),
+        ({"kind": "adaptive", "factor": 4}, "factor"),
+        ({"kind": "adaptive", "max_growth": 1.0}, "max_growth"),
+        ({"kind": "adaptive", "max_growth": math.inf}, "max_growth"),
+        ({"kind": "adaptive", "min_batch_size": 0}, "min_batch_size"),
+        ({"kind": "adaptive", "min_batch_size": 64, "max_batch_size": 32}, "min_batch_size"),
+    ],
+)
+def test_adaptive_schedule_refuses_bad_values(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(CoreConfigError) as info:
+        BatchSizeSchedule(**kwargs)
+    assert info.value.field == field

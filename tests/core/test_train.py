@@ -25,6 +25,7 @@ from service.core import (
     TrainingDiverged,
     train,
 )
+from service.core.config import Evaluation
 from service.core.models import build_model
 
 
@@ -215,14 +216,31 @@ def _history_source() -> str:
             batch_size_schedule=BatchSizeSchedule(kind="grow", factor=4, every_epochs=2),
             seed=7,
         ),
+        TrainConfig(
+            batch_size=8,
+            epochs=5,
+            learning_rate=0.005,
+            lr_scaling="sqrt",
+            reference_batch_size=8,
+            batch_size_schedule=BatchSizeSchedule(kind="adaptive", max_batch_size=128),
+            evaluation=Evaluation(max_rows=100, per_decade=4),
+            seed=5,
+        ),
     ],
-    ids=["mlp-adam-in-memory", "softmax-nesterov-chunked", "linear-sgd-fast-path-then-general"],
+    ids=[
+        "mlp-adam-in-memory",
+        "softmax-nesterov-chunked",
+        "linear-sgd-fast-path-then-general",
+        "adaptive-with-evaluations",
+    ],
 )
 def test_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path, config: TrainConfig) -> None:
     if config.model == "softmax":
         X, y = blobs(200, 3, seed=4)
     else:
         X, y = regression_data(300, 4)
+    if config.batch_size_schedule.kind == "adaptive":  # noisy targets: a large noise scale
+        y = y + np.random.default_rng(1).normal(size=y.shape[0])
     np.savez(tmp_path / "data.npz", X=X, y=y)
 
     full = train(X, y, config)
@@ -250,6 +268,8 @@ def test_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path, config: Trai
     )
     out = np.load(tmp_path / "out.npz")
     later = full_records[2:]
+    if config.batch_size_schedule.kind == "adaptive":  # it grew across the checkpoint
+        assert [r.batch_size for r in full_records] == [8, 9, 12, 15, 21]
     assert out["epochs"].tolist() == [r.epoch for r in later]
     assert out["history"].tobytes() == history_bytes(later)
     assert out["theta"].tobytes() == full.model.theta.tobytes()
