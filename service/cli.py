@@ -1,5 +1,6 @@
 """The ``batchwise`` command line: ``serve`` (the API), ``worker`` (trains jobs), ``migrate``
-(the schema) and ``demo`` (the batch-size demo, through the HTTP API).
+(the schema), ``demo`` (the batch-size demo, through the HTTP API), and ``datasets`` / ``jobs``
+(the terminal client, in :mod:`service.cli_client`).
 
 Entry point only: build :class:`~service.config.Settings` once, wire, run. Log lines go to stderr.
 """
@@ -133,7 +134,8 @@ def _worker(settings: Settings, *, burst: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``batchwise`` (``serve``, ``worker``, ``migrate``, ``demo``)."""
+    """The argument parser of ``batchwise`` (``serve``, ``worker``, ``migrate``, ``demo``,
+    ``datasets``, ``jobs``)."""
     parser = argparse.ArgumentParser(
         prog="batchwise",
         description="Batchwise: training as a service for people who want to understand and "

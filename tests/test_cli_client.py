@@ -1,6 +1,7 @@
-"""``batchwise datasets|jobs …`` (service.cli_client) as real ``python -m service`` processes
-against a real ``batchwise serve``; and the client methods they stand on (pages, models,
-predictions, deletes)."""
+"""``batchwise datasets|jobs …`` (service.cli_client) against a real ``batchwise serve``: the
+main paths as real ``python -m service`` processes, the many smaller checks through
+:func:`service.cli.main` in this process (the same code, without an interpreter start-up
+each); and the client methods they stand on (pages, models, predictions, deletes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, redirect_stderr, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,15 +63,27 @@ def cli(
     )
 
 
-def ok(*args: str, env: Mapping[str, str] | None = None) -> str:
-    """Run the CLI, require exit 0, answer its stdout."""
-    result = cli(*args, env=env)
+def here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``batchwise ARGS`` in this process (:func:`service.cli.main`), its output captured: the
+    same code as :func:`cli` without a new interpreter's start-up, for the many smaller checks."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            status = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors and --help
+            status = int(exc.code or 0)
+    return subprocess.CompletedProcess(list(args), status, stdout.getvalue(), stderr.getvalue())
+
+
+def ok(*args: str, real: bool = False) -> str:
+    """Run the CLI (a real process with ``real``), require exit 0, answer its stdout."""
+    result = cli(*args) if real else here(*args)
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     return result.stdout
 
 
-def as_json(*args: str) -> Any:
-    return json.loads(ok(*args, "--json"))
+def as_json(*args: str, real: bool = False) -> Any:
+    return json.loads(ok(*args, "--json", real=real))
 
 
 def table(stdout: str) -> tuple[list[str], list[list[str]]]:
@@ -109,7 +122,7 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
     csv = write_line_csv(tmp_path / "line.csv")
     with BatchwiseClient(service) as client:
         # datasets upload: the stored dataset, the same as the API reads it back
-        dataset = as_json("datasets", "upload", str(csv), "--name", "line", *url)
+        dataset = as_json("datasets", "upload", str(csv), "--name", "line", *url, real=True)
         assert (dataset["n_rows"], dataset["feature_names"], dataset["name"]) == (
             400,
             ["x0", "x1"],
@@ -122,7 +135,7 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
         assert "400 rows × 2 features" in human
 
         # datasets list / show: --json is the API's page; the table has its columns
-        assert as_json("datasets", "list", *url) == client.list_datasets()
+        assert as_json("datasets", "list", *url, real=True) == client.list_datasets()
         header, rows = table(ok("datasets", "list", *url))
         assert header == ["ID", "NAME", "ROWS", "FEATURES", "TARGET", "TASK", "CREATED"]
         assert [row[:6] for row in rows] == [
@@ -132,7 +145,7 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
         every = as_json("datasets", "list", "--limit", "1", "--all", *url)
         assert every == {"items": list(client.iter_datasets()), "next_cursor": None}
         first_page = client.list_datasets(limit=1)
-        paged = cli("datasets", "list", "--limit", "1", *url)
+        paged = here("datasets", "list", "--limit", "1", *url)
         assert paged.stderr == (
             f"more: batchwise datasets list --limit 1 --cursor {first_page['next_cursor']}\n"
         )
@@ -174,7 +187,7 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
 
         # jobs list / show
         assert as_json("jobs", "list", "--tag", "cli", *url) == client.list_jobs(tag="cli")
-        header, rows = table(ok("jobs", "list", "--status", "succeeded", *url))
+        header, rows = table(ok("jobs", "list", "--status", "succeeded", *url, real=True))
         assert header == [
             "ID", "STATUS", "DATASET", "MODEL", "BATCH", "EPOCH", "TRAIN LOSS", "VAL LOSS",
             "NAME", "CREATED",
@@ -190,7 +203,7 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
 
         # jobs history: JSON, the table, the CSV export, downsampling
         history = client.history(job_id)
-        assert as_json("jobs", "history", job_id, *url) == history
+        assert as_json("jobs", "history", job_id, *url, real=True) == history
         assert as_json("jobs", "history", job_id, "--max-points", "4", *url) == client.history(
             job_id, max_points=4
         )
@@ -222,12 +235,12 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
             "--epochs", "100000", *url,
         )  # fmt: skip
         assert long_job["status"] == "queued"
-        cancelled = as_json("jobs", "cancel", long_job["id"], *url)
+        cancelled = as_json("jobs", "cancel", long_job["id"], *url, real=True)
         assert cancelled["id"] == long_job["id"]
         assert cancelled["status"] == "cancelled" or cancelled["cancel_requested"]
         final = client.wait_for_job(long_job["id"], poll_s=0.05, timeout_s=30)
         assert final["status"] == "cancelled"
-        again = cli("jobs", "cancel", long_job["id"], *url)
+        again = here("jobs", "cancel", long_job["id"], *url)
         assert again.returncode == 1
         assert "409" in again.stderr
         assert "already finished (cancelled)" in again.stderr
@@ -294,10 +307,10 @@ def test_error_paths_print_the_problem_and_exit_1(service: str, tmp_path: Path) 
         "batchwise jobs show: error: 404 Not found",
         "  No job with id 'no-such-job'.",
     ]
-    gone = cli("datasets", "delete", "no-such-dataset", *url)
+    gone = here("datasets", "delete", "no-such-dataset", *url)
     assert gone.returncode == 1
     assert "  No dataset with id 'no-such-dataset'." in gone.stderr
-    no_history = cli("jobs", "history", "no-such-job", "--json", *url)
+    no_history = here("jobs", "history", "no-such-job", "--json", *url)
     assert (no_history.returncode, no_history.stdout) == (1, "")
     assert "404" in no_history.stderr
 
@@ -308,7 +321,7 @@ def test_error_paths_print_the_problem_and_exit_1(service: str, tmp_path: Path) 
     assert "  body.batch_size: 1000 is larger than the 50 training rows" in too_big.stderr
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"optimizer": "adagrad", "epochs": 2}), encoding="utf-8")
-    bad_field = cli("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), *url)
+    bad_field = here("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), *url)
     assert bad_field.returncode == 1
     assert "  body.optimizer: " in bad_field.stderr
     assert client_jobs(service) == []  # nothing was queued
@@ -325,10 +338,10 @@ def test_error_paths_print_the_problem_and_exit_1(service: str, tmp_path: Path) 
         7,
     )
     config.write_text("{not json", encoding="utf-8")
-    broken = cli("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), *url)
+    broken = here("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), *url)
     assert broken.returncode == 2
     assert f"--config {config} is not JSON" in broken.stderr
-    missing = cli("jobs", "submit", "--dataset", dataset["id"], "--config", "nope.json", *url)
+    missing = here("jobs", "submit", "--dataset", dataset["id"], "--config", "nope.json", *url)
     assert missing.returncode == 2
     assert "error: cannot read --config nope.json" in missing.stderr
 
@@ -340,18 +353,18 @@ def test_error_paths_print_the_problem_and_exit_1(service: str, tmp_path: Path) 
     ok("jobs", "cancel", cancelled["id"], *url)
     with BatchwiseClient(service) as client:
         client.wait_for_job(cancelled["id"], poll_s=0.05, timeout_s=60)
-    no_model = cli("jobs", "predict", cancelled["id"], "--x", "[[1.0, 2.0]]", *url)
+    no_model = here("jobs", "predict", cancelled["id"], "--x", "[[1.0, 2.0]]", *url)
     assert no_model.returncode == 1
     assert no_model.stderr.startswith("batchwise jobs predict: error: 409 ")
     with BatchwiseClient(service) as client:
         assert client.wait_for_job(job["id"], poll_s=0.05, timeout_s=60)["status"] == "succeeded"
-    wrong = cli("jobs", "predict", job["id"], "--x", "[[1.0, 2.0, 3.0]]", *url)
+    wrong = here("jobs", "predict", job["id"], "--x", "[[1.0, 2.0, 3.0]]", *url)
     assert wrong.returncode == 1
     assert "  body.X.0: expected 2 values, got 3" in wrong.stderr
-    assert cli("jobs", "predict", job["id"], "--x", "[[1", *url).returncode == 2
+    assert here("jobs", "predict", job["id"], "--x", "[[1", *url).returncode == 2
 
     # a server-side query check: --limit out of bounds
-    limit = cli("jobs", "list", "--limit", "0", *url)
+    limit = here("jobs", "list", "--limit", "0", *url)
     assert limit.returncode == 1
     assert "  query.limit: " in limit.stderr
 
