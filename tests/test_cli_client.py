@@ -9,7 +9,6 @@ import io
 import json
 import os
 import pty
-import random
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from data_files import write_line_csv
 
 from service.cli import build_parser, main
 from service.cli_client import build_job_body
@@ -32,17 +32,6 @@ UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
-
-
-def write_line_csv(path: Path, rows: int = 400) -> Path:
-    """y = 3·x0 − 2·x1 + 1 + N(0, 0.1²), seeded."""
-    rng = random.Random(0)
-    lines = ["x0,x1,y"]
-    for _ in range(rows):
-        a, b = rng.gauss(0, 1), rng.gauss(0, 1)
-        lines.append(f"{a},{b},{3 * a - 2 * b + 1 + rng.gauss(0, 0.1)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def cli(

@@ -3,7 +3,6 @@ and every error raised with its problem details."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from data_files import write_line_csv
 from plots.images import svg_root
 
 from service.client import (
@@ -31,17 +31,6 @@ ServeProcess = Callable[..., AbstractContextManager[str]]
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
-
-
-def write_line_csv(path: Path, rows: int = 400) -> Path:
-    """y = 3·x0 − 2·x1 + 1 + N(0, 0.1²), seeded: the README's example."""
-    rng = random.Random(0)
-    lines = ["x0,x1,y"]
-    for _ in range(rows):
-        a, b = rng.gauss(0, 1), rng.gauss(0, 1)
-        lines.append(f"{a},{b},{3 * a - 2 * b + 1 + rng.gauss(0, 0.1)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def declared(view: Any) -> set[str]:
