@@ -184,7 +184,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting problem+json answers for ``statuses``."""
     descriptions = {
-        400: "Bad request (e.g. a malformed cursor or multipart body).",
+        400: "Bad request (e.g. a malformed cursor or multipart body, or a JSON body that is "
+        "not UTF-8).",
         404: "No such resource.",
         409: "Conflict with the resource's current state.",
         413: "Payload too large (upload over BATCHWISE_MAX_UPLOAD_BYTES, or too many rows or "

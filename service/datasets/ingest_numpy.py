@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -44,7 +45,17 @@ from service.errors import FieldError
 #: Rows copied per step when converting, so scratch memory stays a few MB whatever the size.
 _CHUNK_BYTES = 4 << 20
 _NUMERIC_KINDS = "biuf"
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+#: What reading a broken file raises. NumPy parses an NPY header with ``tokenize`` and
+#: ``ast.literal_eval``, so a corrupt header raises ``SyntaxError`` or ``TokenError`` too.
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    SyntaxError,
+    tokenize.TokenError,
+)
 
 Header = tuple[tuple[int, ...], np.dtype[np.generic]]
 

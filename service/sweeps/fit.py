@@ -54,6 +54,7 @@ __all__ = [
     "CriticalBatchFit",
     "Interval",
     "SweepPoint",
+    "deeper_target_advice",
     "fit_critical_batch",
 ]
 
@@ -260,18 +261,38 @@ def _bootstrap(
     )
 
 
+def deeper_target_advice(
+    *, target_fraction: float | None = None, target_loss: float | None = None
+) -> str:
+    """How to ask for a deeper target than the one a sweep used, for the shallow-target
+    refusal: an absolute ``target_loss`` → a lower one; a ``target_fraction`` f below 0.95 →
+    0.95; from 0.95 up → halve the gap left, 1 − (1 − f)/2 (0.95 → 0.975), or an absolute
+    target near the best loss."""
+    if target_loss is not None:
+        return f"a lower target_loss than {target_loss:.4g}"
+    if target_fraction is None or target_fraction < 0.95:
+        return "target_fraction 0.95"
+    deeper = 1.0 - (1.0 - target_fraction) / 2.0
+    return (
+        f"target_fraction {deeper:.6g} (this sweep used {target_fraction:g}), or an absolute "
+        "target_loss nearer the best loss reached"
+    )
+
+
 def fit_critical_batch(
     points: Sequence[SweepPoint],
     *,
     rng: np.random.Generator,
     n_resamples: int = 1000,
     confidence: float = 0.95,
+    deeper_target: str = "target_fraction 0.95",
 ) -> CriticalBatchFit:
     """Fit S(B) = S_min (1 + B_noise/B) to the points where every seed reached the target.
 
     Refused (values None, ``reason`` set) with fewer than three such points, when B_noise is
     not measurable in the range (the optimum on an edge of [B_min/100, B_max·100]), or when
-    S_min < 10 steps. ``rng`` drives the bootstrap (``n_resamples`` = 0: no intervals).
+    S_min < 10 steps, suggesting ``deeper_target`` (see :func:`deeper_target_advice`).
+    ``rng`` drives the bootstrap (``n_resamples`` = 0: no intervals).
     Raises :class:`SweepDataError` on malformed points.
     """
     _check_points(points)
@@ -332,7 +353,7 @@ def fit_critical_batch(
             confidence,
             f"S_min ≈ {s_min:.3g} steps: the target is too shallow to measure a critical "
             f"batch (under {MIN_S_MIN:g} steps even at the largest batches); ask for a deeper "
-            "target, e.g. target_fraction 0.95",
+            f"target, e.g. {deeper_target}",
         )
     log_fitted = np.log(s_min) + np.log1p(b_noise / B)
     ss_total = float(((y - y.mean()) ** 2).sum())

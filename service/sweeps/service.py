@@ -21,9 +21,10 @@ reaching the target only when every seed did), ties and never-reached broken by 
 loss reached (mean over seeds; a run without a finite loss counts as infinitely bad), then by
 the lower rate (so a batch size whose every rate diverged searches downward).
 
-Evaluations: until jobs record ``evaluations`` on a log-spaced step schedule,
-:func:`evaluations_of` builds them from the per-epoch history (see there) — the one place to
-change when they do.
+Evaluations: every point job runs with ``evaluation`` on the sweep's ``target_on`` (the loss at
+step 0, every epoch end and log-spaced steps, on a fixed subsample), so steps to target are
+interpolated between evaluations, within epochs; :func:`evaluations_of` reads them (and, for
+jobs run before evaluations were recorded, falls back to the epoch ends) — the one place.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ from service.jobs.schemas import FINISHED_STATUSES, BatchSizeAdviceRead, JobCrea
 from service.pagination import decode_cursor, encode_cursor
 from service.sweeps import repository
 from service.sweeps.advice import advise_batch_size, recommend
-from service.sweeps.fit import CriticalBatchFit, SweepPoint, fit_critical_batch
+from service.sweeps.fit import (
+    CriticalBatchFit,
+    SweepPoint,
+    deeper_target_advice,
+    fit_critical_batch,
+)
 from service.sweeps.noise import EpochNoise, summarize_noise_scale
 from service.sweeps.schemas import (
     DEFAULT_TARGET_FRACTION,
@@ -149,6 +155,13 @@ def _check_request(body: SweepCreate) -> None:
             ("body", "target_on"),
             "'validation' needs a validation set: set base.validation_split > 0",
         )
+    evaluation = body.base.model_dump()["evaluation"]
+    if evaluation is not None and evaluation["on"] != body.target_on:
+        raise _refuse(
+            ("body", "base", "evaluation", "on"),
+            f"every point evaluates the target's loss ({body.target_on!r}); leave it out or "
+            "set it to target_on",
+        )
     if _lr_method(body) != "scaled" and body.base.model_dump()["lr_scaling"] != "none":
         raise _refuse(
             ("body", "base", "lr_scaling"),
@@ -232,6 +245,8 @@ def _submit_point(
         "seed": seed,
         "name": f"{label}: batch {batch_size}, lr {learning_rate:.4g}, seed {seed}"[-200:],
         "tags": list(dict.fromkeys([*base.get("tags", []), tag_of(sweep.id)])),
+        # Steps to target are interpolated between evaluations of the target's loss.
+        "evaluation": dict(base.get("evaluation") or {}) | {"on": spec["target_on"]},
     }
     if sweep.lr_method != "scaled":
         fields["learning_rate"] = learning_rate
@@ -307,20 +322,29 @@ def evaluations_of(
     """A job's evaluations of the ``on`` loss, from its stored epochs ``(epoch, record,
     step_losses)`` in epoch order.
 
-    Until jobs record evaluations on a log-spaced step schedule: step 0 is the first step's
-    minibatch loss (computed at the initial parameters — an estimate of the initial loss, also
-    used for ``validation``, where the training and validation losses agree before any
-    training); then one evaluation per epoch end (step = total steps, samples seen, wall time),
-    with the epoch's mean training loss (Keras convention; it lags the end-of-epoch loss a
-    little) or its validation loss. A non-finite or missing loss is NaN (never reaches).
+    Recorded (a job run with ``evaluation``, on ``on`` — as every sweep point is): each
+    epoch's ``evaluations`` (step, samples, loss), step 0 the loss at the initial parameters;
+    ``epoch`` = epochs before + the fraction of the epoch's samples seen, and ``wall_time_s``
+    = the earlier epochs' wall time + the fraction of this epoch's steps done × its wall time
+    (constant throughput within an epoch; a record's ``wall_time_s`` is its own epoch's).
+
+    Fallback, for jobs run before evaluations were recorded: step 0 is the first step's
+    minibatch loss (at the initial parameters, but a noisy estimate of the initial loss at
+    small batches; also used for ``validation``), then one evaluation per epoch end with the
+    epoch's mean training loss (Keras convention; it lags the end-of-epoch loss a little) or
+    its validation loss. A non-finite or missing loss is NaN (never reaches).
     """
     if not records:
         return []
+    if any(record.get("evaluations") for _, record, _ in records):
+        return _recorded_evaluations(records)
     first_steps = np.frombuffer(records[0][2], dtype="<f4")
     initial = float(first_steps[0]) if first_steps.size else math.nan
     evaluations = [Evaluation(step=0, samples=0, epoch=0.0, wall_time_s=0.0, loss=initial)]
     key = "train_loss" if on == "train" else "val_loss"
+    wall_time = 0.0
     for epoch, record, _ in records:
+        wall_time += finite_or_none(record.get("wall_time_s")) or 0.0
         step = int(record.get("total_steps") or 0)
         if step <= evaluations[-1].step:
             continue  # a malformed record; steps must increase
@@ -330,10 +354,42 @@ def evaluations_of(
                 step=step,
                 samples=int(record.get("samples_seen") or 0),
                 epoch=float(epoch),
-                wall_time_s=finite_or_none(record.get("wall_time_s")) or 0.0,
+                wall_time_s=wall_time,
                 loss=math.nan if loss is None else loss,
             )
         )
+    return evaluations
+
+
+def _recorded_evaluations(
+    records: Sequence[tuple[int, Mapping[str, Any], bytes]],
+) -> list[Evaluation]:
+    """The recorded evaluations as ``Evaluation``s (see :func:`evaluations_of`)."""
+    evaluations: list[Evaluation] = []
+    steps_before = samples_before = 0
+    wall_before = 0.0
+    for epoch, record, _ in records:
+        steps_after = int(record.get("total_steps") or 0)
+        samples_after = int(record.get("samples_seen") or 0)
+        wall = finite_or_none(record.get("wall_time_s")) or 0.0
+        epoch_steps = max(steps_after - steps_before, 1)
+        epoch_samples = max(samples_after - samples_before, 1)
+        for point in record.get("evaluations") or ():
+            step, samples = int(point["step"]), int(point["samples"])
+            if evaluations and step <= evaluations[-1].step:
+                continue  # a malformed record; steps must increase
+            loss = finite_or_none(point.get("loss"))
+            evaluations.append(
+                Evaluation(
+                    step=step,
+                    samples=samples,
+                    epoch=epoch - 1 + (samples - samples_before) / epoch_samples,
+                    wall_time_s=wall_before + wall * (step - steps_before) / epoch_steps,
+                    loss=math.nan if loss is None else loss,
+                )
+            )
+        steps_before, samples_before = steps_after, samples_after
+        wall_before += wall
     return evaluations
 
 
@@ -352,7 +408,7 @@ class _Run:
 
     @property
     def best_loss(self) -> float | None:
-        """Lowest finite loss on ``target_on`` at any epoch end."""
+        """Lowest finite loss on ``target_on`` at any evaluation after step 0."""
         losses = [e.loss for e in self.evaluations[1:] if math.isfinite(e.loss)]
         return min(losses) if losses else None
 
@@ -392,9 +448,9 @@ def _target(spec: Mapping[str, Any], evaluations: list[list[Evaluation]]) -> Tar
     initial = _mean(run[0].loss for run in runs)
     best = min((e.loss for run in runs for e in run[1:] if math.isfinite(e.loss)), default=None)
     how = (
-        f"the {on} loss closing {fraction:g} of the gap between the initial loss (the first "
-        f"step's loss at the initial parameters, mean over {len(runs)} runs) and the best "
-        f"{on} loss any run reached at an epoch end: L0 − f (L0 − L_best)"
+        f"the {on} loss closing {fraction:g} of the gap between the initial loss (the {on} loss "
+        f"evaluated at step 0, the initial parameters, mean over {len(runs)} runs) and the best "
+        f"{on} loss any run reached at an evaluation: L0 − f (L0 − L_best)"
     )
     loss: float | None = None
     if runs:
@@ -632,7 +688,13 @@ def critical_fit(analysis: _Analysis) -> tuple[list[SweepPoint], CriticalBatchFi
         for batch_size, by_rate in sorted(analysis.grid.items())
     ]
     fitted = fit_critical_batch(
-        points, rng=np.random.default_rng(FIT_SEED), n_resamples=FIT_RESAMPLES
+        points,
+        rng=np.random.default_rng(FIT_SEED),
+        n_resamples=FIT_RESAMPLES,
+        deeper_target=deeper_target_advice(
+            target_fraction=analysis.target.fraction,
+            target_loss=analysis.target.loss if analysis.target.method == "absolute" else None,
+        ),
     )
     return points, fitted
 

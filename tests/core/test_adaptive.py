@@ -31,13 +31,17 @@ def test_a_large_noise_scale_grows_the_batch_by_the_cap_up_to_the_max() -> None:
     records = list(train(X, y, config))
     assert [r.batch_size for r in records] == [8, 16, 32, 64, 64]
     # the learning rate follows by the config's rule: linear from B_ref = 8
-    assert [r.learning_rate for r in records] == pytest.approx([0.005 * r.batch_size / 8 for r in records])
+    assert [r.learning_rate for r in records] == pytest.approx(
+        [0.005 * r.batch_size / 8 for r in records]
+    )
     # the measurement drove it (adaptive turns it on), and the history says so
     assert all(r.noise_scale is not None for r in records)
     # after epoch 1 θ is near w already: the mean gradient is lost in the noise of 1024
     # sampled rows, so B̂ is the lower bound 1/(1/1024 + 1/2000) ≈ 677
     first = records[0].noise_scale
-    assert first is not None and first.b_simple is None and first.grad_sq_norm <= 0.0
+    assert first is not None
+    assert first.b_simple is None
+    assert first.grad_sq_norm <= 0.0
     assert records[0].batch_size_reason == "started at 8 (batch_size 8)"
     assert records[1].batch_size_reason is not None
     assert records[1].batch_size_reason.startswith("grew 8 → 16 toward the noise scale")
@@ -122,7 +126,8 @@ def test_the_next_batch_is_the_measured_noise_scale_when_the_cap_allows() -> Non
         batch_size_schedule=BatchSizeSchedule(kind="adaptive", max_growth=1000),
     )
     first, second = list(train(X, y, config))
-    assert first.noise_scale is not None and first.noise_scale.b_simple_corrected is not None
+    assert first.noise_scale is not None
+    assert first.noise_scale.b_simple_corrected is not None
     measured = first.noise_scale.b_simple_corrected
     assert 100 < measured < 2000
     assert second.batch_size == int(np.floor(measured + 0.5))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -95,3 +96,17 @@ def test_a_checkpoint_missing_an_array_is_refused() -> None:
     np.savez(buffer, **arrays)
     with pytest.raises(CoreConfigError, match=r"^checkpoint: incomplete"):
         Checkpoint.from_bytes(buffer.getvalue())
+
+
+def test_a_checkpoint_from_before_the_adaptive_batch_size_still_loads() -> None:
+    original = _checkpoint()
+    assert (original.batch_size, original.batch_size_reason) == (None, None)  # not adaptive
+    archive = dict(np.load(io.BytesIO(original.to_bytes())))
+    header = json.loads(archive["header"].tobytes().decode())
+    del header["batch_size"], header["batch_size_reason"]
+    archive["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **archive)
+    back = Checkpoint.from_bytes(buffer.getvalue())
+    assert (back.batch_size, back.batch_size_reason) == (None, None)
+    assert back.theta.tobytes() == original.theta.tobytes()

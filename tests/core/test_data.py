@@ -284,7 +284,9 @@ def test_in_memory_epochs_copy_the_rows_once_contiguous_in_the_config_dtype(
         assert y_seg.tobytes() == y_old.tobytes()
     assert reads == [400]  # the source was read once, whatever the epochs
     X_rows, y_rows = source.training_rows()
-    assert X_rows.flags.c_contiguous and X_rows.dtype == np.float32 and X_rows.shape == (400, 6)
+    assert X_rows.flags.c_contiguous
+    assert X_rows.dtype == np.float32
+    assert X_rows.shape == (400, 6)
     assert y_rows.dtype == np.float32
     (X_file_order, _), *_ = source.segments(32, None)
     assert X_file_order is X_rows  # no shuffle: the copy itself, no gather

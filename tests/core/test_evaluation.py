@@ -30,7 +30,8 @@ def test_log_spaced_steps_are_distinct_rounded_powers() -> None:
     assert log_spaced_steps(8, 999, 1400) == [1000, 1334]
     assert log_spaced_steps(8, 10, 10) == []
     long = log_spaced_steps(8, 0, 10**6)
-    assert len(long) == len(set(long)) and long == sorted(long)
+    assert len(long) == len(set(long))
+    assert long == sorted(long)
     assert sum(1 for s in long if 10**5 < s <= 10**6) == 8  # per_decade per decade
 
 
@@ -90,13 +91,14 @@ def test_the_subsample_is_seeded_and_at_most_max_rows() -> None:
         batch_size=300, epochs=1, dtype="float64", evaluation=Evaluation(max_rows=50)
     )
     training = Training(X, y, config)
-    first = list(training)[0].evaluations[0].loss
-    assert list(Training(X, y, config))[0].evaluations[0].loss == first
+    first = next(iter(training)).evaluations[0].loss
+    assert next(iter(Training(X, y, config))).evaluations[0].loss == first
     # J(0) = mean(y²) over some 50 training rows: not the whole set's, and one of its subsets
     assert first != pytest.approx(float(np.mean(y**2)), rel=1e-9)
     assert training._evaluation_set is not None
     picked = training._evaluation_set.rows
-    assert picked.shape == (50,) and np.all(np.diff(picked) > 0)
+    assert picked.shape == (50,)
+    assert np.all(np.diff(picked) > 0)
     assert first == pytest.approx(float(np.mean(y[picked] ** 2)), rel=1e-12)
 
 
@@ -122,7 +124,8 @@ def test_turning_evaluations_on_changes_no_training_bit(fields: dict[str, object
         assert a.step_losses.tobytes() == b.step_losses.tobytes()
         assert a.noise_scale == b.noise_scale
         assert (a.train_loss, a.samples_seen) == (b.train_loss, b.samples_seen)
-        assert a.evaluations == () and len(b.evaluations) >= 1
+        assert a.evaluations == ()
+        assert len(b.evaluations) >= 1
     assert plain.model.theta.tobytes() == evaluated.model.theta.tobytes()
 
 
@@ -167,7 +170,9 @@ def test_evaluation_config_is_validated_and_round_trips() -> None:
 def test_evaluating_on_validation_needs_a_validation_set() -> None:
     config = TrainConfig(evaluation=Evaluation(on="validation"))
     with pytest.raises(CoreConfigError, match=r"^evaluation\.on: 'validation' needs a valid"):
-        check_config_for_dataset(config, n_rows=100, n_features=2, task="regression", n_classes=None)
+        check_config_for_dataset(
+            config, n_rows=100, n_features=2, task="regression", n_classes=None
+        )
     check_config_for_dataset(
         config,
         n_rows=100,

@@ -299,3 +299,22 @@ def test_finish_stores_the_model_and_refuses_unknown_error_codes(session: Sessio
     assert np.array_equal(FittedModel.from_npz_bytes(stored.npz).theta, model.theta)
     with pytest.raises(LeaseLost):  # finished: the claim no longer holds
         queue.heartbeat(session, claimed, step=0, lease_seconds=LEASE, now=done)
+
+
+def test_record_epoch_stores_evaluations_with_non_finite_losses_as_null(session: Session) -> None:
+    dataset_id = add_dataset(session)
+    add_job(session, dataset_id, created_at=T0)
+    claimed = claim(session, "w1")
+    assert claimed is not None
+    evaluations = [
+        {"step": 0, "samples": 0, "loss": 2.25},
+        {"step": 1, "samples": 8, "loss": float("inf")},
+    ]
+    with_evaluations = record(1, 0.3) | {"evaluations": evaluations}
+    queue.record_epoch(session, claimed, with_evaluations, np.ones(3, np.float32), b"c", now=T0)
+    session.commit()
+    stored = session.execute(select(JobEpoch)).scalar_one().record["evaluations"]
+    assert stored == [
+        {"step": 0, "samples": 0, "loss": 2.25},
+        {"step": 1, "samples": 8, "loss": None},
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -378,3 +379,125 @@ def test_npz_bytes_are_the_stored_bytes(session: Session, work_dir: Path) -> Non
     data = jobs_service.get_model_npz(session, job_id)
     assert data == stored.npz
     assert np.load(io.BytesIO(data), allow_pickle=False)["theta"].shape == (3,)
+
+
+def test_history_serves_the_recorded_evaluations_in_step_order(
+    session: Session, work_dir: Path
+) -> None:
+    X, y = regression_data(100)
+    dataset = make_dataset(session, work_dir, X, y)
+    job_id = submit(
+        session,
+        dataset.id,
+        epochs=2,
+        batch_size=16,
+        validation_split=0.2,
+        evaluation={"on": "validation", "per_decade": 4},
+    )
+    assert jobs_service.get_job(session, job_id).config["evaluation"] == {
+        "on": "validation",
+        "per_decade": 4,
+        "max_rows": 8192,
+    }
+    records = run_like_a_worker(session, job_id, X, y)
+    history = jobs_service.history(session, job_id)
+    points = [point for r in records for point in r.evaluations]
+    # 5 steps an epoch (80 training rows): step 0, log steps 1, 2, 3 (per_decade 4: 1, 1.8,
+    # 3.2, 5.6 rounded), the epoch ends 5 and 10, and 6 (10^(3/4) = 5.6)
+    assert history.evaluations.step == [0, 1, 2, 3, 5, 6, 10] == [p.step for p in points]
+    assert history.evaluations.samples == [0, 16, 32, 48, 80, 96, 160]
+    assert history.evaluations.loss == [p.loss for p in points]
+    assert history.evaluations.loss[4] == pytest.approx(records[0].val_loss, rel=1e-6)
+    assert history.batch_size_reason == [None, None]
+
+
+def test_history_without_evaluations_is_empty_and_bad_points_are_dropped(
+    session: Session, work_dir: Path
+) -> None:
+    dataset = make_dataset(session, work_dir, *regression_data(100))
+    plain = submit(session, dataset.id, epochs=1)
+    session.add(epoch_row(plain, 1, np.ones(4, np.float32)))
+    by_hand = submit(session, dataset.id, epochs=2)
+    session.add(
+        epoch_row(
+            by_hand,
+            1,
+            np.ones(4, np.float32),
+            evaluations=[
+                {"step": 0, "samples": 0, "loss": 2.0},
+                {"step": 1, "samples": 32, "loss": None},  # non-finite when stored
+                {"step": 4, "samples": 128, "loss": 1.0},
+            ],
+        )
+    )
+    session.add(
+        epoch_row(
+            by_hand,
+            2,
+            np.ones(4, np.float32),
+            evaluations=[{"step": 4, "samples": 128, "loss": 0.9}, {"step": 8, "samples": 256}],
+        )
+    )
+    session.flush()
+    empty = jobs_service.history(session, plain).evaluations
+    assert (empty.step, empty.samples, empty.loss) == ([], [], [])
+    kept = jobs_service.history(session, by_hand).evaluations
+    assert (kept.step, kept.samples, kept.loss) == ([0, 4], [0, 128], [2.0, 1.0])
+
+
+def test_an_adaptive_job_records_why_each_epoch_ran_at_its_batch_size(
+    session: Session, work_dir: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X @ np.full(3, 0.05) + rng.normal(size=400)  # noise-dominated: a large noise scale
+    dataset = make_dataset(session, work_dir, X, y)
+    job_id = submit(
+        session,
+        dataset.id,
+        epochs=3,
+        batch_size=8,
+        batch_size_schedule={"kind": "adaptive", "max_batch_size": 32},
+    )
+    run_like_a_worker(session, job_id, X, y)
+    history = jobs_service.history(session, job_id)
+    assert history.batch_size == [8, 16, 32]
+    reasons = history.batch_size_reason
+    assert reasons[0] == "started at 8 (batch_size 8)"
+    assert all(reason is not None and reason.startswith("grew ") for reason in reasons[1:])
+    assert all(noise is not None for noise in history.noise_scale)  # adaptive measures it
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"evaluation": {"on": "validation"}}, ["body", "evaluation", "on"]),
+        (
+            {"batch_size_schedule": {"kind": "grow", "min_batch_size": 4}},
+            ["body", "batch_size_schedule", "min_batch_size"],
+        ),
+        (
+            {"batch_size_schedule": {"kind": "adaptive", "min_batch_size": 9, "max_batch_size": 8}},
+            ["body", "batch_size_schedule", "min_batch_size"],
+        ),
+    ],
+)
+def test_submit_refuses_evaluations_and_schedules_that_cannot_run(
+    session: Session, work_dir: Path, fields: dict[str, object], loc: list[object]
+) -> None:
+    dataset = make_dataset(session, work_dir, *regression_data(100))
+    with pytest.raises(InvalidInput) as caught:
+        jobs_service.submit(session, JobCreate(dataset_id=dataset.id, **fields))
+    assert [list(e.loc) for e in caught.value.errors] == [loc]
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [{"on": "test"}, {"per_decade": 0}, {"max_rows": 0}, {"per_decade": 1001}, {"every": 2}],
+)
+def test_the_evaluation_field_has_bounds_and_forbids_unknown_keys(
+    evaluation: dict[str, object],
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobCreate(dataset_id="d", evaluation=evaluation)  # type: ignore[arg-type]
+    assert caught.value.errors()[0]["loc"][0] == "evaluation"

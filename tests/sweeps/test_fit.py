@@ -16,6 +16,7 @@ from service.sweeps import (
     TargetCrossing,
     fit_critical_batch,
 )
+from service.sweeps.fit import deeper_target_advice
 
 BATCH_SIZES = [2**k for k in range(3, 13)]  # 8 … 4096
 
@@ -203,6 +204,29 @@ def test_a_shallow_target_is_refused_with_advice() -> None:
         synthetic_points(None, s_min=3.0, b_noise=300.0), rng=np.random.default_rng(0)
     )
     assert_refused(fit, "S_min ≈ 3 steps", "too shallow", "target_fraction 0.95")
+
+
+@pytest.mark.parametrize(
+    ("target", "advice"),
+    [
+        ({"target_fraction": 0.9}, "e.g. target_fraction 0.95"),
+        ({}, "e.g. target_fraction 0.95"),
+        ({"target_fraction": 0.95}, "e.g. target_fraction 0.975 (this sweep used 0.95)"),
+        ({"target_fraction": 0.99}, "e.g. target_fraction 0.995 (this sweep used 0.99)"),
+        ({"target_loss": 0.125}, "e.g. a lower target_loss than 0.125"),
+    ],
+)
+def test_the_shallow_target_advice_never_suggests_what_the_sweep_already_used(
+    target: dict[str, float], advice: str
+) -> None:
+    fit = fit_critical_batch(
+        synthetic_points(None, s_min=3.0, b_noise=300.0),
+        rng=np.random.default_rng(0),
+        deeper_target=deeper_target_advice(**target),
+    )
+    assert_refused(fit, "too shallow", advice)
+    if target.get("target_fraction", 0.0) >= 0.95 or "target_loss" in target:
+        assert "target_fraction 0.95," not in (fit.reason or "")
 
 
 def test_fewer_than_three_points_at_the_target_are_refused() -> None:

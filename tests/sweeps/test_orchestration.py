@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-from jobs.factories import make_dataset, regression_data, run_like_a_worker
+from jobs.factories import T0, epoch_row, make_dataset, regression_data, run_like_a_worker, set_job
 from sqlalchemy.orm import Session
 
 from service.db.tables import Sweep
@@ -17,7 +18,7 @@ from service.jobs.schemas import JobCreate
 from service.sweeps import repository
 from service.sweeps import service as sweeps_service
 from service.sweeps.service import evaluations_of
-from service.sweeps.targets import Evaluation
+from service.sweeps.targets import Evaluation, steps_to_target
 
 from .helpers import create, dataset, fail, finish_with_crossing, jobs_of
 
@@ -281,21 +282,28 @@ def test_a_real_training_history_reaches_the_target_where_its_losses_cross(
     for point in read.points:
         steps = point.to_target.steps
         assert steps is not None
-        # The crossing lies between the last epoch end above the target and the first below.
+        # Every point evaluated the target's loss on the log-spaced schedule: the crossing
+        # lies between the last evaluation above the target and the first at or below it,
+        # inside an epoch rather than at an epoch end.
         histories = repository.epoch_records(session, point.job_ids)
-        records = [record for rows in histories.values() for _, record, _ in rows]
-        above = [r["total_steps"] for r in records if r["train_loss"] > 1.0]
-        below = [r["total_steps"] for r in records if r["train_loss"] <= 1.0]
-        assert max(above, default=0) <= steps <= min(below)
+        rows = next(iter(histories.values()))
+        evaluations = [e for _, record, _ in rows for e in record["evaluations"]]
+        assert evaluations[0]["step"] == 0
+        above = [e["step"] for e in evaluations if e["loss"] > 1.0]
+        below = [e["step"] for e in evaluations if e["loss"] <= 1.0]
+        assert max(above) < steps <= min(below)
+        assert steps not in {record["total_steps"] for _, record, _ in rows}
+        records = [record for _, record, _ in rows]
         assert point.final.train is not None
         assert point.best.train == pytest.approx(min(r["train_loss"] for r in records))
         assert point.samples_per_s is not None
         assert point.samples_per_s > 0
-    # Batch 16 takes more steps per epoch, so more steps to the same loss than batch 64.
-    steps_16, steps_64 = (p.to_target.steps for p in read.points)
-    assert steps_16 is not None
-    assert steps_64 is not None
-    assert steps_16 > steps_64
+    # At one learning rate a near noise-free problem takes about the same steps at either
+    # batch size, so batch 64 spends about 4× the samples to reach the target.
+    samples_16, samples_64 = (p.to_target.samples for p in read.points)
+    assert samples_16 is not None
+    assert samples_64 is not None
+    assert samples_64 > 2 * samples_16
 
 
 def test_recommendation_and_noise_scale_come_from_the_chosen_runs(
@@ -326,3 +334,78 @@ def test_recommendation_and_noise_scale_come_from_the_chosen_runs(
         assert entry["b_simple_corrected"] == pytest.approx(40.0)
         assert entry["loss_level"] == pytest.approx(0.3)
         assert entry["train_rows"] == 200
+
+
+def test_recorded_evaluations_give_fractional_epochs_and_cumulative_wall_time(
+    session: Session, dataset_id: str
+) -> None:
+    sweep = create(session, dataset_id, batch_sizes=[8, 32], target_loss=0.5)
+    job = jobs_of(session, sweep.id)[0]
+    set_job(session, job.id, status="running", attempt=1, worker_id="w1", started_at=T0)
+    # 10 steps of 8 rows an epoch (80 samples), 2 s per epoch; the first step's minibatch
+    # loss (0.2) is noise, the evaluated initial loss is 2.0
+    first = np.full(10, 1.0, dtype=np.float32)
+    first[0] = 0.2
+    session.add(
+        epoch_row(
+            job.id,
+            1,
+            first,
+            total_steps=10,
+            samples_seen=80,
+            wall_time_s=2.0,
+            evaluations=[
+                {"step": 0, "samples": 0, "loss": 2.0},
+                {"step": 4, "samples": 32, "loss": 1.0},
+                {"step": 10, "samples": 80, "loss": 0.8},
+            ],
+        )
+    )
+    session.add(
+        epoch_row(
+            job.id,
+            2,
+            np.full(10, 0.5, dtype=np.float32),
+            total_steps=20,
+            samples_seen=160,
+            wall_time_s=2.0,
+            evaluations=[
+                {"step": 13, "samples": 104, "loss": 0.6},
+                {"step": 18, "samples": 144, "loss": 0.3},
+                {"step": 20, "samples": 160, "loss": 0.25},
+            ],
+        )
+    )
+    session.flush()
+    records = repository.epoch_records(session, [job.id])[job.id]
+    evaluations = evaluations_of(records, on="train")
+    assert [e.step for e in evaluations] == [0, 4, 10, 13, 18, 20]
+    assert [e.samples for e in evaluations] == [0, 32, 80, 104, 144, 160]
+    assert [e.epoch for e in evaluations] == pytest.approx([0.0, 0.4, 1.0, 1.3, 1.8, 2.0])
+    assert [e.wall_time_s for e in evaluations] == pytest.approx([0, 0.8, 2.0, 2.6, 3.6, 4.0])
+    assert evaluations[0].loss == 2.0  # the evaluated loss at step 0, not the first step's
+    # the target 0.5 falls between steps 13 (0.6) and 18 (0.3): log-loss interpolation
+    crossing = steps_to_target(evaluations, 0.5)
+    assert crossing is not None
+    t = math.log(0.6 / 0.5) / math.log(0.6 / 0.3)
+    assert crossing.steps == pytest.approx(13 + 5 * t)
+    assert crossing.epochs == pytest.approx(1.3 + 0.5 * t)
+
+
+def test_the_fraction_targets_initial_loss_is_the_step_zero_evaluation(
+    session: Session, tmp_path: Path
+) -> None:
+    X, y = regression_data(200)
+    dataset_id = make_dataset(session, tmp_path / "work", X, y).id
+    sweep = create(
+        session, dataset_id, batch_sizes=[8, 64], base={"epochs": 2, "learning_rate": 0.02}
+    )
+    for job in jobs_of(session, sweep.id):
+        run_like_a_worker(session, job.id, X, y)
+    target = sweeps_service.get_sweep(session, sweep.id).target
+    # linear models start at θ = 0, so the loss at step 0 is mean(y²) over the training rows
+    assert target.initial_loss == pytest.approx(float(np.mean(y**2)), rel=1e-5)
+    assert target.description.startswith(
+        "the train loss closing 0.9 of the gap between the "
+        "initial loss (the train loss evaluated at step 0"
+    )

@@ -60,6 +60,8 @@ def test_create_queues_batch_sizes_times_rates_times_seeds_jobs(
         assert job.config["learning_rate"] == point["learning_rate"]
         assert job.config["seed"] == point["seed"]
         assert job.config["epochs"] == 3
+        # evaluations of the target's loss, so steps to target interpolate within epochs
+        assert job.config["evaluation"] == {"on": "train", "per_decade": 8, "max_rows": 8192}
     # Ordinary jobs: the jobs list finds them by the sweep's tag.
     listed = jobs_service.list_jobs(session, limit=100, tag=f"sweep:{sweep.id}")
     assert len(listed.items) == 12
@@ -143,6 +145,11 @@ def test_a_point_that_cannot_run_refuses_the_sweep_and_leaves_nothing(
             "leave it 'none'",
         ),
         (
+            {"batch_sizes": [8, 16], "base": {"evaluation": {"on": "validation"}}},
+            ("body", "base", "evaluation", "on"),
+            "set it to target_on",
+        ),
+        (
             {"batch_sizes": [8, 16], "base": {"model": "softmax"}},
             ("body", "base", "model"),
             "regression target",
@@ -219,3 +226,21 @@ def test_list_pages_newest_first(session: Session, dataset_id: str) -> None:
     assert second.next_cursor is None
     with pytest.raises(BadRequest):
         sweeps_service.list_sweeps(session, limit=2, cursor="not-a-cursor")
+
+
+def test_points_keep_the_bases_evaluation_density_on_the_targets_loss(
+    session: Session, dataset_id: str
+) -> None:
+    sweep = create(
+        session,
+        dataset_id,
+        base={
+            "epochs": 2,
+            "validation_split": 0.2,
+            "evaluation": {"on": "validation", "per_decade": 3},
+        },
+        batch_sizes=[8, 16],
+        target_on="validation",
+    )
+    for job in jobs_of(session, sweep.id):
+        assert job.config["evaluation"] == {"on": "validation", "per_decade": 3, "max_rows": 8192}

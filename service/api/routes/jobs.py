@@ -100,7 +100,7 @@ _CREATE_EXAMPLES = {
         "default filled in, and `links`) and its `Location`. A worker picks it up; follow it "
         "with `GET /v1/jobs/{id}`."
     ),
-    responses=problem_responses(404, 422),
+    responses=problem_responses(400, 404, 422),
     openapi_extra={
         "requestBody": {
             "content": {"application/json": {"examples": _CREATE_EXAMPLES}},
@@ -282,7 +282,7 @@ def get_model(
     "classifiers, with `probabilities` (columns in the order of `classes`). A row of the "
     "wrong width is refused with 422 naming the expected width; 409 until the job has "
     "succeeded.",
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(400, 404, 409, 422),
 )
 def predict(job_id: JobId, body: PredictRequest, session: SessionDep) -> PredictResponse:
     return jobs_service.predict(session, job_id, body)

@@ -101,7 +101,7 @@ _ANALYSIS = (
         "(`batch_sizes[2]`, `base.lr_schedule.gamma`, `learning_rates[1]`) and nothing is "
         "queued; an unknown dataset is 404. Answers 202 with the sweep and its `Location`."
     ),
-    responses=problem_responses(404, 422),
+    responses=problem_responses(400, 404, 422),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"examples": _CREATE_EXAMPLES}}}
     },
