@@ -6,6 +6,7 @@ The public surface for the layers above (the worker, the API's validation, sweep
 from service.core.checkpoint import Checkpoint
 from service.core.config import (
     EarlyStopping,
+    Evaluation,
     TrainConfig,
     check_config_for_dataset,
     effective_task,
@@ -24,6 +25,7 @@ __all__ = [
     "CoreError",
     "EarlyStopping",
     "EpochRecord",
+    "Evaluation",
     "FittedModel",
     "LRSchedule",
     "NoiseRecord",

@@ -262,6 +262,7 @@ def summarize(parsed: ParsedDataset) -> DatasetSummary:
     """Shape, task (``service.core.tasks.infer_task``), classes and per-column statistics."""
     X, y = parsed.X, parsed.y
     mean, std = _mean_std(X)
+    (y_mean,), (y_std,) = _mean_std(y.reshape(-1, 1))
     stats = tuple(
         FeatureStats(name=name, mean=float(m), std=float(s), min=float(lo), max=float(hi))
         for name, m, s, lo, hi in zip(
@@ -270,8 +271,8 @@ def summarize(parsed: ParsedDataset) -> DatasetSummary:
     )
     target_stats = FeatureStats(
         name=parsed.target_name,
-        mean=float(y.mean()),
-        std=float(y.std()),
+        mean=float(y_mean),
+        std=float(y_std),
         min=float(y.min()),
         max=float(y.max()),
     )
@@ -296,14 +297,20 @@ def _mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Chunks are merged with Chan et al.'s update: for a chunk of n_c rows with mean m_c and
     sum of squared deviations M2_c, δ = m_c − m, m ← m + δ·n_c/(n + n_c),
     M2 ← M2 + M2_c + δ²·n·n_c/(n + n_c); finally std = √(M2/n).
+
+    Each column is first scaled by a power of two 2^e ≥ its largest |x| (exact in binary), so
+    that values near the float64 limit (|x| up to 1.8e308, all finite) cannot overflow the
+    sums and squares; mean and std are scaled back at the end.
     """
     n_rows, n_features = X.shape
+    largest = np.maximum(np.abs(X.min(axis=0)), np.abs(X.max(axis=0))) if n_rows else np.zeros(0)
+    _, exponent = np.frexp(largest)  # largest = m·2^e with 0.5 ≤ m < 1 (0 gives e = 0)
     step = max(1, _STATS_CHUNK_BYTES // (8 * max(1, n_features)))
     mean = np.zeros(n_features)
     M2 = np.zeros(n_features)
     seen = 0
     for start in range(0, n_rows, step):
-        chunk = X[start : start + step]
+        chunk = np.ldexp(X[start : start + step], -exponent)
         n_c = chunk.shape[0]
         mean_c = chunk.mean(axis=0)
         M2_c = np.square(chunk - mean_c).sum(axis=0)
@@ -312,4 +319,4 @@ def _mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean += delta * (n_c / total)
         M2 += M2_c + np.square(delta) * (seen * n_c / total)
         seen = total
-    return mean, np.sqrt(M2 / max(1, n_rows))
+    return np.ldexp(mean, exponent), np.ldexp(np.sqrt(M2 / max(1, n_rows)), exponent)

@@ -286,12 +286,16 @@ def fit_critical_batch(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     deeper_target: str = "target_fraction 0.95",
+    min_s_min: float = MIN_S_MIN,
 ) -> CriticalBatchFit:
     """Fit S(B) = S_min (1 + B_noise/B) to the points where every seed reached the target.
 
     Refused (values None, ``reason`` set) with fewer than three such points, when B_noise is
     not measurable in the range (the optimum on an edge of [B_min/100, B_max·100]), or when
-    S_min < 10 steps, suggesting ``deeper_target`` (see :func:`deeper_target_advice`).
+    S_min < ``min_s_min`` steps (default ``MIN_S_MIN`` = 10), suggesting ``deeper_target`` (see
+    :func:`deeper_target_advice`). Lower ``min_s_min`` only where S_min is small by nature and
+    steps are resolved to the step: an isotropic quadratic reaches its optimum in about one
+    full-batch step whatever the target (``tests/sweeps/test_science.py``).
     ``rng`` drives the bootstrap (``n_resamples`` = 0: no intervals).
     Raises :class:`SweepDataError` on malformed points.
     """
@@ -300,6 +304,8 @@ def fit_critical_batch(
         raise SweepDataError("n_resamples", f"must be an integer ≥ 0, not {n_resamples!r}")
     if not (math.isfinite(confidence) and 0.0 < confidence < 1.0):
         raise SweepDataError("confidence", f"must lie strictly between 0 and 1: {confidence!r}")
+    if not (math.isfinite(min_s_min) and min_s_min >= 0.0):
+        raise SweepDataError("min_s_min", f"must be a finite number ≥ 0, not {min_s_min!r}")
     reached = sorted((p for p in points if p.reached), key=lambda p: p.batch_size)
     fitted = [int(p.batch_size) for p in reached]
     if len(reached) < MIN_POINTS:
@@ -346,13 +352,13 @@ def fit_critical_batch(
     s_min = math.exp(float(profile.log_s_min[0]) + centre)
     if not (math.isfinite(b_noise) and math.isfinite(s_min) and b_noise > 0.0):
         return _refused(points, fitted, confidence, "the fit did not converge to finite values")
-    if s_min < MIN_S_MIN:
+    if s_min < min_s_min:
         return _refused(
             points,
             fitted,
             confidence,
             f"S_min ≈ {s_min:.3g} steps: the target is too shallow to measure a critical "
-            f"batch (under {MIN_S_MIN:g} steps even at the largest batches); ask for a deeper "
+            f"batch (under {min_s_min:g} steps even at the largest batches); ask for a deeper "
             f"target, e.g. {deeper_target}",
         )
     log_fitted = np.log(s_min) + np.log1p(b_noise / B)
