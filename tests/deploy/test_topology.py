@@ -45,8 +45,17 @@ pytestmark = pytest.mark.postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 N_JOBS = 30
-#: The job to interrupt: 40 epochs of 2,500 steps (tens of ms each).
-LONG = {"batch_size": 8, "epochs": 40, "learning_rate": 0.005, "seed": 3}
+#: Long enough (~40 ms an epoch in-process, seconds in all) that a signal sent after its second
+#: epoch lands mid-job even on a loaded machine: an MLP, since linear models take a fused
+#: fast path that runs an epoch of 2,500 steps in a few milliseconds.
+LONG = {
+    "model": "mlp",
+    "hidden_layers": (64, 64),
+    "batch_size": 8,
+    "epochs": 60,
+    "learning_rate": 0.005,
+    "seed": 3,
+}
 LONG_ROWS = 20_000
 #: The other 29: two epochs of four steps each, one seed per job.
 SHORT = {"batch_size": 16, "epochs": 2}
