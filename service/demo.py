@@ -1,13 +1,14 @@
 """``batchwise demo``: the service's batch-size story, end to end, through its HTTP API only.
 
 1. Upload a bundled dataset, generated deterministically (:func:`make_dataset`): linear
-   regression y = X·w + b + ε with X standard normal (isotropic, standardized features),
-   |w| = 1, b = 0.5 and ε ~ N(0, 1) — the best possible mean squared error is the noise
-   variance, 1.
+   regression y = X·w + b + ε with independent normal features whose variances are
+   log-spaced over a condition number of 30 (not standardized: on isotropic features S_min
+   is a step or two and no critical batch can be fitted), b = 0.5 and ε ~ N(0, 1) — the best
+   possible mean squared error is the noise variance, 1.
 2. The seed comparison: batch 32 × 10 epochs against batch 128 × 5 epochs, same learning rate.
 3. A sweep over batch sizes 8, 16, …, 4096 (those below the training rows) with the learning
-   rate searched per batch size, the fit of S(B) = S_min (1 + B_noise / B), the measured noise
-   scale and the recommendation.
+   rate searched per batch size, the fit of S(B) = S_min (1 + B_noise / B) with its interval,
+   the measured noise scale B_simple at the target's loss level, and the recommendation.
 4. The plots, written to ``--out``.
 
 Against ``--url`` or, by default, an embedded service this module starts itself (``batchwise
@@ -70,15 +71,25 @@ PlotFormat = Literal["svg", "png"]
 
 @dataclass(frozen=True, eq=False)
 class DemoDataset:
-    """y = X·w + b + ε: ``X`` (n_rows, n_features) i.i.d. N(0, 1), ``weights`` (n_features,)
-    with |w| = 1, ``bias`` b, ε ~ N(0, noise_std²); ``y`` (n_rows,)."""
+    """y = X·w + b + ε: ``X`` (n_rows, n_features) with independent N(0, s_j²) columns,
+    ``feature_scales`` s (n_features,) log-spaced from 1 down to 1/√κ (κ = ``condition_number``,
+    the ratio of the largest to the smallest feature variance), ``weights`` w (n_features,) with
+    w_j s_j = ±√(signal_variance / n_features) (every direction carries the same share of the
+    signal), ``bias`` b, ε ~ N(0, noise_std²); ``y`` (n_rows,)."""
 
     X: np.ndarray
     y: np.ndarray
     weights: np.ndarray
+    feature_scales: np.ndarray
     bias: float
     noise_std: float
+    signal_variance: float
     seed: int
+
+    @property
+    def condition_number(self) -> float:
+        """κ = max s_j² / min s_j²: of the feature covariance, so of the loss's Hessian in w."""
+        return float((self.feature_scales.max() / self.feature_scales.min()) ** 2)
 
     @property
     def name(self) -> str:
@@ -91,9 +102,13 @@ class DemoDataset:
         return (
             f"synthetic linear regression, generated here (numpy default_rng, seed "
             f"{self.seed}; the same bytes every run): y = X·w + {self.bias:g} + ε with X "
-            f"{n_rows:,} × {n_features} standard normal (isotropic, standardized features), "
-            f"|w| = 1 and noise ε ~ N(0, {self.noise_std:g}²), so the best possible mean "
-            f"squared error is {self.noise_std**2:g}"
+            f"{n_rows:,} × {n_features} independent normal columns whose standard deviations "
+            f"are log-spaced from 1 down to {self.feature_scales.min():.3g} (condition number "
+            f"{self.condition_number:.3g}, deliberately not standardized: the slow, "
+            f"low-variance directions are what make even full-batch steps add up), every "
+            f"direction carrying an equal share of the signal variance "
+            f"{self.signal_variance:g}, and noise ε ~ N(0, {self.noise_std:g}²), so the best "
+            f"possible mean squared error is {self.noise_std**2:g}"
         )
 
 
@@ -101,19 +116,40 @@ def make_dataset(
     n_rows: int,
     n_features: int = 16,
     *,
+    condition_number: float = 30.0,
+    signal_variance: float = 4.0,
     noise_std: float = 1.0,
     bias: float = 0.5,
     seed: int = DATASET_SEED,
 ) -> DemoDataset:
-    """The demo's dataset: deterministic in its arguments (see :class:`DemoDataset`)."""
+    """The demo's dataset: deterministic in its arguments (see :class:`DemoDataset`).
+
+    Why ill-conditioned: with isotropic features (Hessian ∝ I) one full-batch step at the
+    best rate lands on the optimum, so S_min is a step or two whatever the target and the
+    critical batch cannot be fitted. With feature variances spanning κ, the best large-batch
+    rate is set by the largest variance while the smallest decays by (1 − 2η s_min²) a step,
+    so even full-batch gradient descent needs ≈ κ/4 · ln(excess/gap) steps (κ = 30, target 5 %
+    above the floor: ≈ 20)."""
     if n_rows < 2 or n_features < 1:
         raise ValueError(f"need n_rows ≥ 2 and n_features ≥ 1, not {n_rows} × {n_features}")
+    if not (math.isfinite(condition_number) and condition_number >= 1.0):
+        raise ValueError(f"condition_number must be a finite number ≥ 1, not {condition_number}")
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_rows, n_features))
-    weights = rng.standard_normal(n_features)
-    weights /= np.linalg.norm(weights)
+    scales = np.logspace(0.0, -0.5 * math.log10(condition_number), n_features)
+    X = rng.standard_normal((n_rows, n_features)) * scales
+    signs = rng.choice(np.array([-1.0, 1.0]), n_features)
+    weights = signs * math.sqrt(signal_variance / n_features) / scales
     y = X @ weights + bias + noise_std * rng.standard_normal(n_rows)
-    return DemoDataset(X=X, y=y, weights=weights, bias=bias, noise_std=noise_std, seed=seed)
+    return DemoDataset(
+        X=X,
+        y=y,
+        weights=weights,
+        feature_scales=scales,
+        bias=bias,
+        noise_std=noise_std,
+        signal_variance=signal_variance,
+        seed=seed,
+    )
 
 
 # --- what the demo runs ---------------------------------------------------------------------
@@ -174,29 +210,31 @@ class DemoPlan:
         )
 
 
-#: The full demo: 20,000 rows so batch 4,096 is still 4 steps an epoch; ~10-30 s on 2 cores.
+#: The full demo: 20,000 rows so batch 4,096 is still 4 steps an epoch, and 8 epochs so it
+#: reaches the target (≈ 20 steps); the best rates run from ≈ 0.05 (batch 8) to ≈ 0.8 (the
+#: stability edge, 1/s_max² = 1), so the search starts between them.
 FULL = DemoPlan(
     n_rows=20_000,
     validation_split=0.2,
     smallest_batch=8,
     batch_size_stride=1,
-    sweep_epochs=5,
-    lr_start=0.03,
-    lr_max_rounds=10,
+    sweep_epochs=8,
+    lr_start=0.3,
+    lr_max_rounds=8,
     target_excess=0.05,
     seeds=2,
 )
-#: ``--quick``: a tenth of the rows, batch sizes 16, 64, 256, 1024, fewer epochs and rounds.
+#: ``--quick``: a tenth of the rows, batch sizes 8, 32, 128, 512, a shallower target.
 QUICK = DemoPlan(
     n_rows=2_000,
     validation_split=0.2,
-    smallest_batch=16,
+    smallest_batch=8,
     batch_size_stride=2,
-    sweep_epochs=3,
-    lr_start=0.03,
-    lr_max_rounds=4,
+    sweep_epochs=12,
+    lr_start=0.3,
+    lr_max_rounds=6,
     target_excess=0.10,
-    seeds=1,
+    seeds=2,
 )
 
 COMPARISON = ((32, 10), (128, 5))  # (batch size, epochs): the seed comparison
@@ -413,7 +451,7 @@ class _Demo:
                 epochs=epochs,
                 learning_rate=lr,
                 validation_split=self.plan.validation_split,
-                standardize=True,
+                standardize=False,
                 noise_scale=True,
                 name=f"demo: batch {batch_size} × {epochs} epochs",
                 tags=["demo", "seed-comparison"],
@@ -491,7 +529,7 @@ class _Demo:
             base={
                 "epochs": plan.sweep_epochs,
                 "validation_split": plan.validation_split,
-                "standardize": True,
+                "standardize": False,  # standardizing would undo the conditioning
                 "noise_scale": True,
                 "tags": ["demo"],
             },
@@ -538,7 +576,7 @@ class _Demo:
             "not reached."
         )
         self.say(_fit_text(sweep["fit"]))
-        noise = _noise_text(sweep["noise_scale"])
+        noise = _noise_text(sweep["noise_scale"], target["loss"])
         if noise:
             self.say(noise)
         recommendation = sweep["recommendation"]
@@ -659,20 +697,33 @@ def _fit_text(fit: dict[str, Any] | None) -> str:
     return text + "."
 
 
-def _noise_text(noise: Sequence[dict[str, Any]]) -> str | None:
+def _noise_text(noise: Sequence[dict[str, Any]], target_loss: float | None) -> str | None:
+    """The measured B_simple beside the fit: the run whose late loss level lies nearest the
+    target (B_simple grows as the loss falls, so only one measured at the target's level
+    compares with B_noise), then the spread over every run."""
     measured = [
-        (float(n["b_simple_corrected"]), float(n["loss_level"]))
+        (float(n["b_simple_corrected"]), float(n["loss_level"]), n.get("batch_size"))
         for n in noise
         if n.get("b_simple_corrected") is not None and n.get("loss_level") is not None
     ]
     if not measured:
         return None
-    b_values = [b for b, _ in measured]
-    losses = [loss for _, loss in measured]
-    return (
-        f"Measured noise scale B_simple (late in each run, corrected for sampling without "
-        f"replacement): median {_num(statistics.median(b_values), 3)} over {len(measured)} "
-        f"run(s), range {_num(min(b_values), 3)}–{_num(max(b_values), 3)}, at training loss "
+    b_values = [b for b, _, _ in measured]
+    losses = [loss for _, loss, _ in measured]
+    text = "Measured noise scale B_simple (late in each run, corrected for sampling without "
+    if target_loss is not None and target_loss > 0.0:
+        b_near, loss_near, batch = min(
+            measured, key=lambda m: abs(math.log(m[1] / target_loss)) if m[1] > 0 else math.inf
+        )
+        text += (
+            f"replacement): {_num(b_near, 3)} at training loss {_num(loss_near)}, the run "
+            f"nearest the target {_num(target_loss)} (batch {batch}); "
+        )
+    else:
+        text += "replacement): "
+    return text + (
+        f"median {_num(statistics.median(b_values), 3)} over {len(measured)} run(s), range "
+        f"{_num(min(b_values), 3)}–{_num(max(b_values), 3)}, at training loss "
         f"{_num(min(losses), 3)}–{_num(max(losses), 3)}."
     )
 

@@ -49,6 +49,7 @@ import numpy as np
 from service.sweeps.targets import SweepDataError, TargetCrossing
 
 __all__ = [
+    "EASY_STEPS",
     "MIN_POINTS",
     "MIN_S_MIN",
     "CriticalBatchFit",
@@ -63,6 +64,10 @@ MIN_POINTS = 3
 MIN_S_MIN = 10.0
 """Smallest S_min (steps) a fit accepts: below it the target is reached in a handful of steps
 at large batches, where steps are integers and warm-up effects dominate."""
+
+EASY_STEPS = 5.0
+"""Largest-batch steps to target at or under which a small S_min is blamed on the problem
+(too well-conditioned: any target is a few full-batch steps away), not on the target."""
 
 _SEARCH_SPAN = 100.0  # B_noise is searched in [B_min / 100, B_max · 100]
 _GRID_PER_DECADE = 200
@@ -279,6 +284,30 @@ def deeper_target_advice(
     )
 
 
+def _small_s_min_reason(
+    s_min: float, min_s_min: float, largest_steps: float, largest_batch: int, deeper_target: str
+) -> str:
+    """Why S_min < ``min_s_min`` refuses the fit. When the largest batch reaches the target in
+    at most ``EASY_STEPS`` steps the problem is likely too easy: on a well-conditioned loss
+    (Hessian ∝ I) a large batch reaches *any* target in a few steps, so a deeper target mostly
+    lengthens the small batches' runs and may not lift S_min over the guard."""
+    head = f"S_min ≈ {s_min:.3g} steps, under the {min_s_min:g} a fit needs"
+    if largest_steps <= EASY_STEPS:
+        return (
+            f"{head}: the largest batch ({largest_batch}) reaches the target in "
+            f"{largest_steps:.2g} steps, so the problem is too well-conditioned (too easy) for "
+            "a critical batch to be measurable — large batches reach any target in a few steps "
+            "there, and a deeper target may not help; harder data would (ill-conditioned or "
+            "correlated features, not standardized away). If the target is only too shallow, "
+            f"ask for a deeper one, e.g. {deeper_target}"
+        )
+    return (
+        f"{head}: the target is too shallow to measure a critical batch (the largest batch, "
+        f"{largest_batch}, reaches it in {largest_steps:.3g} steps); ask for a deeper target, "
+        f"e.g. {deeper_target}"
+    )
+
+
 def fit_critical_batch(
     points: Sequence[SweepPoint],
     *,
@@ -353,14 +382,9 @@ def fit_critical_batch(
     if not (math.isfinite(b_noise) and math.isfinite(s_min) and b_noise > 0.0):
         return _refused(points, fitted, confidence, "the fit did not converge to finite values")
     if s_min < min_s_min:
-        return _refused(
-            points,
-            fitted,
-            confidence,
-            f"S_min ≈ {s_min:.3g} steps: the target is too shallow to measure a critical "
-            f"batch (under {min_s_min:g} steps even at the largest batches); ask for a deeper "
-            f"target, e.g. {deeper_target}",
-        )
+        return _refused(points, fitted, confidence, _small_s_min_reason(
+            s_min, min_s_min, math.exp(float(y[-1])), fitted[-1], deeper_target
+        ))  # fmt: skip
     log_fitted = np.log(s_min) + np.log1p(b_noise / B)
     ss_total = float(((y - y.mean()) ** 2).sum())
     ss_resid = float(((y - log_fitted) ** 2).sum())

@@ -200,10 +200,28 @@ def assert_refused(fit: CriticalBatchFit, *fragments: str) -> None:
 
 
 def test_a_shallow_target_is_refused_with_advice() -> None:
+    # the largest batch (4096) needs 8 (1 + 300/4096) ≈ 8.6 steps: more than a well-conditioned
+    # problem's few, so the target is blamed
+    fit = fit_critical_batch(
+        synthetic_points(None, s_min=8.0, b_noise=300.0), rng=np.random.default_rng(0)
+    )
+    assert_refused(fit, "S_min ≈ 8 steps", "too shallow", "8.59 steps", "target_fraction 0.95")
+    assert "well-conditioned" not in (fit.reason or "")
+
+
+def test_a_problem_too_easy_for_a_critical_batch_says_a_deeper_target_may_not_help() -> None:
+    # the largest batch reaches the target in 3 (1 + 300/4096) ≈ 3.2 steps ≤ EASY_STEPS
     fit = fit_critical_batch(
         synthetic_points(None, s_min=3.0, b_noise=300.0), rng=np.random.default_rng(0)
     )
-    assert_refused(fit, "S_min ≈ 3 steps", "too shallow", "target_fraction 0.95")
+    assert_refused(
+        fit,
+        "S_min ≈ 3 steps",
+        "largest batch (4096) reaches the target in 3.2 steps",
+        "too well-conditioned",
+        "a deeper target may not help",
+        "e.g. target_fraction 0.95",
+    )
 
 
 @pytest.mark.parametrize(
