@@ -4,7 +4,9 @@ The names here are the pure part — NumPy, the standard library and ``service.c
 import-linter contract holds it): steps to a target loss (``targets``), the critical-batch fit
 S(B) = S_min (1 + B_noise/B) (``fit``), a run's noise-scale summary (``noise``), and the
 recommendation and per-job batch-size advice built from them (``advice``). The database side
-(``schemas``, ``repository``, ``service``) is imported by its own module path.
+is imported by its own module path: ``schemas``, ``repository``, ``points`` (a point as a job),
+``analysis`` (a sweep's jobs analysed), ``orchestration`` (the learning-rate rounds),
+``job_advice`` (one job's batch-size advice), ``service`` (the lifecycle), ``plots_data``.
 """
 
 from service.sweeps.advice import (

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from service.db.tables import Sweep
 from service.errors import Conflict
 from service.plots import ScalingFit, ScalingPoint, SweepCurve
+from service.sweeps.analysis import analyse_sweep, best_rate, critical_fit
 from service.sweeps.fit import CriticalBatchFit
-from service.sweeps.service import analyse_sweep, best_rate, critical_fit
 
 __all__ = ["CurvesPlotData", "ScalingPlotData", "curves_data", "scaling_data"]
 

@@ -177,18 +177,6 @@ class ToTargetRead(BaseModel):
     wall_time_s: float | None
 
 
-class RunRead(BaseModel):
-    """One job of a point: one learning rate and one seed."""
-
-    job_id: str
-    learning_rate: float
-    seed: int
-    round: int = Field(description="The learning-rate round that submitted it (from 0).")
-    status: str
-    best_loss: float | None = Field(description="Best loss on `target_on` so far.")
-    to_target: ToTargetRead
-
-
 class PointRead(BaseModel):
     """One batch size: its runs, the learning rate chosen, and what that rate achieved
     (means over seeds)."""
@@ -298,7 +286,6 @@ __all__ = [
     "LRSearchIn",
     "LossPairRead",
     "PointRead",
-    "RunRead",
     "SweepBase",
     "SweepCreate",
     "SweepLinks",

@@ -37,7 +37,7 @@ from service.errors import NotFound
 from service.jobs import queue
 from service.jobs.queue import Claim, FinalStatus, LeaseLost
 from service.logs import log_context
-from service.sweeps import service as sweeps_service
+from service.sweeps import orchestration
 from service.worker.cache import DatasetCache
 from service.worker.signals import StopFlag
 
@@ -191,7 +191,7 @@ def _advance_sweep(session: Session, job_id: str) -> None:
     logged, and the next read of the sweep advances it."""
     try:
         with session.begin_nested():
-            sweeps_service.job_finished(session, job_id)
+            orchestration.job_finished(session, job_id)
     except Exception:
         logger.exception("job %s: advancing its sweep failed", job_id)
 

@@ -24,7 +24,7 @@ from service.api.dashboard.defaults import form_defaults, sweep_batch_sizes
 from service.api.dashboard.render import duration, interval, number, percent
 from service.config import Settings
 from service.datasets.schemas import DatasetRead
-from service.sweeps import service as sweeps_service
+from service.sweeps import orchestration
 
 HOSTILE = '<script>alert("x")</script>'
 HOSTILE_SHOWN = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
@@ -383,7 +383,7 @@ def test_a_sweep_page_compares_its_points_with_the_fit_and_recommendation(
     for job in jobs_of(session, sweep["id"]):
         batch_size = job.config["batch_size"]
         finish_with_crossing(session, job, 12.0 * (1.0 + 16.0 / batch_size))
-    sweeps_service.advance(session, sweep["id"])
+    orchestration.advance(session, sweep["id"])
     session.commit()
     read = client.get(f"/v1/sweeps/{sweep['id']}").json()
     assert read["status"] == "succeeded"

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from service.db.tables import Sweep
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate
-from service.sweeps import repository
+from service.sweeps import orchestration, repository
 from service.sweeps import service as sweeps_service
-from service.sweeps.service import evaluations_of
+from service.sweeps.analysis import evaluations_of
 from service.sweeps.targets import Evaluation, steps_to_target
 
 from .helpers import create, dataset, fail, finish_with_crossing, jobs_of
@@ -72,22 +72,22 @@ def test_search_widens_at_the_edge_until_the_best_rate_is_interior(
     }
 
     finish_round(session, sweep.id, best)
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
     # Round 1: only batch 32 (best at its top edge) gets one more step up.
     rates = rates_by_batch(session, sweep.id)
     assert len(rates[8]) == 3
     assert rates[32] == pytest.approx([start * SQRT2**k for k in (-1, 0, 1, 2)])
-    assert sweeps_service.advance(session, sweep.id) is False  # round 1 still queued
+    assert orchestration.advance(session, sweep.id) is False  # round 1 still queued
 
     for top in (3, 4):
         finish_round(session, sweep.id, best)
         assert sweeps_service.get_sweep(session, sweep.id, settle=False).status == "running"
-        assert sweeps_service.advance(session, sweep.id) is True
+        assert orchestration.advance(session, sweep.id) is True
         assert rates_by_batch(session, sweep.id)[32] == pytest.approx(
             [start * SQRT2**k for k in range(-1, top + 1)]
         )
     finish_round(session, sweep.id, best)
-    assert sweeps_service.advance(session, sweep.id) is True  # now interior: it ends
+    assert orchestration.advance(session, sweep.id) is True  # now interior: it ends
 
     read = sweeps_service.get_sweep(session, sweep.id)
     assert read.status == "succeeded"
@@ -120,9 +120,9 @@ def test_search_stops_at_max_rounds_and_says_the_best_is_not_interior(
     )
     best = {8: start, 32: start * 100}  # far beyond what two rounds can reach
     finish_round(session, sweep.id, best)
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
     finish_round(session, sweep.id, best)
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
 
     read = sweeps_service.get_sweep(session, sweep.id)
     assert read.status == "succeeded"
@@ -145,7 +145,7 @@ def test_a_batch_size_whose_every_rate_diverged_searches_downward(
             fail(session, job)
         else:
             finish_with_crossing(session, job, steps_for(point["learning_rate"], start))
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
     assert rates_by_batch(session, sweep.id)[8] == pytest.approx(
         [start * SQRT2**k for k in (-2, -1, 0, 1)]
     )
@@ -164,8 +164,8 @@ def test_given_rates_end_after_one_round_each_batch_keeping_its_best(
     )
     best = {8: 0.01, 16: 0.02, 32: 0.04}
     finish_round(session, sweep.id, best)
-    assert sweeps_service.advance(session, sweep.id) is True
-    assert sweeps_service.advance(session, sweep.id) is False  # idempotent
+    assert orchestration.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is False  # idempotent
 
     read = sweeps_service.get_sweep(session, sweep.id)
     assert read.status == "succeeded"
@@ -182,7 +182,7 @@ def test_every_point_failed_fails_the_sweep_with_the_reason(
     sweep = create(session, dataset_id, batch_sizes=[8, 32], target_loss=0.5)
     for job in jobs_of(session, sweep.id):
         fail(session, job, "the loss is inf at epoch 1, step 3")
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
 
     read = sweeps_service.get_sweep(session, sweep.id)
     assert read.status == "failed"
@@ -197,17 +197,17 @@ def test_advance_waits_for_the_whole_round(session: Session, dataset_id: str) ->
     sweep = create(session, dataset_id, batch_sizes=[8, 32], target_loss=0.5)
     first, second = jobs_of(session, sweep.id)
     finish_with_crossing(session, first, 20.0)
-    assert sweeps_service.advance(session, sweep.id) is False
+    assert orchestration.advance(session, sweep.id) is False
     assert sweeps_service.get_sweep(session, sweep.id).status == "running"
     finish_with_crossing(session, second, 20.0)
-    assert sweeps_service.job_finished(session, second.id) is True
+    assert orchestration.job_finished(session, second.id) is True
     assert sweeps_service.get_sweep(session, sweep.id).status == "succeeded"
-    assert sweeps_service.advance(session, sweep.id) is False
+    assert orchestration.advance(session, sweep.id) is False
 
 
 def test_job_finished_ignores_a_job_outside_any_sweep(session: Session, dataset_id: str) -> None:
     job = jobs_service.submit(session, JobCreate(dataset_id=dataset_id))
-    assert sweeps_service.job_finished(session, job.id) is False
+    assert orchestration.job_finished(session, job.id) is False
 
 
 def test_reading_settles_a_sweep_whose_last_job_was_cancelled_while_queued(
@@ -275,7 +275,7 @@ def test_a_real_training_history_reaches_the_target_where_its_losses_cross(
     )
     for job in jobs_of(session, sweep.id):
         run_like_a_worker(session, job.id, X, y)
-    assert sweeps_service.advance(session, sweep.id) is True
+    assert orchestration.advance(session, sweep.id) is True
     read = sweeps_service.get_sweep(session, sweep.id)
 
     assert read.status == "succeeded"

@@ -15,6 +15,7 @@ from service.db import Job
 from service.db.tables import Sweep
 from service.errors import BadRequest, Conflict, InvalidInput, NotFound
 from service.jobs import service as jobs_service
+from service.sweeps import orchestration
 from service.sweeps import service as sweeps_service
 
 from .helpers import create, dataset, finish_with_crossing, jobs_of
@@ -213,7 +214,7 @@ def test_cancel_cancels_queued_points_flags_running_ones_and_then_409(
     with pytest.raises(Conflict):
         sweeps_service.cancel(session, sweep.id)
     # A cancelled sweep never advances, whatever its jobs do.
-    assert sweeps_service.advance(session, sweep.id) is False
+    assert orchestration.advance(session, sweep.id) is False
 
 
 def test_list_pages_newest_first(session: Session, dataset_id: str) -> None:

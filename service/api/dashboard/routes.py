@@ -24,6 +24,7 @@ from service.datasets import service as datasets_service
 from service.errors import NotFound
 from service.jobs import service as jobs_service
 from service.jobs.schemas import FINISHED_STATUSES, JobRead
+from service.sweeps import job_advice
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import FINISHED_SWEEP_STATUSES
 
@@ -169,7 +170,7 @@ def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
         dataset=dataset,
         metrics=metrics,
         has_epochs=bool(history.epoch),
-        advice=sweeps_service.advice_for_job(session, job),
+        advice=job_advice.advice_for_job(session, job),
         sweep_id=_sweep_of(job),
         config_rows=_config_rows(job.config),
         finished=job.status in FINISHED_STATUSES,

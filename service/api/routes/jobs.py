@@ -27,7 +27,7 @@ from service.jobs.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from service.sweeps import service as sweeps_service
+from service.sweeps import job_advice
 
 router = APIRouter(prefix=jobs_service.JOBS_PATH, tags=["jobs"])
 
@@ -155,7 +155,7 @@ def list_jobs(
 def get_job(job_id: JobId, session: SessionDep) -> JobRead:
     job = jobs_service.get_job(session, job_id)
     # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
-    advice = sweeps_service.advice_for_job(session, job)
+    advice = job_advice.advice_for_job(session, job)
     return job.model_copy(update={"batch_size_advice": advice})
 
 

@@ -1,0 +1,59 @@
+"""Per-job batch-size advice (``GET /v1/jobs/{id}``'s ``advice``, the dashboard's job page):
+where a job's batch size sits against its own late gradient noise scale.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from service.core import split_sizes
+from service.datasets import service as datasets_service
+from service.jobs.history import finite_or_none
+from service.jobs.schemas import BatchSizeAdviceRead, JobRead
+from service.sweeps import repository
+from service.sweeps.advice import advise_batch_size
+from service.sweeps.analysis import epoch_noise
+from service.sweeps.noise import summarize_noise_scale
+from service.sweeps.targets import SweepDataError
+
+__all__ = ["advice_for_job"]
+
+logger = logging.getLogger("service.sweeps")
+
+
+def advice_for_job(session: Session, job: JobRead) -> BatchSizeAdviceRead | None:
+    """Where ``job``'s batch size sits against its own late noise scale
+    (:func:`~service.sweeps.advice.advise_batch_size` over
+    :func:`~service.sweeps.noise.summarize_noise_scale` of its measured epochs, N = its
+    training rows); None while no epoch carries a noise-scale record. Lives here, not in
+    ``service.jobs``, because the advice maths is the sweeps' and jobs sit below sweeps."""
+    rows = repository.epoch_records(session, [job.id])[job.id]
+    measured = [
+        (noise, record) for _, record, _ in rows if (noise := epoch_noise(record)) is not None
+    ]
+    if not measured:
+        return None
+    dataset = datasets_service.get_dataset(session, job.dataset_id)
+    train_rows = split_sizes(dataset.n_rows, float(job.config.get("validation_split") or 0.0))[0]
+    try:
+        summary = summarize_noise_scale([noise for noise, _ in measured], train_rows=train_rows)
+    except SweepDataError as exc:  # a malformed record written by hand: no advice, say why
+        logger.warning("job %s: no batch-size advice: %s", job.id, exc)
+        return None
+    # The batch in force when the late noise scale was measured (a schedule may have grown it).
+    last_batch = measured[-1][1].get("batch_size") or job.config.get("batch_size")
+    batch_size = int(last_batch) if last_batch else train_rows
+    advice = advise_batch_size(batch_size, summary)
+    return BatchSizeAdviceRead(
+        batch_size=advice.batch_size,
+        message=advice.message,
+        verdict=advice.verdict,
+        noise_scale=advice.noise_scale,
+        b_simple=summary.b_simple,
+        loss_level=finite_or_none(advice.loss_level),
+        uncertainty_factor=advice.uncertainty_factor,
+        ratio=advice.ratio,
+        window=list(summary.window),
+    )
