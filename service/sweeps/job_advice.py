@@ -29,9 +29,13 @@ def advice_for_job(session: Session, job: JobRead) -> BatchSizeAdviceRead | None
     :func:`~service.sweeps.noise.summarize_noise_scale` of its measured epochs, N = its
     training rows); None while no epoch carries a noise-scale record. Lives here, not in
     ``service.jobs``, because the advice maths is the sweeps' and jobs sit below sweeps."""
-    rows = repository.epoch_records(session, [job.id])[job.id]
+    schedule = job.config.get("batch_size_schedule") or {}
+    if not job.config.get("noise_scale") and schedule.get("kind") != "adaptive":
+        return None  # never measured (adaptive measures it): no need to read the epochs
     measured = [
-        (noise, record) for _, record, _ in rows if (noise := epoch_noise(record)) is not None
+        (noise, record)
+        for record in repository.epoch_metrics(session, job.id)
+        if (noise := epoch_noise(record)) is not None
     ]
     if not measured:
         return None

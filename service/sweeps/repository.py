@@ -121,6 +121,14 @@ def epoch_records(
     return out
 
 
+def epoch_metrics(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """One job's per-epoch records in epoch order, without the step-loss blobs."""
+    rows = session.execute(
+        select(JobEpoch.record).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch)
+    )
+    return [record for (record,) in rows]
+
+
 def cancel_unfinished_jobs(
     session: Session, sweep_id: str, *, now: datetime, skip_locked: bool = False
 ) -> int:
@@ -163,6 +171,7 @@ __all__ = [
     "attach_job",
     "cancel_unfinished_jobs",
     "count_unfinished",
+    "epoch_metrics",
     "epoch_records",
     "get",
     "jobs_of",

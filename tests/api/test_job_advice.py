@@ -124,6 +124,22 @@ def test_without_noise_measurements_the_advice_is_null(client: TestClient, engin
     assert [job["batch_size_advice"] for job in listed] == [None, None]
 
 
+def test_only_a_job_that_measures_its_noise_scale_gets_advice(
+    client: TestClient, engine: Engine
+) -> None:
+    # Noise records on a job whose config never asked for them (written by hand): the advice
+    # follows the config, so reading a job never scans the epochs of one that measures nothing.
+    job_id = new_job(client)
+    write_epochs(engine, job_id, late_records(13.0))
+    assert advice_of(client, job_id) is None
+
+    adaptive = new_job(
+        client, batch_size_schedule={"kind": "adaptive", "min_batch_size": 8, "max_batch_size": 64}
+    )
+    write_epochs(engine, adaptive, late_records(13.0))
+    assert advice_of(client, adaptive)["verdict"] == "near"  # adaptive measures it
+
+
 def test_an_unresolved_noise_scale_says_why_without_a_verdict(
     client: TestClient, engine: Engine
 ) -> None:
