@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.core import split_sizes
+from service.core.models import MODEL_KINDS
+from service.core.optim import OPTIMIZER_NAMES
 from service.datasets.schemas import DatasetRead
 
 #: Below this many rows a validation split would leave too few rows to learn from.
@@ -33,6 +35,9 @@ class FormDefaults:
     learning_rate: float = 0.01
     epochs: int = 10
     target_fraction: float = 0.9
+    #: The choices the forms offer: exactly what the core accepts.
+    models: tuple[str, ...] = MODEL_KINDS
+    optimizers: tuple[str, ...] = OPTIMIZER_NAMES
 
 
 def sweep_batch_sizes(train_rows: int) -> tuple[int, ...]:
