@@ -39,6 +39,8 @@ def child_env(
         "BATCHWISE_DATA_DIR": str(data_dir),
         "BATCHWISE_WORKERS": "0",
         "BATCHWISE_LOG_LEVEL": "warning",
+        # The benchmarks measure the service on loopback, without API keys.
+        "BATCHWISE_AUTH": "off",
         "PYTHONUNBUFFERED": "1",
     }
     return env | dict(extra or {})

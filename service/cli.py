@@ -1,6 +1,7 @@
 """The ``batchwise`` command line: ``serve`` (the API), ``worker`` (trains jobs), ``migrate``
-(the schema), ``demo`` (the batch-size demo, through the HTTP API), and ``datasets`` / ``jobs``
-(the terminal client, in :mod:`service.cli_client`).
+(the schema), ``demo`` (the batch-size demo, through the HTTP API), ``keys`` (API keys, in
+:mod:`service.cli_keys`), and ``datasets`` / ``jobs`` (the terminal client, in
+:mod:`service.cli_client`).
 
 Entry point only: build :class:`~service.config.Settings` once, wire, run. Log lines go to stderr.
 """
@@ -8,6 +9,7 @@ Entry point only: build :class:`~service.config.Settings` once, wire, run. Log l
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__, cli_client
+from service import __version__, cli_client, cli_keys
 from service.config import Settings
 from service.db import migrate
 from service.db.session import DatabaseUrlError, is_sqlite, normalize_url
@@ -25,6 +27,8 @@ from service.logs import configure_logging
 logger = logging.getLogger("service.cli")
 
 EXIT_ERROR = 1
+#: Settings that must not run together (auth off on a public address): refused like bad usage.
+EXIT_REFUSED = 2
 
 _ENVIRONMENT = """\
 environment:
@@ -41,6 +45,8 @@ _SERVE_ENVIRONMENT = (
     _ENVIRONMENT
     + """\
   BATCHWISE_HOST, BATCHWISE_PORT   listen address (default 127.0.0.1:8000); flags override
+  BATCHWISE_AUTH                   on (default: /v1 needs an API key, `batchwise keys`) |
+                                   off (no keys: loopback addresses only)
   BATCHWISE_MAX_UPLOAD_BYTES       largest dataset upload accepted (default 1 GiB)
   BATCHWISE_WORKERS                worker processes started beside the API
   BATCHWISE_LEASE_SECONDS          how long a worker's claim on a job lasts without a
@@ -61,6 +67,37 @@ _WORKER_ENVIRONMENT = (
 
 class CommandError(Exception):
     """A failure the operator can fix; printed as one line, no traceback."""
+
+
+class UnsafeSettingsError(CommandError):
+    """Settings that would expose the service (auth off beyond loopback); exit status 2."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _check_auth(settings: Settings) -> None:
+    if settings.auth == "on":
+        return
+    if not is_loopback(settings.host):
+        raise UnsafeSettingsError(
+            f"BATCHWISE_AUTH=off is allowed only on a loopback address (127.0.0.1, ::1, "
+            f"localhost), not on {settings.host!r}: anyone who reaches it would act as the "
+            "tenant 'default' without a key. Turn auth on (make keys with `batchwise keys "
+            "create --tenant NAME`) or listen on 127.0.0.1."
+        )
+    logger.warning(
+        "auth is off (BATCHWISE_AUTH=off): every request acts as the tenant 'default' with no "
+        "API key; allowed because the service listens on loopback %s only",
+        settings.host,
+    )
 
 
 def _redacted(url: str) -> str:
@@ -93,6 +130,7 @@ def _require_head(url: str) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    _check_auth(settings)
     url = settings.resolved_database_url
     if is_sqlite(url):
         # The embedded default keeps itself current; deployments migrate as a separate step.
@@ -135,7 +173,7 @@ def _worker(settings: Settings, *, burst: bool) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``batchwise`` (``serve``, ``worker``, ``migrate``, ``demo``,
-    ``datasets``, ``jobs``)."""
+    ``keys``, ``datasets``, ``jobs``)."""
     parser = argparse.ArgumentParser(
         prog="batchwise",
         description="Batchwise: training as a service for people who want to understand and "
@@ -181,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         "regression, 20,000 × 16, seeded), compare batch 32 × 10 epochs with batch 128 × 5 "
         "epochs, sweep batch sizes 8 … 4,096 with the learning rate searched per batch size, "
         "print the comparison table, the fit of the critical batch size and the "
-        "recommendation, and write the plots. Against --url, or by default an embedded "
-        "service (SQLite in a temporary data dir, 2 workers) started and stopped here. Takes "
+        "recommendation, and write the plots. Against --url (the API key from "
+        "$BATCHWISE_API_KEY), or by default an embedded service (SQLite in a temporary data "
+        "dir, 2 workers, auth off on loopback) started and stopped here. Takes "
         "well under a few minutes on 2 cores.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -207,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    cli_keys.add_commands(commands)  # `keys`: API keys, on the database
     cli_client.add_commands(commands)  # `datasets` and `jobs`: the HTTP client
     return parser
 
@@ -234,8 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _migrate(settings)
         elif args.command == "worker":
             return _worker(settings, burst=args.burst)
+        elif args.command == cli_keys.COMMAND:
+            _require_head(settings.resolved_database_url)
+            return cli_keys.run(settings, args)
         else:
             _serve(settings)
+    except UnsafeSettingsError as exc:
+        print(f"batchwise {args.command}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except (CommandError, DatabaseUrlError) as exc:
         print(f"batchwise {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

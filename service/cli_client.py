@@ -5,7 +5,8 @@ It talks HTTP only, like the client it is built on (an import-linter contract ho
 needs no settings, database or web stack. ``--url`` names the service; without it the
 ``BATCHWISE_URL`` environment variable, else ``http://127.0.0.1:8000``. That variable belongs
 to this terminal client, not to the server's :class:`~service.config.Settings`, so it is read
-here and nowhere else.
+here and nowhere else. The API key: ``--api-key``, else ``BATCHWISE_API_KEY`` (read by
+:class:`~service.client.BatchwiseClient`).
 
 Output: aligned tables and short lines for people on stdout; ``--json`` prints exactly the
 JSON the API answered instead. Errors go to stderr: the problem's title, detail and each
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from service.client import (
+    API_KEY_ENV,
     BatchwiseAPIError,
     BatchwiseClient,
     BatchwiseError,
@@ -48,8 +50,9 @@ _JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 _CLIENT_ENVIRONMENT = f"""\
 environment:
-  {URL_ENV}  the service when --url is not given (default {DEFAULT_URL});
-                 read by this terminal client only, not a server setting
+  {URL_ENV}      the service when --url is not given (default {DEFAULT_URL});
+                     read by this terminal client only, not a server setting
+  {API_KEY_ENV}  the API key when --api-key is not given (batchwise keys create)
 exit status: 0 done, 1 the service refused or could not be reached, 2 bad usage
 """
 
@@ -68,6 +71,12 @@ def _common() -> argparse.ArgumentParser:
         "--url",
         default=None,
         help=f"the service's base URL (default: ${URL_ENV}, else {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the tenant's API key (default: ${API_KEY_ENV}; prefer the variable, since "
+        "a flag shows in the process list)",
     )
     common.add_argument(
         "--json",
@@ -332,7 +341,8 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     command = f"batchwise {args.command} {args.action}"
     handler = _HANDLERS[(args.command, args.action)]
     try:
-        with BatchwiseClient(resolve_url(args.url), timeout=args.timeout) as client:
+        client = BatchwiseClient(resolve_url(args.url), timeout=args.timeout, api_key=args.api_key)
+        with client:
             return handler(client, args, out)
     except BatchwiseAPIError as exc:
         _print_problem(command, exc)
@@ -352,6 +362,8 @@ def _print_problem(command: str, exc: BatchwiseAPIError) -> None:
     for error in exc.errors:
         where = ".".join(str(part) for part in error.get("loc", [])) or "input"
         lines.append(f"  {where}: {error.get('msg', '')}")
+    if exc.status == 401:
+        lines.append(f"  give an API key with --api-key or ${API_KEY_ENV} (batchwise keys create)")
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -6,9 +6,11 @@ Answers come back as the JSON the API sends, typed with :class:`~typing.TypedDic
 fields this client and its callers read (the server may send more). Every 4xx/5xx answer
 raises :class:`BatchwiseAPIError` carrying the RFC 9457 problem fields; a connection that
 fails raises :class:`BatchwiseConnectionError`, a wait that runs out
-:class:`BatchwiseTimeoutError`.
+:class:`BatchwiseTimeoutError`. Requests carry ``Authorization: Bearer <api_key>``; without an
+``api_key`` argument the key comes from the ``BATCHWISE_API_KEY`` environment variable, and a
+service with ``BATCHWISE_AUTH=off`` needs none.
 
-    with BatchwiseClient("http://127.0.0.1:8000") as client:
+    with BatchwiseClient("http://127.0.0.1:8000", api_key="bw_…") as client:
         dataset = client.upload_dataset("houses.csv", target="price")
         job = client.submit_job(dataset["id"], batch_size=32, epochs=10)
         job = client.wait_for_job(job["id"], on_progress=lambda j: print(j["progress"]))
@@ -32,6 +34,7 @@ from numpy.typing import ArrayLike
 from service import __version__
 
 __all__ = [
+    "API_KEY_ENV",
     "FINISHED_JOB_STATUSES",
     "FINISHED_SWEEP_STATUSES",
     "BatchwiseAPIError",
@@ -61,6 +64,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 30.0
+API_KEY_ENV = "BATCHWISE_API_KEY"
 DEFAULT_POLL_S = 0.5
 FINISHED_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 FINISHED_SWEEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -408,6 +412,8 @@ class BatchwiseClient:
     allowed ``timeout`` seconds. A context manager: ``with BatchwiseClient(url) as client``
     closes its connections at the end (or call :meth:`close`).
 
+    ``api_key``: the tenant's key (``batchwise keys create``); ``None`` reads
+    ``$BATCHWISE_API_KEY``, and without either no ``Authorization`` header is sent.
     ``transport``: an httpx transport to use instead of the network (tests, proxies).
     """
 
@@ -416,14 +422,16 @@ class BatchwiseClient:
         base_url: str,
         timeout: float = DEFAULT_TIMEOUT_S,
         *,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        key = (os.environ.get(API_KEY_ENV, "") if api_key is None else api_key).strip()
+        headers = {"User-Agent": f"batchwise-client/{__version__}"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": f"batchwise-client/{__version__}"},
+            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
         )
 
     def __enter__(self) -> BatchwiseClient:

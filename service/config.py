@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8000, description="Port `batchwise serve` listens on."
     )
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="`on`: every `/v1` request needs an API key (`Authorization: Bearer`; "
+        "`batchwise keys create`). `off`: every request acts as the tenant `default`, allowed "
+        "only when `batchwise serve` listens on a loopback address.",
+    )
     workers: Annotated[int, Field(ge=0)] = Field(
         default=1,
         description="Worker processes `batchwise serve` starts beside the API (0 for none).",

@@ -11,10 +11,11 @@
    the measured noise scale B_simple at the target's loss level, and the recommendation.
 4. The plots, written to ``--out``.
 
-Against ``--url`` or, by default, an embedded service this module starts itself (``batchwise
-serve`` with two workers on a free port, SQLite in a temporary or given data dir) and stops
-at the end. Progress goes to stderr (one updating line on a terminal, plain lines otherwise);
-the tables to stdout. Small data and few epochs keep it to well under a few minutes on 2 cores.
+Against ``--url`` (with the key in ``BATCHWISE_API_KEY``) or, by default, an embedded service
+this module starts itself (``batchwise serve`` with two workers on a free port of loopback,
+auth off, SQLite in a temporary or given data dir) and stops at the end. Progress goes to
+stderr (one updating line on a terminal, plain lines otherwise); the tables to stdout. Small
+data and few epochs keep it to well under a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -356,9 +357,11 @@ def embedded_service(
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     # The child reads its settings from the environment; an outside database URL would
-    # point the demo's throwaway data at a real deployment, so it is dropped.
+    # point the demo's throwaway data at a real deployment, so it is dropped. It listens on
+    # loopback only, for this process alone, so it runs without API keys.
     env = {k: v for k, v in os.environ.items() if k != "BATCHWISE_DATABASE_URL"}
     env |= {
+        "BATCHWISE_AUTH": "off",
         "BATCHWISE_DATA_DIR": str(data_dir),
         "BATCHWISE_WORKERS": str(workers),
         "BATCHWISE_LOG_LEVEL": "warning",
@@ -753,7 +756,10 @@ def run_demo(
                     data_dir = Path(scratch)
                 stderr.write(f"Starting the embedded service (data in {data_dir}) …\n")
                 url = stack.enter_context(embedded_service(data_dir))
-            client = stack.enter_context(BatchwiseClient(url))
+                api_key: str | None = ""  # the embedded service runs with auth off
+            else:
+                api_key = None  # $BATCHWISE_API_KEY, read by the client
+            client = stack.enter_context(BatchwiseClient(url, api_key=api_key))
             stdout.write(f"Batchwise demo{' (quick)' if quick else ''} against {url}\n")
             demo = _Demo(
                 client=client,

@@ -5,7 +5,7 @@ Standard library only, so every layer above may raise them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -26,10 +26,18 @@ class BatchwiseError(Exception):
     title: str = "Internal Server Error"
     slug: str = "internal-error"
 
-    def __init__(self, detail: str, *, errors: Sequence[FieldError] = ()) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = tuple(errors)
+        #: Response headers the answer must carry (``WWW-Authenticate`` on a 401).
+        self.headers = dict(headers or {})
 
     @property
     def type(self) -> str:
@@ -43,6 +51,19 @@ class InvalidInput(BatchwiseError):
 
 class BadRequest(BatchwiseError):
     status, title, slug = 400, "Bad request", "bad-request"
+
+
+class Unauthorized(BatchwiseError):
+    """No usable API key. Always answered with ``WWW-Authenticate: Bearer`` (RFC 6750); a key
+    that was sent but is unknown or revoked adds ``error="invalid_token"``."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        challenge = 'Bearer realm="batchwise"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class NotFound(BatchwiseError):

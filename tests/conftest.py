@@ -275,10 +275,11 @@ def session(engine: Engine) -> Iterator[Session]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    """Settings for a test: its own database and data dir, no embedded workers."""
+    """Settings for a test: its own database and data dir, no embedded workers, auth off
+    (every request is the tenant ``default``; the auth tests turn it on)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    return Settings(database_url=db_url, data_dir=data_dir, workers=0)
+    return Settings(database_url=db_url, data_dir=data_dir, workers=0, auth="off")
 
 
 # --- real server processes ------------------------------------------------------------------
@@ -316,11 +317,11 @@ def run_server(
 ) -> Iterator[str]:
     """Run ``python -m service serve`` as a real process; yield its base URL.
 
-    The process gets ``BATCHWISE_DATABASE_URL``, ``BATCHWISE_DATA_DIR``, ``BATCHWISE_WORKERS=0``
-    (``env`` adds or overrides) and none of the caller's other ``BATCHWISE_*`` variables. Ready
-    when ``GET /healthz`` answers 200. On exit: SIGTERM, then SIGKILL after 10 s. Its output is
-    printed (pytest shows it for failed tests) and carried by the :class:`ServerFailedError`
-    raised when it does not start or exits uncleanly.
+    The process gets ``BATCHWISE_DATABASE_URL``, ``BATCHWISE_DATA_DIR``, ``BATCHWISE_WORKERS=0``,
+    ``BATCHWISE_AUTH=off`` (``env`` adds or overrides) and none of the caller's other
+    ``BATCHWISE_*`` variables. Ready when ``GET /healthz`` answers 200. On exit: SIGTERM, then
+    SIGKILL after 10 s. Its output is printed (pytest shows it for failed tests) and carried by
+    the :class:`ServerFailedError` raised when it does not start or exits uncleanly.
     """
     port = find_free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
@@ -328,6 +329,7 @@ def run_server(
         "BATCHWISE_DATABASE_URL": database_url,
         "BATCHWISE_DATA_DIR": str(data_dir),
         "BATCHWISE_WORKERS": "0",
+        "BATCHWISE_AUTH": "off",  # on loopback, as serve allows; the auth tests turn it on
         "PYTHONUNBUFFERED": "1",
     }
     child_env |= dict(env or {})

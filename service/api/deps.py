@@ -3,6 +3,9 @@
 ``SessionDep`` is the request's transaction boundary: it commits when the route returns and
 rolls back when it raises. Its scope is ``"function"``, so the commit happens before the
 response is sent: a client that got 201 can read what it created.
+
+``TenantDep`` is the tenant the request acts for (:mod:`service.api.auth`); every ``/v1``
+router already requires it, and FastAPI runs the check once per request however many ask.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.auth import require_tenant
 from service.config import Settings
 
 
@@ -36,6 +40,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+TenantDep = Annotated[str, Depends(require_tenant)]
 
 #: Cursor pagination's query parameters, shared by every list route.
 PageLimit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
@@ -49,6 +54,7 @@ __all__ = [
     "PageLimit",
     "SessionDep",
     "SettingsDep",
+    "TenantDep",
     "get_session",
     "get_settings",
 ]

@@ -1,17 +1,24 @@
 """Every error the API answers with, rendered once, as RFC 9457 ``application/problem+json``.
 
-Four sources, one shape (``type``, ``title``, ``status``, ``detail``, ``instance`` and, for
+Every source, one shape (``type``, ``title``, ``status``, ``detail``, ``instance`` and, for
 input errors, ``errors: [{loc, msg, type}]``):
 
 - domain errors (:class:`service.errors.BatchwiseError`) carry their own status and type;
 - FastAPI's request validation (query, path, form) becomes 422 with one entry per field;
 - routing's 404 and 405 (Starlette ``HTTPException``) keep their status and headers (``Allow``);
+- a lost database connection (PostgreSQL down or restarting) is 503 with ``Retry-After``;
+- a full disk (ENOSPC/EDQUOT while spooling or ingesting, SQLite's SQLITE_FULL, PostgreSQL's
+  disk_full) is 507: the request's transaction is rolled back and its files removed, so nothing
+  of it was stored. Recognised here, not where uploads are handled, because SQLite writes most
+  pages at COMMIT, which the session dependency runs after the route has returned;
 - anything unexpected is logged with its traceback and answered as a bare 500 that leaks nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -19,12 +26,26 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg import OperationalError as PsycopgOperationalError
+from psycopg.errors import DiskFull
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import BatchwiseError, FieldError
+from service.errors import BatchwiseError, FieldError, InsufficientStorage
 
 PROBLEM_JSON = "application/problem+json"
+#: What a 503 for a lost database tells clients to wait: a PostgreSQL restart takes seconds.
+DATABASE_RETRY_AFTER_S = 5
+#: PostgreSQL's "the server is going away or not there yet" codes: class 08 (connection
+#: exception) and admin/crash shutdown, cannot connect now (starting up or shutting down).
+_DISCONNECT_SQLSTATES = ("57P01", "57P02", "57P03")
+#: No space left on the device, and the disk quota used up: both are "the storage is full".
+_STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORAGE_FULL_DETAIL = (
+    "The server's storage is full, so nothing of this request was stored. "
+    "Retry once space has been freed on the server."
+)
 
 logger = logging.getLogger("service.api")
 
@@ -119,6 +140,7 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         type_=exc.type,
         instance=request.url.path,
         errors=field_errors(exc.errors) if exc.errors else None,
+        headers=exc.headers or None,
     )
 
 
@@ -162,6 +184,78 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def is_database_unreachable(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says the database cannot be reached (a retry later may work), rather
+    than that a statement failed: a connection SQLAlchemy found dead, or psycopg failing to
+    connect or losing the server (no SQLSTATE, class 08, or a shutdown code)."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if not isinstance(orig, PsycopgOperationalError):
+        return False
+    sqlstate = orig.sqlstate
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _DISCONNECT_SQLSTATES
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server's storage is full: an ``OSError`` with ENOSPC or EDQUOT
+    (spooling an upload, writing its canonical file), SQLite's SQLITE_FULL ("database or disk
+    is full") or PostgreSQL's disk_full (SQLSTATE 53100, ``psycopg.errors.DiskFull``), the
+    last two as SQLAlchemy wraps them."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if isinstance(orig, sqlite3.Error):
+            # The extended code's low byte is the primary code (SQLITE_FULL has no variants).
+            return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+        return isinstance(orig, DiskFull)
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS
+
+
+def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with the cause (which file or database), which the client is not told.
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    logger.error("%s %s: the storage is full: %s", request.method, request.url.path, cause)
+    error = InsufficientStorage(STORAGE_FULL_DETAIL)
+    return problem_response(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        type_=error.type,
+        instance=request.url.path,
+        # A spool that filled up leaves the rest of the body unread: the connection cannot
+        # carry another request (as upload.py's own refusals).
+        headers={"Connection": "close"},
+    )
+
+
+def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OSError)
+    if is_storage_full(exc):
+        return _storage_full(request, exc)
+    return _unexpected_error(request, exc)
+
+
+def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if is_storage_full(exc):
+        return _storage_full(request, exc)
+    if not is_database_unreachable(exc):
+        return _unexpected_error(request, exc)
+    cause = type(exc.orig).__name__
+    logger.warning(
+        "%s %s: the database is unreachable (%s)", request.method, request.url.path, cause
+    )
+    return problem_response(
+        status=503,
+        title="Service unavailable",
+        detail=f"The database is unreachable ({cause}); the request was not completed. "
+        f"Retry in {DATABASE_RETRY_AFTER_S} s.",
+        type_="/problems/service-unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -178,6 +272,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BatchwiseError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -186,6 +282,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad request (e.g. a malformed cursor or multipart body, or a JSON body that is "
         "not UTF-8).",
+        401: "No valid API key: send `Authorization: Bearer <key>` (`batchwise keys create`).",
         404: "No such resource.",
         409: "Conflict with the resource's current state.",
         413: "Payload too large (upload over BATCHWISE_MAX_UPLOAD_BYTES, or too many rows or "
@@ -193,6 +290,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "Unsupported media type (request body or uploaded file format).",
         422: "Invalid input: `errors` lists each problem with its location.",
         503: "Service unavailable.",
+        507: "Insufficient storage: the server's disk or database is full; nothing was stored.",
     }
     return {
         status: {
@@ -204,11 +302,15 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 __all__ = [
+    "DATABASE_RETRY_AFTER_S",
     "PROBLEM_JSON",
+    "STORAGE_FULL_DETAIL",
     "Problem",
     "ProblemFieldError",
     "field_errors",
     "install_problem_handlers",
+    "is_database_unreachable",
+    "is_storage_full",
     "problem_response",
     "problem_responses",
 ]

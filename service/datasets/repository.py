@@ -26,17 +26,26 @@ def add_chunk(session: Session, dataset_id: str, seq: int, data: bytes) -> None:
     session.execute(insert(DatasetChunk).values(dataset_id=dataset_id, seq=seq, data=data))
 
 
-def get(session: Session, dataset_id: str) -> Dataset | None:
-    """The dataset with ``dataset_id``, or ``None``."""
-    return session.get(Dataset, dataset_id)
+def get(session: Session, dataset_id: str, *, tenant: str | None = None) -> Dataset | None:
+    """The dataset with ``dataset_id`` (owned by ``tenant``, when given), or ``None``."""
+    if tenant is None:
+        return session.get(Dataset, dataset_id)
+    return session.scalars(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant)
+    ).one_or_none()
 
 
 def list_page(
-    session: Session, *, limit: int, after: tuple[datetime, str] | None = None
+    session: Session, *, tenant: str, limit: int, after: tuple[datetime, str] | None = None
 ) -> list[Dataset]:
-    """Up to ``limit`` datasets, newest first (``created_at`` desc, then ``id`` desc to break
-    ties), strictly after the keyset position ``after = (created_at, id)``."""
-    query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
+    """Up to ``limit`` of ``tenant``'s datasets, newest first (``created_at`` desc, then ``id``
+    desc to break ties), strictly after the keyset position ``after = (created_at, id)``."""
+    query = (
+        select(Dataset)
+        .where(Dataset.tenant == tenant)
+        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+        .limit(limit)
+    )
     if after is not None:
         created_at, dataset_id = after
         query = query.where(

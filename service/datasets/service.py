@@ -53,6 +53,7 @@ class StoredBytesCorruptError(BatchwiseError):
 def create_from_file(
     session: Session,
     *,
+    tenant: str,
     path: Path,
     filename: str | None,
     content_type: str | None,
@@ -63,28 +64,42 @@ def create_from_file(
     work_dir: Path,
 ) -> DatasetRead:
     """Parse the uploaded file at ``path`` (CSV, NPY or NPZ, detected from its first bytes,
-    then its name and content type) and store it. ``name`` defaults to ``filename``."""
+    then its name and content type) and store it as ``tenant``'s. ``name`` defaults to
+    ``filename``."""
     with path.open("rb") as file:
         head = file.read(HEAD_BYTES)
     fmt = detect_format(filename, content_type, head)
     parsed = parse_file(path, fmt, target=target, limits=limits, invalid_rows=invalid_rows)
     return _store(
-        session, parsed, name=name or filename or "upload", source_format=fmt, work_dir=work_dir
+        session,
+        parsed,
+        tenant=tenant,
+        name=name or filename or "upload",
+        source_format=fmt,
+        work_dir=work_dir,
     )
 
 
 def create_from_inline(
-    session: Session, body: DatasetCreateJSON, *, limits: IngestLimits, work_dir: Path
+    session: Session,
+    body: DatasetCreateJSON,
+    *,
+    tenant: str,
+    limits: IngestLimits,
+    work_dir: Path,
 ) -> DatasetRead:
-    """Validate and store a dataset sent inline as JSON."""
+    """Validate and store a dataset sent inline as JSON, as ``tenant``'s."""
     parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
-    return _store(session, parsed, name=body.name, source_format="json", work_dir=work_dir)
+    return _store(
+        session, parsed, tenant=tenant, name=body.name, source_format="json", work_dir=work_dir
+    )
 
 
 def _store(
     session: Session,
     parsed: ParsedDataset,
     *,
+    tenant: str,
     name: str,
     source_format: SourceFormat,
     work_dir: Path,
@@ -98,6 +113,7 @@ def _store(
         sha256, size_bytes = write_canonical(parsed, canonical)
         dataset = Dataset(
             id=str(uuid.uuid4()),
+            tenant=tenant,
             name=name[:200],
             n_rows=summary.n_rows,
             n_features=summary.n_features,
@@ -150,23 +166,30 @@ def to_read(dataset: Dataset) -> DatasetRead:
     )
 
 
-def get_dataset(session: Session, dataset_id: str) -> DatasetRead:
-    """The dataset with ``dataset_id``; :class:`NotFound` (404) naming the id otherwise."""
-    return to_read(_get_row(session, dataset_id))
+def get_dataset(session: Session, dataset_id: str, *, tenant: str | None = None) -> DatasetRead:
+    """The dataset with ``dataset_id``; :class:`NotFound` (404) naming the id otherwise.
+
+    ``tenant``: the caller's; another tenant's dataset is then the very same 404 as a missing
+    one. ``None`` reads any tenant's: for the worker, and for the dataset of a job or sweep
+    already read as the caller's (its owner owns the dataset too).
+    """
+    return to_read(_get_row(session, dataset_id, tenant=tenant))
 
 
-def _get_row(session: Session, dataset_id: str) -> Dataset:
-    dataset = repository.get(session, dataset_id)
+def _get_row(session: Session, dataset_id: str, *, tenant: str | None) -> Dataset:
+    dataset = repository.get(session, dataset_id, tenant=tenant)
     if dataset is None:
         raise NotFound(f"No dataset with id {dataset_id!r}.")
     return dataset
 
 
-def list_datasets(session: Session, *, limit: int, cursor: str | None = None) -> DatasetPage:
-    """A page of up to ``limit`` datasets, newest first, after ``cursor`` (from a previous
-    page's ``next_cursor``). Stable when ``created_at`` ties: the id breaks them."""
+def list_datasets(
+    session: Session, *, tenant: str, limit: int, cursor: str | None = None
+) -> DatasetPage:
+    """A page of up to ``limit`` of ``tenant``'s datasets, newest first, after ``cursor`` (from
+    a previous page's ``next_cursor``). Stable when ``created_at`` ties: the id breaks them."""
     after = decode_cursor(cursor) if cursor is not None else None
-    rows = repository.list_page(session, limit=limit + 1, after=after)
+    rows = repository.list_page(session, tenant=tenant, limit=limit + 1, after=after)
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
@@ -195,9 +218,10 @@ def ensure_not_in_use(session: Session, dataset_id: str) -> None:
     )
 
 
-def delete_dataset(session: Session, dataset_id: str) -> None:
-    """Delete a dataset and its stored bytes; 404 if there is none, 409 while it is in use."""
-    _get_row(session, dataset_id)
+def delete_dataset(session: Session, dataset_id: str, *, tenant: str) -> None:
+    """Delete one of ``tenant``'s datasets and its stored bytes; 404 if there is none, 409
+    while it is in use."""
+    _get_row(session, dataset_id, tenant=tenant)
     ensure_not_in_use(session, dataset_id)
     repository.remove(session, dataset_id)
 
@@ -209,7 +233,7 @@ def read_dataset_bytes(session: Session, dataset_id: str, dest_path: Path) -> Da
     sha256 match the recorded ones; open it with
     :func:`service.datasets.arrays.open_canonical` (``n_features`` from the returned schema).
     """
-    dataset = _get_row(session, dataset_id)
+    dataset = _get_row(session, dataset_id, tenant=None)  # the worker's: any tenant
     partial = dest_path.with_name(dest_path.name + ".part")
     digest = hashlib.sha256()
     size = 0

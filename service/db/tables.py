@@ -2,6 +2,9 @@
 
 Datetimes are timezone-aware UTC on both databases (:class:`UTCDateTime`). Table names are plural
 nouns; child tables are ``<parent>_<children>`` (``dataset_chunks``; later ``job_epochs``).
+
+Datasets, jobs and sweeps belong to a tenant (``tenant``, the name an API key carries): no server
+default, so every insert names its owner; lists page by ``(tenant, created_at, id)``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+#: A tenant's name: what an API key and every dataset, job and sweep carry.
+TENANT_LENGTH = 64
+
+
 class Dataset(Base):
     """An uploaded dataset's metadata; its bytes live in :class:`DatasetChunk` rows.
 
@@ -73,6 +80,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH))
     name: Mapped[str] = mapped_column(String(200))
     n_rows: Mapped[int] = mapped_column(BigInteger)
     n_features: Mapped[int] = mapped_column(Integer)
@@ -97,8 +105,8 @@ class Dataset(Base):
         lazy="raise",  # chunk bytes are large: load them only on purpose
     )
 
-    # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
-    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+    # A tenant's newest-first keyset pagination: WHERE tenant = ? ORDER BY created_at DESC, id DESC.
+    __table_args__ = (Index("ix_datasets_tenant_created_at_id", "tenant", "created_at", "id"),)
 
 
 class DatasetChunk(Base):
@@ -127,6 +135,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH))
     dataset_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("datasets.id", ondelete="RESTRICT"), index=True
     )
@@ -166,8 +175,8 @@ class Job(Base):
     __table_args__ = (
         # The claim: the oldest queued job (and expired running ones) by status, then age.
         Index("ix_jobs_status_created_at", "status", "created_at"),
-        # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
-        Index("ix_jobs_created_at_id", "created_at", "id"),
+        # A tenant's newest-first keyset pagination (status, dataset and tag filter the scan).
+        Index("ix_jobs_tenant_created_at_id", "tenant", "created_at", "id"),
     )
 
 
@@ -184,6 +193,7 @@ class Sweep(Base):
     __tablename__ = "sweeps"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH))
     # CASCADE: a dataset can only be deleted once it has no jobs, and a sweep without its jobs
     # and data means nothing.
     dataset_id: Mapped[str] = mapped_column(
@@ -199,8 +209,8 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    # Newest-first keyset pagination: ORDER BY created_at DESC, id DESC.
-    __table_args__ = (Index("ix_sweeps_created_at_id", "created_at", "id"),)
+    # A tenant's newest-first keyset pagination: WHERE tenant = ? ORDER BY created_at DESC, id DESC.
+    __table_args__ = (Index("ix_sweeps_tenant_created_at_id", "tenant", "created_at", "id"),)
 
 
 class JobEpoch(Base):
@@ -243,7 +253,25 @@ class JobModel(Base):
     npz: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ApiKey(Base):
+    """An API key of a tenant. The key itself (``bw_<id>_<secret>``) is shown once, when it is
+    made; only ``key_hash``, the SHA-256 hex of the whole key, is stored. A fast hash is right
+    here, unlike for passwords: the secret carries 256 random bits, so there is nothing to
+    guess from the hash, and checking a key stays cheap on every request."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 __all__ = [
+    "TENANT_LENGTH",
+    "ApiKey",
     "Base",
     "Dataset",
     "DatasetChunk",

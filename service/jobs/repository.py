@@ -26,10 +26,14 @@ def add(session: Session, job: Job) -> None:
     session.flush()
 
 
-def get(session: Session, job_id: str) -> Job | None:
-    """The job with ``job_id``, read afresh from the database, or ``None``."""
+def _owned(job_id: str, tenant: str) -> ColumnElement[bool]:
+    return and_(Job.id == job_id, Job.tenant == tenant)
+
+
+def get(session: Session, job_id: str, *, tenant: str) -> Job | None:
+    """``tenant``'s job with ``job_id``, read afresh from the database, or ``None``."""
     return session.scalars(
-        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        select(Job).where(_owned(job_id, tenant)).execution_options(populate_existing=True)
     ).one_or_none()
 
 
@@ -46,15 +50,22 @@ def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
 def list_page(
     session: Session,
     *,
+    tenant: str,
     limit: int,
     after: tuple[datetime, str] | None = None,
     status: str | None = None,
     dataset_id: str | None = None,
     tag: str | None = None,
 ) -> list[Job]:
-    """Up to ``limit`` jobs, newest first (``created_at`` desc, ``id`` desc to break ties),
-    strictly after the keyset position ``after = (created_at, id)``, matching every filter."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    """Up to ``limit`` of ``tenant``'s jobs, newest first (``created_at`` desc, ``id`` desc to
+    break ties), strictly after the keyset position ``after = (created_at, id)``, matching every
+    filter."""
+    query = (
+        select(Job)
+        .where(Job.tenant == tenant)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+    )
     if after is not None:
         created_at, job_id = after
         query = query.where(
@@ -69,11 +80,11 @@ def list_page(
     return list(session.scalars(query))
 
 
-def cancel_queued(session: Session, job_id: str, *, now: datetime) -> bool:
-    """Cancel the job if it is still queued; whether it was."""
+def cancel_queued(session: Session, job_id: str, *, tenant: str, now: datetime) -> bool:
+    """Cancel ``tenant``'s job if it is still queued; whether it was."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
+        .where(_owned(job_id, tenant), Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -81,11 +92,11 @@ def cancel_queued(session: Session, job_id: str, *, now: datetime) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def request_cancel_running(session: Session, job_id: str) -> bool:
-    """Flag a running job for its worker to stop; whether it was running."""
+def request_cancel_running(session: Session, job_id: str, *, tenant: str) -> bool:
+    """Flag ``tenant``'s running job for its worker to stop; whether it was running."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running")
+        .where(_owned(job_id, tenant), Job.status == "running")
         .values(cancel_requested=True)
         .execution_options(synchronize_session=False)
     )
@@ -93,15 +104,16 @@ def request_cancel_running(session: Session, job_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def delete_finished(session: Session, job_id: str, finished: Sequence[str]) -> bool:
-    """Delete the job and everything it owns if its status is in ``finished``; whether it was.
+def delete_finished(session: Session, job_id: str, finished: Sequence[str], *, tenant: str) -> bool:
+    """Delete ``tenant``'s job and everything it owns if its status is in ``finished``; whether
+    it was.
 
     The children go explicitly too, not only by ON DELETE CASCADE, so the delete does not
     depend on a connection setting (SQLite's ``foreign_keys``).
     """
     result = session.execute(
         delete(Job)
-        .where(Job.id == job_id, Job.status.in_(finished))
+        .where(_owned(job_id, tenant), Job.status.in_(finished))
         .execution_options(synchronize_session=False)
     )
     if not getattr(result, "rowcount", 0):

@@ -1,9 +1,11 @@
 """The rules for jobs, request side: submit, get, list, cancel, delete; history, model, predict.
 
-Functions take the caller's session and never commit. ``submit`` validates the config twice:
-the schema's bounds (done by the caller), then the core's rules against the dataset's metadata
-(rows, features, task, classes), so anything that cannot run is refused before a worker sees
-it, with a 422 naming the field as it is spelled in the request body.
+Functions take the caller's session and never commit, and the caller's ``tenant``: another
+tenant's job (or dataset) is the same 404 as a missing one, and lists show the tenant's jobs
+only. ``submit`` validates the config twice: the schema's bounds (done by the caller), then the
+core's rules against the dataset's metadata (rows, features, task, classes), so anything that
+cannot run is refused before a worker sees it, with a 422 naming the field as it is spelled in
+the request body.
 """
 
 from __future__ import annotations
@@ -84,12 +86,13 @@ def _resolve_config(body: JobCreate) -> TrainConfig:
         raise _invalid_config(exc) from None
 
 
-def submit(session: Session, body: JobCreate) -> JobRead:
-    """Queue a job: 404 for an unknown dataset, 422 naming the field for a config that cannot
-    run on it (e.g. ``batch_size`` above the training rows, ``softmax`` on a regression
-    target), else a ``queued`` job row inserted in the caller's transaction."""
+def submit(session: Session, body: JobCreate, *, tenant: str) -> JobRead:
+    """Queue a job for ``tenant``: 404 for an unknown dataset (another tenant's included), 422
+    naming the field for a config that cannot run on it (e.g. ``batch_size`` above the training
+    rows, ``softmax`` on a regression target), else a ``queued`` job row inserted in the
+    caller's transaction."""
     config = _resolve_config(body)
-    dataset = datasets_service.get_dataset(session, body.dataset_id)
+    dataset = datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
     try:
         check_config_for_dataset(
             config,
@@ -107,6 +110,7 @@ def submit(session: Session, body: JobCreate) -> JobRead:
         raise _invalid_config(exc) from None
     job = Job(
         id=str(uuid.uuid4()),
+        tenant=tenant,
         dataset_id=dataset.id,
         name=body.name,
         tags=list(dict.fromkeys(body.tags)),  # unique, in the order given
@@ -204,32 +208,40 @@ def _status(value: str) -> JobStatus:
     raise ValueError(f"unknown job status {value!r}")
 
 
-def _get_row(session: Session, job_id: str) -> Job:
-    job = repository.get(session, job_id)
+def _get_row(session: Session, job_id: str, *, tenant: str) -> Job:
+    # Another tenant's job is the very same 404 as a missing one.
+    job = repository.get(session, job_id, tenant=tenant)
     if job is None:
         raise NotFound(f"No job with id {job_id!r}.")
     return job
 
 
-def get_job(session: Session, job_id: str) -> JobRead:
-    """The job with ``job_id``; :class:`NotFound` (404) otherwise."""
-    return to_read(_get_row(session, job_id))
+def get_job(session: Session, job_id: str, *, tenant: str) -> JobRead:
+    """``tenant``'s job with ``job_id``; :class:`NotFound` (404) otherwise."""
+    return to_read(_get_row(session, job_id, tenant=tenant))
 
 
 def list_jobs(
     session: Session,
     *,
+    tenant: str,
     limit: int,
     cursor: str | None = None,
     status: JobStatus | None = None,
     dataset_id: str | None = None,
     tag: str | None = None,
 ) -> JobPage:
-    """A page of up to ``limit`` jobs, newest first, matching every filter given, after
-    ``cursor`` (a previous page's ``next_cursor``; 400 if malformed)."""
+    """A page of up to ``limit`` of ``tenant``'s jobs, newest first, matching every filter
+    given, after ``cursor`` (a previous page's ``next_cursor``; 400 if malformed)."""
     after = decode_cursor(cursor) if cursor is not None else None
     rows = repository.list_page(
-        session, limit=limit + 1, after=after, status=status, dataset_id=dataset_id, tag=tag
+        session,
+        tenant=tenant,
+        limit=limit + 1,
+        after=after,
+        status=status,
+        dataset_id=dataset_id,
+        tag=tag,
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -238,31 +250,31 @@ def list_jobs(
     return JobPage(items=[to_read(row, now=now) for row in rows], next_cursor=next_cursor)
 
 
-def cancel(session: Session, job_id: str) -> JobRead:
+def cancel(session: Session, job_id: str, *, tenant: str) -> JobRead:
     """Cancel a job: a queued one at once (``cancelled``), a running one by flagging it for its
     worker (``cancel_requested``; it stops within a second). 409 for a finished job."""
     now = utcnow()
     # A worker may claim or release the job between two statements: each is conditional on
     # the status it expects, so retry on the status actually found.
     for _ in range(3):
-        if repository.cancel_queued(session, job_id, now=now):
+        if repository.cancel_queued(session, job_id, tenant=tenant, now=now):
             break
-        if repository.request_cancel_running(session, job_id):
+        if repository.request_cancel_running(session, job_id, tenant=tenant):
             break
-        job = _get_row(session, job_id)
+        job = _get_row(session, job_id, tenant=tenant)
         if job.status in FINISHED_STATUSES:
             raise Conflict(
                 f"Job {job_id!r} has already finished ({job.status}); nothing to cancel."
             )
-    return to_read(_get_row(session, job_id), now=now)
+    return to_read(_get_row(session, job_id, tenant=tenant), now=now)
 
 
-def delete_job(session: Session, job_id: str) -> None:
+def delete_job(session: Session, job_id: str, *, tenant: str) -> None:
     """Delete a finished job with its history, checkpoint and model; 404 if there is none,
     409 while it is queued or running (cancel it first)."""
-    if repository.delete_finished(session, job_id, FINISHED_STATUSES):
+    if repository.delete_finished(session, job_id, FINISHED_STATUSES, tenant=tenant):
         return
-    job = _get_row(session, job_id)
+    job = _get_row(session, job_id, tenant=tenant)
     raise Conflict(
         f"Job {job_id!r} is {job.status}: only a finished job can be deleted; cancel it first."
     )
@@ -280,10 +292,12 @@ def _steps_for(blobs: list[bytes], max_points: int | None) -> Steps:
     return steps if max_points is None else downsample_min_max(steps, max_points)
 
 
-def history(session: Session, job_id: str, *, max_points: int | None = None) -> HistoryRead:
+def history(
+    session: Session, job_id: str, *, tenant: str, max_points: int | None = None
+) -> HistoryRead:
     """The job's history so far (readable while it runs): per-epoch arrays in epoch order and
     the step losses, downsampled to at most ``max_points`` keeping each bucket's min and max."""
-    job = _get_row(session, job_id)
+    job = _get_row(session, job_id, tenant=tenant)
     dataset = datasets_service.get_dataset(session, job.dataset_id)
     task = _job_task(job, dataset.task)
     rows = repository.epoch_rows(session, job_id)
@@ -321,19 +335,26 @@ def history(session: Session, job_id: str, *, max_points: int | None = None) -> 
 
 
 def history_csv(
-    session: Session, job_id: str, *, table: str = "epochs", max_points: int | None = None
+    session: Session,
+    job_id: str,
+    *,
+    tenant: str,
+    table: str = "epochs",
+    max_points: int | None = None,
 ) -> str:
     """The history as CSV: ``table="epochs"`` one row per epoch (columns
     :data:`service.jobs.history.EPOCH_COLUMNS`), ``"steps"`` one ``step,loss`` row per kept step."""
-    _get_row(session, job_id)
+    _get_row(session, job_id, tenant=tenant)
     rows = repository.epoch_rows(session, job_id)
     if table == "steps":
         return steps_csv(_steps_for([blob for _, _, blob in rows], max_points))
     return epochs_csv(finite_record(record) | {"epoch": epoch} for epoch, record, _ in rows)
 
 
-def _model_row_bytes(session: Session, job_id: str) -> tuple[Job, dict[str, Any], bytes]:
-    job = _get_row(session, job_id)
+def _model_row_bytes(
+    session: Session, job_id: str, *, tenant: str
+) -> tuple[Job, dict[str, Any], bytes]:
+    job = _get_row(session, job_id, tenant=tenant)
     row = repository.model(session, job_id) if job.status == "succeeded" else None
     if row is None:
         raise Conflict(
@@ -342,9 +363,9 @@ def _model_row_bytes(session: Session, job_id: str) -> tuple[Job, dict[str, Any]
     return job, row.model, row.npz
 
 
-def get_model(session: Session, job_id: str) -> ModelRead:
+def get_model(session: Session, job_id: str, *, tenant: str) -> ModelRead:
     """A succeeded job's model as JSON; 409 until the job has succeeded."""
-    job, model, _ = _model_row_bytes(session, job_id)
+    job, model, _ = _model_row_bytes(session, job_id, tenant=tenant)
     dataset = datasets_service.get_dataset(session, job.dataset_id)
     return ModelRead(
         job_id=job.id,
@@ -360,15 +381,15 @@ def get_model(session: Session, job_id: str) -> ModelRead:
     )
 
 
-def get_model_npz(session: Session, job_id: str) -> bytes:
+def get_model_npz(session: Session, job_id: str, *, tenant: str) -> bytes:
     """A succeeded job's model as ``.npz`` bytes (``FittedModel.from_npz_bytes`` reads them)."""
-    return _model_row_bytes(session, job_id)[2]
+    return _model_row_bytes(session, job_id, tenant=tenant)[2]
 
 
-def predict(session: Session, job_id: str, body: PredictRequest) -> PredictResponse:
+def predict(session: Session, job_id: str, body: PredictRequest, *, tenant: str) -> PredictResponse:
     """Predictions for ``body.X`` in the dataset's own labels (and class probabilities for
     classifiers); 422 naming the expected width when a row has the wrong number of values."""
-    _, _, npz = _model_row_bytes(session, job_id)
+    _, _, npz = _model_row_bytes(session, job_id, tenant=tenant)
     fitted = FittedModel.from_npz_bytes(npz)
     width = fitted.n_features
     for i, row in enumerate(body.X):

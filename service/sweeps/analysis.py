@@ -272,17 +272,18 @@ def is_interior(rate: float, rates: Iterable[float]) -> bool:
     return min(tried) < rate < max(tried)
 
 
-def get_row(session: Session, sweep_id: str) -> Sweep:
-    sweep = repository.get(session, sweep_id)
+def get_row(session: Session, sweep_id: str, *, tenant: str) -> Sweep:
+    """``tenant``'s sweep; another tenant's is the same :class:`NotFound` as a missing one."""
+    sweep = repository.get(session, sweep_id, tenant=tenant)
     if sweep is None:
         raise NotFound(f"No sweep with id {sweep_id!r}.")
     return sweep
 
 
-def analyse_sweep(session: Session, sweep_id: str) -> tuple[Sweep, _Analysis]:
-    """The sweep row (404 otherwise) and its runs as their histories stand now: the target,
-    each run's evaluations and crossing, and the grid batch size → rate → runs."""
-    sweep = get_row(session, sweep_id)
+def analyse_sweep(session: Session, sweep_id: str, *, tenant: str) -> tuple[Sweep, _Analysis]:
+    """``tenant``'s sweep row (404 otherwise) and its runs as their histories stand now: the
+    target, each run's evaluations and crossing, and the grid batch size → rate → runs."""
+    sweep = get_row(session, sweep_id, tenant=tenant)
     return sweep, analyse(session, sweep, repository.jobs_of(session, sweep.id))
 
 

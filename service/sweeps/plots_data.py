@@ -67,10 +67,11 @@ def _no_epochs(sweep: Sweep) -> Conflict:
     )
 
 
-def curves_data(session: Session, sweep_id: str) -> CurvesPlotData:
+def curves_data(session: Session, sweep_id: str, *, tenant: str) -> CurvesPlotData:
     """Every chosen-rate run's loss curve with at least one epoch, and the target loss;
-    :class:`NotFound` (404) for an unknown sweep, :class:`Conflict` (409) before any epoch."""
-    sweep, analysis = analyse_sweep(session, sweep_id)
+    :class:`NotFound` (404) for an unknown sweep (or another tenant's), :class:`Conflict` (409)
+    before any epoch."""
+    sweep, analysis = analyse_sweep(session, sweep_id, tenant=tenant)
     curves: list[SweepCurve] = []
     for batch_size, by_rate in sorted(analysis.grid.items()):
         for run in sorted(by_rate[best_rate(by_rate)], key=lambda run: run.seed):
@@ -122,11 +123,11 @@ def _scaling_fit(fit: CriticalBatchFit) -> tuple[ScalingFit | None, str | None]:
     return ScalingFit(fit.s_min, fit.b_noise, ci_level=fit.confidence), note
 
 
-def scaling_data(session: Session, sweep_id: str) -> ScalingPlotData:
+def scaling_data(session: Session, sweep_id: str, *, tenant: str) -> ScalingPlotData:
     """Steps and samples to target of every chosen-rate run with at least one epoch, and the
-    sweep's fit; :class:`NotFound` (404) for an unknown sweep, :class:`Conflict` (409) before
-    any epoch."""
-    sweep, analysis = analyse_sweep(session, sweep_id)
+    sweep's fit; :class:`NotFound` (404) for an unknown sweep (or another tenant's),
+    :class:`Conflict` (409) before any epoch."""
+    sweep, analysis = analyse_sweep(session, sweep_id, tenant=tenant)
     points: list[ScalingPoint] = []
     for batch_size, by_rate in sorted(analysis.grid.items()):
         for run in sorted(by_rate[best_rate(by_rate)], key=lambda run: run.seed):

@@ -112,7 +112,8 @@ def submit_point(
             place,
         ) from None
     try:
-        job = jobs_service.submit(session, body)
+        # The sweep's tenant owns its points (the worker submits later rounds: no request).
+        job = jobs_service.submit(session, body, tenant=sweep.tenant)
     except InvalidInput as exc:
         raise _point_refused(exc.errors, place) from None
     point = {

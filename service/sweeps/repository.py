@@ -30,16 +30,19 @@ def add(session: Session, sweep: Sweep) -> None:
     session.flush()
 
 
-def get(session: Session, sweep_id: str) -> Sweep | None:
-    """The sweep with ``sweep_id``, read afresh, or ``None``."""
+def get(session: Session, sweep_id: str, *, tenant: str) -> Sweep | None:
+    """``tenant``'s sweep with ``sweep_id``, read afresh, or ``None``."""
     return session.scalars(
-        select(Sweep).where(Sweep.id == sweep_id).execution_options(populate_existing=True)
+        select(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.tenant == tenant)
+        .execution_options(populate_existing=True)
     ).one_or_none()
 
 
 def lock(session: Session, sweep_id: str) -> Sweep | None:
     """The sweep, read afresh and locked for the rest of the transaction (PostgreSQL row
-    lock; SQLite's write lock is the caller's first write), or ``None``."""
+    lock; SQLite's write lock is the caller's first write), or ``None``. Any tenant's: the
+    worker advances every sweep, and a request locks only a sweep it has read as its own."""
     query = select(Sweep).where(Sweep.id == sweep_id).execution_options(populate_existing=True)
     if not is_sqlite(session.get_bind().engine.url):
         query = query.with_for_update()
@@ -47,11 +50,16 @@ def lock(session: Session, sweep_id: str) -> Sweep | None:
 
 
 def list_page(
-    session: Session, *, limit: int, after: tuple[datetime, str] | None = None
+    session: Session, *, tenant: str, limit: int, after: tuple[datetime, str] | None = None
 ) -> list[Sweep]:
-    """Up to ``limit`` sweeps, newest first (``created_at`` desc, ``id`` desc), strictly after
-    the keyset position ``after = (created_at, id)``."""
-    query = select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit)
+    """Up to ``limit`` of ``tenant``'s sweeps, newest first (``created_at`` desc, ``id``
+    desc), strictly after the keyset position ``after = (created_at, id)``."""
+    query = (
+        select(Sweep)
+        .where(Sweep.tenant == tenant)
+        .order_by(Sweep.created_at.desc(), Sweep.id.desc())
+        .limit(limit)
+    )
     if after is not None:
         created_at, sweep_id = after
         query = query.where(

@@ -135,11 +135,13 @@ def _first_rates(body: SweepCreate, batch_size: int) -> list[float]:
     ]
 
 
-def create(session: Session, body: SweepCreate) -> SweepRead:
-    """Create a sweep and queue its first round (batch sizes × rates × seeds jobs) in the
-    caller's transaction: 404 for an unknown dataset; 422 naming the field (``batch_sizes[2]``,
-    ``base.lr_schedule.gamma``, …) for anything a point could not run with."""
-    datasets_service.get_dataset(session, body.dataset_id)  # 404 before anything else
+def create(session: Session, body: SweepCreate, *, tenant: str) -> SweepRead:
+    """Create ``tenant``'s sweep and queue its first round (batch sizes × rates × seeds jobs,
+    the tenant's too) in the caller's transaction: 404 for an unknown dataset (another
+    tenant's included); 422 naming the field (``batch_sizes[2]``, ``base.lr_schedule.gamma``,
+    …) for anything a point could not run with."""
+    # 404 before anything else.
+    datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
     _check_request(body)
     method = _lr_method(body)
     spec = body.model_dump(mode="json", exclude={"dataset_id", "name"})
@@ -147,6 +149,7 @@ def create(session: Session, body: SweepCreate) -> SweepRead:
         spec["target_fraction"] = DEFAULT_TARGET_FRACTION
     sweep = Sweep(
         id=str(uuid.uuid4()),
+        tenant=tenant,
         dataset_id=body.dataset_id,
         name=body.name,
         status="running",
@@ -171,7 +174,7 @@ def create(session: Session, body: SweepCreate) -> SweepRead:
                     round_=0,
                     place=PointPlace(batch_index, rate_index, method),
                 )
-    return get_sweep(session, sweep.id, settle=False)
+    return get_sweep(session, sweep.id, tenant=tenant, settle=False)
 
 
 def _summary_fields(sweep: Sweep) -> dict[str, Any]:
@@ -227,24 +230,28 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
     )
 
 
-def get_sweep(session: Session, sweep_id: str, *, settle: bool = True) -> SweepRead:
-    """The sweep with ``sweep_id`` (404 otherwise), with points and analysis.
+def get_sweep(session: Session, sweep_id: str, *, tenant: str, settle: bool = True) -> SweepRead:
+    """``tenant``'s sweep with ``sweep_id`` (404 otherwise, another tenant's included), with
+    points and analysis.
 
     ``settle``: a running sweep whose jobs have all finished is advanced first — a point
     cancelled through ``POST /v1/jobs/{id}/cancel`` while queued ends without a worker, so no
     worker's finish would have advanced it.
     """
-    sweep = get_row(session, sweep_id)
+    sweep = get_row(session, sweep_id, tenant=tenant)
     if settle and sweep.status == "running" and repository.count_unfinished(session, sweep_id) == 0:
         advance(session, sweep_id)
-        sweep = get_row(session, sweep_id)
+        sweep = get_row(session, sweep_id, tenant=tenant)
     return to_read(session, sweep)
 
 
-def list_sweeps(session: Session, *, limit: int, cursor: str | None = None) -> SweepPage:
-    """A page of up to ``limit`` sweeps, newest first, after ``cursor`` (400 if malformed)."""
+def list_sweeps(
+    session: Session, *, tenant: str, limit: int, cursor: str | None = None
+) -> SweepPage:
+    """A page of up to ``limit`` of ``tenant``'s sweeps, newest first, after ``cursor`` (400
+    if malformed)."""
     after = decode_cursor(cursor) if cursor is not None else None
-    rows = repository.list_page(session, limit=limit + 1, after=after)
+    rows = repository.list_page(session, tenant=tenant, limit=limit + 1, after=after)
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
@@ -253,7 +260,7 @@ def list_sweeps(session: Session, *, limit: int, cursor: str | None = None) -> S
     )
 
 
-def cancel(session: Session, sweep_id: str) -> SweepRead:
+def cancel(session: Session, sweep_id: str, *, tenant: str) -> SweepRead:
     """Cancel a running sweep: its queued jobs at once, its running ones flagged for their
     workers (as ``POST /v1/jobs/{id}/cancel``), the sweep ``cancelled``. 409 once finished.
 
@@ -262,7 +269,7 @@ def cancel(session: Session, sweep_id: str) -> SweepRead:
     then waiting for the job would deadlock. A round submitted in between is cancelled after
     the lock (skipping rows a finishing worker holds).
     """
-    sweep = get_row(session, sweep_id)
+    sweep = get_row(session, sweep_id, tenant=tenant)
     if sweep.status in FINISHED_SWEEP_STATUSES:
         raise Conflict(
             f"Sweep {sweep_id!r} has already finished ({sweep.status}); nothing to cancel."

@@ -4,7 +4,10 @@ Idle, the worker looks at the queue after 50 ms, then doubles the wait up to
 ``poll_seconds``; a claimed job resets it. SIGTERM (see :mod:`service.worker.signals`) ends
 the loop: while idle at once, while training at the next step, after releasing the job.
 A worker whose lease was lost (it was paused past it and another took the job) exits with
-:data:`EXIT_LEASE_LOST`: whatever made it late may make it late again.
+:data:`EXIT_LEASE_LOST`: whatever made it late may make it late again. The database going
+away is not the worker's fault, so it never ends the loop: an idle worker keeps polling (with
+the same backoff), and a job the database stayed away from past its lease is given up
+(``abandoned``, see :mod:`service.worker.runner`) while the worker goes on polling.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def _loop(
                 claimed.attempt,
                 extra={"job_id": claimed.job_id, "attempt": claimed.attempt},
             )
+            # Any other outcome, "abandoned" included, leaves the worker polling the queue.
             if run_claim(context, claimed) == "lease_lost":
                 logger.warning(
                     "worker %s: lost the lease of job %s; exiting",

@@ -18,6 +18,7 @@ from service.datasets.ingest import IngestLimits
 from service.datasets.schemas import DatasetCreateJSON
 from service.db import DatasetChunk
 from service.errors import BadRequest, NotFound
+from service.keys import DEFAULT_TENANT
 from service.pagination import decode_cursor, encode_cursor
 
 LIMITS = IngestLimits(max_rows=1_000_000, max_features=1_000)
@@ -44,7 +45,7 @@ def test_bytes_round_trip_through_chunks(
     monkeypatch.setattr(datasets_service, "CHUNK_BYTES", 1000)
     body = make_body(n_rows=50, n_features=3)
     created = datasets_service.create_from_inline(
-        session, body, limits=LIMITS, work_dir=tmp_path / "work"
+        session, body, limits=LIMITS, work_dir=tmp_path / "work", tenant=DEFAULT_TENANT
     )
     session.commit()
     n_chunks = -(-created.size_bytes // 1000)
@@ -66,7 +67,9 @@ def test_bytes_round_trip_through_chunks(
 
 
 def test_create_does_not_commit(session: Session, engine: Engine, tmp_path: Path) -> None:
-    datasets_service.create_from_inline(session, make_body(), limits=LIMITS, work_dir=tmp_path)
+    datasets_service.create_from_inline(
+        session, make_body(), limits=LIMITS, work_dir=tmp_path, tenant=DEFAULT_TENANT
+    )
     session.rollback()
     assert counts(engine) == (0, 0)
 
@@ -76,7 +79,7 @@ def test_read_bytes_detects_corrupt_chunks(
 ) -> None:
     monkeypatch.setattr(datasets_service, "CHUNK_BYTES", 1000)
     created = datasets_service.create_from_inline(
-        session, make_body(), limits=LIMITS, work_dir=tmp_path
+        session, make_body(), limits=LIMITS, work_dir=tmp_path, tenant=DEFAULT_TENANT
     )
     session.execute(
         update(DatasetChunk)
@@ -104,14 +107,14 @@ def test_delete_removes_chunks_and_unknown_is_not_found(
     session: Session, engine: Engine, tmp_path: Path
 ) -> None:
     created = datasets_service.create_from_inline(
-        session, make_body(), limits=LIMITS, work_dir=tmp_path
+        session, make_body(), limits=LIMITS, work_dir=tmp_path, tenant=DEFAULT_TENANT
     )
     session.commit()
-    datasets_service.delete_dataset(session, created.id)
+    datasets_service.delete_dataset(session, created.id, tenant=DEFAULT_TENANT)
     session.commit()
     assert counts(engine) == (0, 0)
     with pytest.raises(NotFound):
-        datasets_service.delete_dataset(session, created.id)
+        datasets_service.delete_dataset(session, created.id, tenant=DEFAULT_TENANT)
 
 
 def test_cursor_round_trips_and_rejects_garbage() -> None:
@@ -127,14 +130,16 @@ def test_cursor_round_trips_and_rejects_garbage() -> None:
 def test_limit_one_walks_every_dataset(session: Session, tmp_path: Path) -> None:
     ids = {
         datasets_service.create_from_inline(
-            session, make_body(seed=i), limits=LIMITS, work_dir=tmp_path
+            session, make_body(seed=i), limits=LIMITS, work_dir=tmp_path, tenant=DEFAULT_TENANT
         ).id
         for i in range(3)
     }
     seen: list[str] = []
     cursor: str | None = None
     for _ in range(3):
-        page = datasets_service.list_datasets(session, limit=1, cursor=cursor)
+        page = datasets_service.list_datasets(
+            session, limit=1, cursor=cursor, tenant=DEFAULT_TENANT
+        )
         seen += [item.id for item in page.items]
         cursor = page.next_cursor
     assert cursor is None

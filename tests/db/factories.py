@@ -16,6 +16,7 @@ def make_dataset(**overrides: Any) -> Dataset:
     """
     values: dict[str, Any] = {
         "id": str(uuid.uuid4()),
+        "tenant": "default",
         "name": "toy",
         "n_rows": 3,
         "n_features": 2,

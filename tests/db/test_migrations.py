@@ -15,6 +15,7 @@ from service.db import Base, create_engine_for
 from service.db import migrate as migrations
 
 DATA_TABLES = {
+    "api_keys",
     "datasets",
     "dataset_chunks",
     "jobs",
@@ -60,7 +61,7 @@ def test_constraints_carry_the_naming_convention(engine: Engine) -> None:
     assert foreign_key["options"].get("ondelete") == "CASCADE"
     assert [
         (index["name"], index["column_names"]) for index in inspector.get_indexes("datasets")
-    ] == [("ix_datasets_created_at_id", ["created_at", "id"])]
+    ] == [("ix_datasets_tenant_created_at_id", ["tenant", "created_at", "id"])]
 
 
 def test_upgrade_downgrade_upgrade(blank_db_url: str) -> None:

@@ -18,6 +18,7 @@ from service.datasets.schemas import DatasetCreateJSON, DatasetRead
 from service.db import Job, JobEpoch, JobModel
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate
+from service.keys import DEFAULT_TENANT
 
 LIMITS = IngestLimits(max_rows=1_000_000, max_features=1_000)
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -43,12 +44,16 @@ def make_dataset(
     session: Session, work_dir: Path, X: np.ndarray, y: np.ndarray, name: str = "toy"
 ) -> DatasetRead:
     body = DatasetCreateJSON(name=name, X=X.tolist(), y=y.tolist())
-    return datasets_service.create_from_inline(session, body, limits=LIMITS, work_dir=work_dir)
+    return datasets_service.create_from_inline(
+        session, body, limits=LIMITS, work_dir=work_dir, tenant=DEFAULT_TENANT
+    )
 
 
 def submit(session: Session, dataset_id: str, **fields: Any) -> str:
     """Submit a job through the service; its id."""
-    return jobs_service.submit(session, JobCreate(dataset_id=dataset_id, **fields)).id
+    return jobs_service.submit(
+        session, JobCreate(dataset_id=dataset_id, **fields), tenant=DEFAULT_TENANT
+    ).id
 
 
 def set_job(session: Session, job_id: str, **values: Any) -> None:

@@ -30,6 +30,7 @@ def add_dataset(session: Session) -> str:
     """A dataset metadata row (no bytes: the queue never reads them)."""
     dataset = Dataset(
         id=str(uuid.uuid4()),
+        tenant="default",  # the queue serves every tenant alike
         name="toy",
         n_rows=3,
         n_features=2,
@@ -50,6 +51,7 @@ def add_dataset(session: Session) -> str:
 def add_job(session: Session, dataset_id: str, *, created_at: datetime, **overrides: Any) -> str:
     values: dict[str, Any] = {
         "id": str(uuid.uuid4()),
+        "tenant": "default",
         "dataset_id": dataset_id,
         "tags": [],
         "config": TrainConfig(epochs=2).to_dict(),

@@ -19,6 +19,7 @@ from service.db import Job, JobCheckpoint, JobEpoch, JobModel
 from service.errors import BadRequest, Conflict, InvalidInput, NotFound
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate, PredictRequest
+from service.keys import DEFAULT_TENANT
 
 from .factories import (
     T0,
@@ -39,7 +40,9 @@ def work_dir(tmp_path: Path) -> Path:
 
 def test_submit_queues_a_job_with_every_default_resolved(session: Session, work_dir: Path) -> None:
     dataset = make_dataset(session, work_dir, *regression_data(100))
-    job = jobs_service.submit(session, JobCreate(dataset_id=dataset.id, name="n", tags=["a", "a"]))
+    job = jobs_service.submit(
+        session, JobCreate(dataset_id=dataset.id, name="n", tags=["a", "a"]), tenant=DEFAULT_TENANT
+    )
     assert job.status == "queued"
     defaults = TrainConfig().to_dict()
     del defaults["max_in_memory_bytes"]
@@ -78,7 +81,7 @@ def test_submit_refuses_what_cannot_run_naming_the_field(
     dataset = make_dataset(session, work_dir, *regression_data(100))
     body = JobCreate(dataset_id=dataset.id, **({"validation_split": 0.2} | fields))
     with pytest.raises(InvalidInput) as caught:
-        jobs_service.submit(session, body)
+        jobs_service.submit(session, body, tenant=DEFAULT_TENANT)
     assert [list(e.loc) for e in caught.value.errors] == [loc]
     assert session.scalar(select(func.count()).select_from(Job)) == 0
 
@@ -87,24 +90,26 @@ def test_submit_accepts_the_seed_examples(session: Session, work_dir: Path) -> N
     dataset = make_dataset(session, work_dir, *regression_data(200))
     first = submit(session, dataset.id, batch_size=32, epochs=10)
     second = submit(session, dataset.id, batch_size=128, epochs=5)
-    assert jobs_service.get_job(session, first).config["batch_size"] == 32
-    assert jobs_service.get_job(session, second).progress.epochs == 5
+    assert jobs_service.get_job(session, first, tenant=DEFAULT_TENANT).config["batch_size"] == 32
+    assert jobs_service.get_job(session, second, tenant=DEFAULT_TENANT).progress.epochs == 5
 
 
 def test_submit_to_an_unknown_dataset_is_not_found(session: Session) -> None:
     with pytest.raises(NotFound, match="No dataset"):
-        jobs_service.submit(session, JobCreate(dataset_id="nope"))
+        jobs_service.submit(session, JobCreate(dataset_id="nope"), tenant=DEFAULT_TENANT)
 
 
 def test_unknown_job_is_not_found_everywhere(session: Session) -> None:
     for call in (
-        lambda: jobs_service.get_job(session, "nope"),
-        lambda: jobs_service.cancel(session, "nope"),
-        lambda: jobs_service.delete_job(session, "nope"),
-        lambda: jobs_service.history(session, "nope"),
-        lambda: jobs_service.history_csv(session, "nope"),
-        lambda: jobs_service.get_model(session, "nope"),
-        lambda: jobs_service.predict(session, "nope", PredictRequest(X=[[1.0, 2.0]])),
+        lambda: jobs_service.get_job(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.cancel(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.delete_job(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.history(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.history_csv(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.get_model(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: jobs_service.predict(
+            session, "nope", PredictRequest(X=[[1.0, 2.0]]), tenant=DEFAULT_TENANT
+        ),
     ):
         with pytest.raises(NotFound, match="No job"):
             call()
@@ -121,7 +126,7 @@ def test_list_filters_and_walks_pages_newest_first(session: Session, work_dir: P
 
     walked, cursor = [], None
     while True:
-        page = jobs_service.list_jobs(session, limit=2, cursor=cursor)
+        page = jobs_service.list_jobs(session, limit=2, cursor=cursor, tenant=DEFAULT_TENANT)
         walked += [job.id for job in page.items]
         if (cursor := page.next_cursor) is None:
             break
@@ -129,7 +134,12 @@ def test_list_filters_and_walks_pages_newest_first(session: Session, work_dir: P
     assert walked == [*tied, ids[3], ids[2], ids[1], ids[0]]
 
     def listed(**filters: object) -> set[str]:
-        return {j.id for j in jobs_service.list_jobs(session, limit=100, **filters).items}  # type: ignore[arg-type]
+        return {
+            j.id
+            for j in jobs_service.list_jobs(
+                session, limit=100, **filters, tenant=DEFAULT_TENANT
+            ).items
+        }  # type: ignore[arg-type]
 
     assert listed(dataset_id=b.id) == {ids[5]}
     assert listed(tag="x") == {ids[1], ids[3], ids[5]}
@@ -138,7 +148,7 @@ def test_list_filters_and_walks_pages_newest_first(session: Session, work_dir: P
     assert listed(status="running") == {ids[0]}
     assert listed(status="queued", tag="x", dataset_id=a.id) == {ids[1], ids[3]}
     with pytest.raises(BadRequest):
-        jobs_service.list_jobs(session, limit=2, cursor="garbage")
+        jobs_service.list_jobs(session, limit=2, cursor="garbage", tenant=DEFAULT_TENANT)
 
 
 def test_cancel_queued_is_immediate_running_is_requested_finished_conflicts(
@@ -149,17 +159,17 @@ def test_cancel_queued_is_immediate_running_is_requested_finished_conflicts(
     set_job(session, running, status="running", attempt=1, worker_id="w")
     set_job(session, done, status="succeeded")
 
-    cancelled = jobs_service.cancel(session, queued)
+    cancelled = jobs_service.cancel(session, queued, tenant=DEFAULT_TENANT)
     assert cancelled.status == "cancelled"
     assert cancelled.finished_at is not None
 
-    requested = jobs_service.cancel(session, running)
+    requested = jobs_service.cancel(session, running, tenant=DEFAULT_TENANT)
     assert requested.status == "running"
     assert requested.cancel_requested
 
     for job_id in (done, queued):
         with pytest.raises(Conflict, match="already finished"):
-            jobs_service.cancel(session, job_id)
+            jobs_service.cancel(session, job_id, tenant=DEFAULT_TENANT)
 
 
 def test_delete_only_finished_jobs_with_everything_they_own(
@@ -176,13 +186,13 @@ def test_delete_only_finished_jobs_with_everything_they_own(
 
     for job_id in (queued, running):
         with pytest.raises(Conflict, match="only a finished job"):
-            jobs_service.delete_job(session, job_id)
-    jobs_service.delete_job(session, done)
+            jobs_service.delete_job(session, job_id, tenant=DEFAULT_TENANT)
+    jobs_service.delete_job(session, done, tenant=DEFAULT_TENANT)
     for table in (Job, JobEpoch, JobCheckpoint, JobModel):
         column = table.id if table is Job else table.job_id  # type: ignore[attr-defined]
         assert session.scalar(select(func.count()).where(column == done)) == 0
     with pytest.raises(NotFound):
-        jobs_service.delete_job(session, done)
+        jobs_service.delete_job(session, done, tenant=DEFAULT_TENANT)
 
 
 def test_progress_and_eta_while_running(session: Session, work_dir: Path) -> None:
@@ -190,7 +200,7 @@ def test_progress_and_eta_while_running(session: Session, work_dir: Path) -> Non
     job_id = submit(session, dataset.id, epochs=4)
     set_job(session, job_id, status="running", epoch=1, step=5, steps_per_epoch=10, started_at=T0)
     job = jobs_service.to_read(
-        jobs_service.repository.get(session, job_id),  # type: ignore[arg-type]
+        jobs_service.repository.get(session, job_id, tenant=DEFAULT_TENANT),  # type: ignore[arg-type]
         now=T0 + timedelta(seconds=30),
     )
     assert job.progress.fraction == pytest.approx((1 + 0.5) / 4)
@@ -211,7 +221,7 @@ def test_error_and_non_finite_losses_are_served_as_codes_and_nulls(
         latest_train_loss=1.5,
         best_val_loss=None,
     )
-    job = jobs_service.get_job(session, job_id)
+    job = jobs_service.get_job(session, job_id, tenant=DEFAULT_TENANT)
     assert job.error is not None
     assert (job.error.code, job.error.message) == (
         "diverged",
@@ -239,7 +249,7 @@ def test_history_while_running_reads_the_epochs_written_so_far(
     )
     session.flush()
 
-    full = jobs_service.history(session, job_id)
+    full = jobs_service.history(session, job_id, tenant=DEFAULT_TENANT)
     assert full.status == "running"
     assert full.task == "regression"
     assert full.epoch == [1, 2]
@@ -250,7 +260,7 @@ def test_history_while_running_reads_the_epochs_written_so_far(
     assert full.total_steps == 2000
     assert not full.downsampled
 
-    small = jobs_service.history(session, job_id, max_points=50)
+    small = jobs_service.history(session, job_id, max_points=50, tenant=DEFAULT_TENANT)
     assert len(small.steps.step) <= 50
     assert small.downsampled
     assert 99.0 in small.steps.loss
@@ -264,7 +274,7 @@ def test_history_of_a_real_run_and_its_csv(session: Session, work_dir: Path) -> 
         session, dataset.id, model="logistic", epochs=3, batch_size=16, validation_split=0.25
     )
     records = run_like_a_worker(session, job_id, X, y)
-    history = jobs_service.history(session, job_id)
+    history = jobs_service.history(session, job_id, tenant=DEFAULT_TENANT)
     assert history.task == "binary"
     assert history.val_rmse is None
     assert history.val_accuracy == [r.val_accuracy for r in records]
@@ -272,12 +282,14 @@ def test_history_of_a_real_run_and_its_csv(session: Session, work_dir: Path) -> 
     expected = np.concatenate([r.step_losses for r in records]).astype(np.float32)
     assert np.asarray(history.steps.loss, dtype=np.float32).tobytes() == expected.tobytes()
 
-    text = jobs_service.history_csv(session, job_id)
+    text = jobs_service.history_csv(session, job_id, tenant=DEFAULT_TENANT)
     lines = text.splitlines()
     assert len(lines) == 1 + 3
     assert lines[0].startswith("epoch,train_loss,val_loss,val_rmse,val_r2,val_accuracy,")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
-    steps = jobs_service.history_csv(session, job_id, table="steps").splitlines()
+    steps = jobs_service.history_csv(
+        session, job_id, table="steps", tenant=DEFAULT_TENANT
+    ).splitlines()
     assert steps[0] == "step,loss"
     assert len(steps) == 1 + expected.shape[0]
 
@@ -288,11 +300,13 @@ def test_model_and_predict_wait_for_success(session: Session, work_dir: Path) ->
     for status in ("queued", "running", "failed", "cancelled"):
         set_job(session, job_id, status=status)
         with pytest.raises(Conflict, match=f"is {status}"):
-            jobs_service.get_model(session, job_id)
+            jobs_service.get_model(session, job_id, tenant=DEFAULT_TENANT)
         with pytest.raises(Conflict):
-            jobs_service.get_model_npz(session, job_id)
+            jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
         with pytest.raises(Conflict):
-            jobs_service.predict(session, job_id, PredictRequest(X=[[1.0, 2.0]]))
+            jobs_service.predict(
+                session, job_id, PredictRequest(X=[[1.0, 2.0]]), tenant=DEFAULT_TENANT
+            )
 
 
 def test_model_and_predictions_of_a_regression(session: Session, work_dir: Path) -> None:
@@ -301,14 +315,16 @@ def test_model_and_predictions_of_a_regression(session: Session, work_dir: Path)
     job_id = submit(session, dataset.id, epochs=30, learning_rate=0.05, standardize=True)
     run_like_a_worker(session, job_id, X, y)
 
-    model = jobs_service.get_model(session, job_id)
+    model = jobs_service.get_model(session, job_id, tenant=DEFAULT_TENANT)
     assert model.feature_names == ["x0", "x1"]
     assert set(model.params) == {"W", "b"}
     assert model.standardization is not None
-    fitted = FittedModel.from_npz_bytes(jobs_service.get_model_npz(session, job_id))
+    fitted = FittedModel.from_npz_bytes(
+        jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
+    )
 
     rows = [[0.0, 0.0], [1.0, -1.0]]
-    answer = jobs_service.predict(session, job_id, PredictRequest(X=rows))
+    answer = jobs_service.predict(session, job_id, PredictRequest(X=rows), tenant=DEFAULT_TENANT)
     assert answer.probabilities is None
     assert answer.predictions == fitted.predict(np.array(rows)).astype(float).tolist()
     # The fit recovers y = 3·x0 − 2·x1 + 1 closely.
@@ -322,7 +338,9 @@ def test_predictions_of_a_classifier_are_the_datasets_labels(
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, model="logistic", epochs=20, learning_rate=0.5)
     run_like_a_worker(session, job_id, X, y)
-    answer = jobs_service.predict(session, job_id, PredictRequest(X=[[2.0, 2.0], [-2.0, -2.0]]))
+    answer = jobs_service.predict(
+        session, job_id, PredictRequest(X=[[2.0, 2.0], [-2.0, -2.0]]), tenant=DEFAULT_TENANT
+    )
     assert answer.predictions == [7.0, 5.0]
     assert answer.classes == [5.0, 7.0]
     assert answer.probabilities is not None
@@ -339,7 +357,9 @@ def test_predict_refuses_a_wrong_row_width_naming_the_expected_one(
     job_id = submit(session, dataset.id, epochs=1)
     run_like_a_worker(session, job_id, X, y)
     with pytest.raises(InvalidInput, match="must have 2 values") as caught:
-        jobs_service.predict(session, job_id, PredictRequest(X=[[1.0, 2.0], [1.0, 2.0, 3.0]]))
+        jobs_service.predict(
+            session, job_id, PredictRequest(X=[[1.0, 2.0], [1.0, 2.0, 3.0]]), tenant=DEFAULT_TENANT
+        )
     assert [list(e.loc) for e in caught.value.errors] == [["body", "X", 1]]
 
 
@@ -349,22 +369,24 @@ def test_predict_refuses_inputs_that_overflow_the_model(session: Session, work_d
     job_id = submit(session, dataset.id, epochs=1)
     run_like_a_worker(session, job_id, X, y)
     with pytest.raises(InvalidInput, match="not finite"):
-        jobs_service.predict(session, job_id, PredictRequest(X=[[1e300, -1e300]]))
+        jobs_service.predict(
+            session, job_id, PredictRequest(X=[[1e300, -1e300]]), tenant=DEFAULT_TENANT
+        )
 
 
 def test_dataset_in_use_cannot_be_deleted(session: Session, work_dir: Path) -> None:
     dataset = make_dataset(session, work_dir, *regression_data(50))
     job_id = submit(session, dataset.id)
     with pytest.raises(Conflict, match=f"queued job '{job_id}'"):
-        datasets_service.delete_dataset(session, dataset.id)
+        datasets_service.delete_dataset(session, dataset.id, tenant=DEFAULT_TENANT)
     set_job(session, job_id, status="running")
     with pytest.raises(Conflict, match=f"running job '{job_id}'"):
-        datasets_service.delete_dataset(session, dataset.id)
+        datasets_service.delete_dataset(session, dataset.id, tenant=DEFAULT_TENANT)
     set_job(session, job_id, status="succeeded")
     with pytest.raises(Conflict, match="delete them first"):
-        datasets_service.delete_dataset(session, dataset.id)
-    jobs_service.delete_job(session, job_id)
-    datasets_service.delete_dataset(session, dataset.id)
+        datasets_service.delete_dataset(session, dataset.id, tenant=DEFAULT_TENANT)
+    jobs_service.delete_job(session, job_id, tenant=DEFAULT_TENANT)
+    datasets_service.delete_dataset(session, dataset.id, tenant=DEFAULT_TENANT)
     with pytest.raises(NotFound):
         datasets_service.get_dataset(session, dataset.id)
 
@@ -376,7 +398,7 @@ def test_npz_bytes_are_the_stored_bytes(session: Session, work_dir: Path) -> Non
     run_like_a_worker(session, job_id, X, y)
     stored = session.get(JobModel, job_id)
     assert stored is not None
-    data = jobs_service.get_model_npz(session, job_id)
+    data = jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
     assert data == stored.npz
     assert np.load(io.BytesIO(data), allow_pickle=False)["theta"].shape == (3,)
 
@@ -394,13 +416,13 @@ def test_history_serves_the_recorded_evaluations_in_step_order(
         validation_split=0.2,
         evaluation={"on": "validation", "per_decade": 4},
     )
-    assert jobs_service.get_job(session, job_id).config["evaluation"] == {
+    assert jobs_service.get_job(session, job_id, tenant=DEFAULT_TENANT).config["evaluation"] == {
         "on": "validation",
         "per_decade": 4,
         "max_rows": 8192,
     }
     records = run_like_a_worker(session, job_id, X, y)
-    history = jobs_service.history(session, job_id)
+    history = jobs_service.history(session, job_id, tenant=DEFAULT_TENANT)
     points = [point for r in records for point in r.evaluations]
     # 5 steps an epoch (80 training rows): step 0, log steps 1, 2, 3 (per_decade 4: 1, 1.8,
     # 3.2, 5.6 rounded), the epoch ends 5 and 10, and 6 (10^(3/4) = 5.6)
@@ -439,9 +461,9 @@ def test_history_without_evaluations_is_empty_and_bad_points_are_dropped(
         )
     )
     session.flush()
-    empty = jobs_service.history(session, plain).evaluations
+    empty = jobs_service.history(session, plain, tenant=DEFAULT_TENANT).evaluations
     assert (empty.step, empty.samples, empty.loss) == ([], [], [])
-    kept = jobs_service.history(session, by_hand).evaluations
+    kept = jobs_service.history(session, by_hand, tenant=DEFAULT_TENANT).evaluations
     assert (kept.step, kept.samples, kept.loss) == ([0, 4], [0, 128], [2.0, 1.0])
 
 
@@ -460,7 +482,7 @@ def test_an_adaptive_job_records_why_each_epoch_ran_at_its_batch_size(
         batch_size_schedule={"kind": "adaptive", "max_batch_size": 32},
     )
     run_like_a_worker(session, job_id, X, y)
-    history = jobs_service.history(session, job_id)
+    history = jobs_service.history(session, job_id, tenant=DEFAULT_TENANT)
     assert history.batch_size == [8, 16, 32]
     reasons = history.batch_size_reason
     assert reasons[0] == "started at 8 (batch_size 8)"
@@ -487,7 +509,9 @@ def test_submit_refuses_evaluations_and_schedules_that_cannot_run(
 ) -> None:
     dataset = make_dataset(session, work_dir, *regression_data(100))
     with pytest.raises(InvalidInput) as caught:
-        jobs_service.submit(session, JobCreate(dataset_id=dataset.id, **fields))
+        jobs_service.submit(
+            session, JobCreate(dataset_id=dataset.id, **fields), tenant=DEFAULT_TENANT
+        )
     assert [list(e.loc) for e in caught.value.errors] == [loc]
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db import Job
+from service.keys import DEFAULT_TENANT
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import SweepCreate, SweepRead
 
@@ -30,7 +31,9 @@ def dataset(session: Session, work_dir: Path, n_rows: int = 200) -> str:
 def create(session: Session, dataset_id: str, **fields: Any) -> SweepRead:
     """Create a sweep through the service (base defaults: 4 epochs)."""
     fields.setdefault("base", {"epochs": EPOCHS})
-    return sweeps_service.create(session, SweepCreate(dataset_id=dataset_id, **fields))
+    return sweeps_service.create(
+        session, SweepCreate(dataset_id=dataset_id, **fields), tenant=DEFAULT_TENANT
+    )
 
 
 def jobs_of(session: Session, sweep_id: str) -> list[Job]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.db.tables import Sweep
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate
+from service.keys import DEFAULT_TENANT
 from service.sweeps import orchestration, repository
 from service.sweeps import service as sweeps_service
 from service.sweeps.analysis import evaluations_of
@@ -81,7 +82,10 @@ def test_search_widens_at_the_edge_until_the_best_rate_is_interior(
 
     for top in (3, 4):
         finish_round(session, sweep.id, best)
-        assert sweeps_service.get_sweep(session, sweep.id, settle=False).status == "running"
+        assert (
+            sweeps_service.get_sweep(session, sweep.id, settle=False, tenant=DEFAULT_TENANT).status
+            == "running"
+        )
         assert orchestration.advance(session, sweep.id) is True
         assert rates_by_batch(session, sweep.id)[32] == pytest.approx(
             [start * SQRT2**k for k in range(-1, top + 1)]
@@ -89,7 +93,7 @@ def test_search_widens_at_the_edge_until_the_best_rate_is_interior(
     finish_round(session, sweep.id, best)
     assert orchestration.advance(session, sweep.id) is True  # now interior: it ends
 
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
     assert read.partial is False
     assert read.lr_method == "searched"
@@ -124,7 +128,7 @@ def test_search_stops_at_max_rounds_and_says_the_best_is_not_interior(
     finish_round(session, sweep.id, best)
     assert orchestration.advance(session, sweep.id) is True
 
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
     by_batch = {point.batch_size: point for point in read.points}
     assert by_batch[32].learning_rate == pytest.approx(start * SQRT2**2)
@@ -167,7 +171,7 @@ def test_given_rates_end_after_one_round_each_batch_keeping_its_best(
     assert orchestration.advance(session, sweep.id) is True
     assert orchestration.advance(session, sweep.id) is False  # idempotent
 
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
     assert len(jobs_of(session, sweep.id)) == 3 * 3 * 2
     assert [p.learning_rate for p in read.points] == [0.01, 0.02, 0.04]
@@ -184,7 +188,7 @@ def test_every_point_failed_fails_the_sweep_with_the_reason(
         fail(session, job, "the loss is inf at epoch 1, step 3")
     assert orchestration.advance(session, sweep.id) is True
 
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "failed"
     assert read.lr_method == "scaled"
     assert read.error is not None
@@ -198,15 +202,15 @@ def test_advance_waits_for_the_whole_round(session: Session, dataset_id: str) ->
     first, second = jobs_of(session, sweep.id)
     finish_with_crossing(session, first, 20.0)
     assert orchestration.advance(session, sweep.id) is False
-    assert sweeps_service.get_sweep(session, sweep.id).status == "running"
+    assert sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT).status == "running"
     finish_with_crossing(session, second, 20.0)
     assert orchestration.job_finished(session, second.id) is True
-    assert sweeps_service.get_sweep(session, sweep.id).status == "succeeded"
+    assert sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT).status == "succeeded"
     assert orchestration.advance(session, sweep.id) is False
 
 
 def test_job_finished_ignores_a_job_outside_any_sweep(session: Session, dataset_id: str) -> None:
-    job = jobs_service.submit(session, JobCreate(dataset_id=dataset_id))
+    job = jobs_service.submit(session, JobCreate(dataset_id=dataset_id), tenant=DEFAULT_TENANT)
     assert orchestration.job_finished(session, job.id) is False
 
 
@@ -216,9 +220,11 @@ def test_reading_settles_a_sweep_whose_last_job_was_cancelled_while_queued(
     sweep = create(session, dataset_id, batch_sizes=[8, 32], target_loss=0.5)
     first, second = jobs_of(session, sweep.id)
     finish_with_crossing(session, first, 20.0)
-    jobs_service.cancel(session, second.id)  # no worker finishes it, so no hook runs
+    jobs_service.cancel(
+        session, second.id, tenant=DEFAULT_TENANT
+    )  # no worker finishes it, so no hook runs
 
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
     assert read.jobs == {"succeeded": 1, "cancelled": 1}
 
@@ -231,7 +237,7 @@ def test_fraction_target_from_the_initial_and_best_losses(
     finish_with_crossing(session, first, 10.0, initial_loss=1.0)
     finish_with_crossing(session, second, 20.0, initial_loss=3.0)
 
-    target = sweeps_service.get_sweep(session, sweep.id).target
+    target = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT).target
     # L0 = mean(1, 3) = 2; L_best = the first job's loss after 40 steps = 2⁻⁴.
     best = 1.0 * 2.0**-4
     assert target.method == "fraction"
@@ -276,7 +282,7 @@ def test_a_real_training_history_reaches_the_target_where_its_losses_cross(
     for job in jobs_of(session, sweep.id):
         run_like_a_worker(session, job.id, X, y)
     assert orchestration.advance(session, sweep.id) is True
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
 
     assert read.status == "succeeded"
     for point in read.points:
@@ -320,7 +326,7 @@ def test_recommendation_and_noise_scale_come_from_the_chosen_runs(
     }
     for job, steps in zip(jobs_of(session, sweep.id), (40.0, 20.0, 30.0), strict=True):
         finish_with_crossing(session, job, steps, noise=noise)
-    read = sweeps_service.get_sweep(session, sweep.id)
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
 
     assert read.recommendation is not None
     fastest = read.recommendation["fastest"]
@@ -402,7 +408,7 @@ def test_the_fraction_targets_initial_loss_is_the_step_zero_evaluation(
     )
     for job in jobs_of(session, sweep.id):
         run_like_a_worker(session, job.id, X, y)
-    target = sweeps_service.get_sweep(session, sweep.id).target
+    target = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT).target
     # linear models start at θ = 0, so the loss at step 0 is mean(y²) over the training rows
     assert target.initial_loss == pytest.approx(float(np.mean(y**2)), rel=1e-5)
     assert target.description.startswith(

@@ -15,6 +15,7 @@ from service.db import Job
 from service.db.tables import Sweep
 from service.errors import BadRequest, Conflict, InvalidInput, NotFound
 from service.jobs import service as jobs_service
+from service.keys import DEFAULT_TENANT
 from service.sweeps import orchestration
 from service.sweeps import service as sweeps_service
 
@@ -64,7 +65,9 @@ def test_create_queues_batch_sizes_times_rates_times_seeds_jobs(
         # evaluations of the target's loss, so steps to target interpolate within epochs
         assert job.config["evaluation"] == {"on": "train", "per_decade": 8, "max_rows": 8192}
     # Ordinary jobs: the jobs list finds them by the sweep's tag.
-    listed = jobs_service.list_jobs(session, limit=100, tag=f"sweep:{sweep.id}")
+    listed = jobs_service.list_jobs(
+        session, limit=100, tag=f"sweep:{sweep.id}", tenant=DEFAULT_TENANT
+    )
     assert len(listed.items) == 12
     assert sweep.status == "running"
     assert sweep.partial is True
@@ -187,9 +190,9 @@ def test_unknown_dataset_is_404(session: Session) -> None:
 
 def test_get_unknown_sweep_is_404(session: Session) -> None:
     with pytest.raises(NotFound):
-        sweeps_service.get_sweep(session, "no-such-sweep")
+        sweeps_service.get_sweep(session, "no-such-sweep", tenant=DEFAULT_TENANT)
     with pytest.raises(NotFound):
-        sweeps_service.cancel(session, "no-such-sweep")
+        sweeps_service.cancel(session, "no-such-sweep", tenant=DEFAULT_TENANT)
 
 
 def test_cancel_cancels_queued_points_flags_running_ones_and_then_409(
@@ -201,7 +204,7 @@ def test_cancel_cancels_queued_points_flags_running_ones_and_then_409(
     running.status = "running"
     session.flush()
 
-    read = sweeps_service.cancel(session, sweep.id)
+    read = sweeps_service.cancel(session, sweep.id, tenant=DEFAULT_TENANT)
 
     assert read.status == "cancelled"
     assert read.finished_at is not None
@@ -212,21 +215,23 @@ def test_cancel_cancels_queued_points_flags_running_ones_and_then_409(
         queued.id: ("cancelled", True),
     }
     with pytest.raises(Conflict):
-        sweeps_service.cancel(session, sweep.id)
+        sweeps_service.cancel(session, sweep.id, tenant=DEFAULT_TENANT)
     # A cancelled sweep never advances, whatever its jobs do.
     assert orchestration.advance(session, sweep.id) is False
 
 
 def test_list_pages_newest_first(session: Session, dataset_id: str) -> None:
     ids = [create(session, dataset_id, batch_sizes=[8, 16]).id for _ in range(3)]
-    first = sweeps_service.list_sweeps(session, limit=2)
+    first = sweeps_service.list_sweeps(session, limit=2, tenant=DEFAULT_TENANT)
     assert [item.id for item in first.items] == ids[::-1][:2]
     assert first.next_cursor is not None
-    second = sweeps_service.list_sweeps(session, limit=2, cursor=first.next_cursor)
+    second = sweeps_service.list_sweeps(
+        session, limit=2, cursor=first.next_cursor, tenant=DEFAULT_TENANT
+    )
     assert [item.id for item in second.items] == [ids[0]]
     assert second.next_cursor is None
     with pytest.raises(BadRequest):
-        sweeps_service.list_sweeps(session, limit=2, cursor="not-a-cursor")
+        sweeps_service.list_sweeps(session, limit=2, cursor="not-a-cursor", tenant=DEFAULT_TENANT)
 
 
 def test_points_keep_the_bases_evaluation_density_on_the_targets_loss(

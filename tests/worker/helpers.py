@@ -29,6 +29,7 @@ from service.db import session_factory
 from service.db.tables import Job, JobEpoch
 from service.jobs import JobCreate
 from service.jobs import service as jobs_service
+from service.keys import DEFAULT_TENANT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Timing fields differ between any two runs; everything else in a record is reproducible.
@@ -53,14 +54,18 @@ def add_dataset(session: Session, X: np.ndarray, y: np.ndarray, work_dir: Path) 
     """Store (X, y) as an inline dataset through the datasets service; commit; its id."""
     body = DatasetCreateJSON(name="toy", X=X.tolist(), y=y.tolist())
     limits = IngestLimits(max_rows=10**7, max_features=1000)
-    dataset = datasets_service.create_from_inline(session, body, limits=limits, work_dir=work_dir)
+    dataset = datasets_service.create_from_inline(
+        session, body, limits=limits, work_dir=work_dir, tenant=DEFAULT_TENANT
+    )
     session.commit()
     return dataset.id
 
 
 def submit(session: Session, dataset_id: str, **config: Any) -> str:
     """Queue a job through the jobs service (as the API does); commit; its id."""
-    job = jobs_service.submit(session, JobCreate(dataset_id=dataset_id, **config))
+    job = jobs_service.submit(
+        session, JobCreate(dataset_id=dataset_id, **config), tenant=DEFAULT_TENANT
+    )
     session.commit()
     return job.id
 

@@ -27,6 +27,7 @@ from service.core import TrainConfig, Training
 from service.db import session_factory, utcnow
 from service.db.tables import JobEpoch, JobModel
 from service.jobs import service as jobs_service
+from service.keys import DEFAULT_TENANT
 from service.worker.loop import EXIT_LEASE_LOST, EXIT_OK
 
 from .helpers import (
@@ -188,9 +189,10 @@ def test_status_transitions_and_cancel_of_a_queued_and_a_running_job(
         assert job_row(engine, running_id)["status"] == "running"
 
         with session_factory(engine)() as session:
-            assert jobs_service.cancel(session, queued_id).status == "cancelled"  # at once
+            queued = jobs_service.cancel(session, queued_id, tenant=DEFAULT_TENANT)
+            assert queued.status == "cancelled"  # at once
             session.commit()
-            jobs_service.cancel(session, running_id)
+            jobs_service.cancel(session, running_id, tenant=DEFAULT_TENANT)
             session.commit()
         cancelled = wait_for(status_is(engine, running_id, "cancelled", "failed"), what="cancel")
         assert worker.process.poll() is None  # cancelling a job does not stop the worker

@@ -5,6 +5,9 @@ Pages are rendered on the server from the same service functions the JSON API ca
 show exactly what the API says. What changes while one looks (status, progress, new epochs) is
 refreshed by ``static/dashboard.js`` from the JSON API; the forms post to the JSON API too, so
 the dashboard has no write path of its own. Not in the OpenAPI document: it is not an API.
+
+Every page shows one tenant's objects (:mod:`service.api.dashboard.access`: with auth on, the
+signed-in key's; a page asked for without one redirects to the sign-in page).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from service.api.dashboard.access import PageTenant, install_access, signed_in
 from service.api.dashboard.defaults import form_defaults
 from service.api.dashboard.render import STATIC_DIR, STATIC_URL, render_page
 from service.api.deps import SessionDep
@@ -44,11 +48,18 @@ PageId = Annotated[str, Path(description="An id; an unknown one gets the 404 pag
 def install_dashboard(app: FastAPI) -> None:
     """Serve the dashboard's pages and its static files (``/ui/static``) from ``app``."""
     app.mount(STATIC_URL, StaticFiles(directory=str(STATIC_DIR)), name="dashboard-static")
+    install_access(app)
     app.include_router(router)
 
 
-def _not_found(exc: NotFound) -> HTMLResponse:
-    return render_page("not_found.html", status_code=404, title="Not found", detail=exc.detail)
+def _not_found(exc: NotFound, signed_in_as: str | None) -> HTMLResponse:
+    return render_page(
+        "not_found.html",
+        status_code=404,
+        title="Not found",
+        detail=exc.detail,
+        signed_in=signed_in_as,
+    )
 
 
 def _sweep_plots(request: Request) -> dict[str, bool]:
@@ -92,13 +103,16 @@ def _standalone(jobs: list[JobRead], limit: int) -> list[JobRead]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(session: SessionDep) -> HTMLResponse:
-    datasets = datasets_service.list_datasets(session, limit=OVERVIEW_ROWS).items
-    jobs = _standalone(jobs_service.list_jobs(session, limit=JOBS_SCANNED).items, OVERVIEW_ROWS)
-    sweeps = sweeps_service.list_sweeps(session, limit=OVERVIEW_ROWS).items
+def overview(request: Request, session: SessionDep, tenant: PageTenant) -> HTMLResponse:
+    datasets = datasets_service.list_datasets(session, tenant=tenant, limit=OVERVIEW_ROWS).items
+    jobs = _standalone(
+        jobs_service.list_jobs(session, tenant=tenant, limit=JOBS_SCANNED).items, OVERVIEW_ROWS
+    )
+    sweeps = sweeps_service.list_sweeps(session, tenant=tenant, limit=OVERVIEW_ROWS).items
     return render_page(
         "overview.html",
         title="Overview",
+        signed_in=signed_in(request, tenant),
         datasets=datasets,
         jobs=jobs,
         sweeps=sweeps,
@@ -111,23 +125,28 @@ def overview(session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/datasets/{dataset_id}", response_class=HTMLResponse)
-def dataset_page(dataset_id: PageId, session: SessionDep) -> HTMLResponse:
+def dataset_page(
+    dataset_id: PageId, request: Request, session: SessionDep, tenant: PageTenant
+) -> HTMLResponse:
     try:
-        dataset = datasets_service.get_dataset(session, dataset_id)
+        dataset = datasets_service.get_dataset(session, dataset_id, tenant=tenant)
     except NotFound as exc:
-        return _not_found(exc)
+        return _not_found(exc, signed_in(request, tenant))
     jobs = _standalone(
-        jobs_service.list_jobs(session, limit=JOBS_SCANNED, dataset_id=dataset.id).items,
+        jobs_service.list_jobs(
+            session, tenant=tenant, limit=JOBS_SCANNED, dataset_id=dataset.id
+        ).items,
         DATASET_ROWS,
     )
     sweeps = [
         sweep
-        for sweep in sweeps_service.list_sweeps(session, limit=SWEEPS_SCANNED).items
+        for sweep in sweeps_service.list_sweeps(session, tenant=tenant, limit=SWEEPS_SCANNED).items
         if sweep.dataset_id == dataset.id
     ]
     return render_page(
         "dataset.html",
         title=f"Dataset {dataset.name}",
+        signed_in=signed_in(request, tenant),
         dataset=dataset,
         jobs=jobs,
         sweeps=sweeps,
@@ -141,14 +160,16 @@ def dataset_page(dataset_id: PageId, session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
+def job_page(
+    job_id: PageId, request: Request, session: SessionDep, tenant: PageTenant
+) -> HTMLResponse:
     try:
-        job = jobs_service.get_job(session, job_id)
+        job = jobs_service.get_job(session, job_id, tenant=tenant)
         # Two step points are enough here: the plot reads its own history.
-        history = jobs_service.history(session, job.id, max_points=2)
-        dataset = datasets_service.get_dataset(session, job.dataset_id)
+        history = jobs_service.history(session, job.id, tenant=tenant, max_points=2)
+        dataset = datasets_service.get_dataset(session, job.dataset_id, tenant=tenant)
     except NotFound as exc:
-        return _not_found(exc)
+        return _not_found(exc, signed_in(request, tenant))
     # Each epoch's wall time is its own: the run's is their sum.
     wall_time_s = sum(t for t in history.wall_time_s if t is not None)
     samples = history.samples_seen[-1] if history.samples_seen else 0
@@ -166,6 +187,7 @@ def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
     return render_page(
         "job.html",
         title=f"Job {job.name or job.id[:8]}",
+        signed_in=signed_in(request, tenant),
         job=job,
         dataset=dataset,
         metrics=metrics,
@@ -178,15 +200,18 @@ def job_page(job_id: PageId, session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/sweeps/{sweep_id}", response_class=HTMLResponse)
-def sweep_page(sweep_id: PageId, request: Request, session: SessionDep) -> HTMLResponse:
+def sweep_page(
+    sweep_id: PageId, request: Request, session: SessionDep, tenant: PageTenant
+) -> HTMLResponse:
     try:
-        sweep = sweeps_service.get_sweep(session, sweep_id)
-        dataset = datasets_service.get_dataset(session, sweep.dataset_id)
+        sweep = sweeps_service.get_sweep(session, sweep_id, tenant=tenant)
+        dataset = datasets_service.get_dataset(session, sweep.dataset_id, tenant=tenant)
     except NotFound as exc:
-        return _not_found(exc)
+        return _not_found(exc, signed_in(request, tenant))
     return render_page(
         "sweep.html",
         title=f"Sweep {sweep.name or sweep.id[:8]}",
+        signed_in=signed_in(request, tenant),
         sweep=sweep,
         dataset=dataset,
         plots=_sweep_plots(request),

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep
+from service.api.auth import REQUIRE_TENANT
+from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
 from service.api.problems import problem_responses
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
 from service.config import Settings
@@ -26,7 +27,12 @@ from service.datasets.schemas import (
 )
 from service.errors import FieldError, InvalidInput, UnsupportedMediaType
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets",
+    tags=["datasets"],
+    dependencies=[REQUIRE_TENANT],
+    responses=problem_responses(401),
+)
 
 #: JSON bodies are parsed whole, in memory: they are for small datasets. Larger ones go
 #: as a multipart file, which streams to disk.
@@ -167,7 +173,11 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
     openapi_extra=_CREATE_REQUEST_BODY,
 )
 async def create_dataset(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
 ) -> DatasetRead:
     media_type = _media_type(request)
     work_dir = spool_dir(settings.data_dir)
@@ -191,6 +201,7 @@ async def create_dataset(
             datasets_service.create_from_inline,
             session,
             body,
+            tenant=tenant,
             limits=_limits(settings),
             work_dir=work_dir,
         )
@@ -205,6 +216,7 @@ async def create_dataset(
             dataset = await run_in_threadpool(
                 datasets_service.create_from_file,
                 session,
+                tenant=tenant,
                 path=upload.path,
                 filename=upload.filename,
                 content_type=upload.content_type,
@@ -235,10 +247,11 @@ async def create_dataset(
 )
 def list_datasets(
     session: SessionDep,
+    tenant: TenantDep,
     limit: PageLimit = 20,
     cursor: PageCursor = None,
 ) -> DatasetPage:
-    return datasets_service.list_datasets(session, limit=limit, cursor=cursor)
+    return datasets_service.list_datasets(session, tenant=tenant, limit=limit, cursor=cursor)
 
 
 @router.get(
@@ -248,8 +261,8 @@ def list_datasets(
     "per-feature statistics, and the sha256 of its stored bytes.",
     responses=problem_responses(404),
 )
-def get_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetRead:
-    return datasets_service.get_dataset(session, dataset_id)
+def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -> DatasetRead:
+    return datasets_service.get_dataset(session, dataset_id, tenant=tenant)
 
 
 @router.delete(
@@ -261,5 +274,5 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep) -> DatasetRead:
     "queued or running job uses it.)",
     responses=problem_responses(404, 409),
 )
-def delete_dataset(dataset_id: DatasetId, session: SessionDep) -> None:
-    datasets_service.delete_dataset(session, dataset_id)
+def delete_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -> None:
+    datasets_service.delete_dataset(session, dataset_id, tenant=tenant)

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from service.api.deps import PageCursor, PageLimit, SessionDep
+from service.api.auth import REQUIRE_TENANT
+from service.api.deps import PageCursor, PageLimit, SessionDep, TenantDep
 from service.api.problems import problem_responses
 from service.jobs import service as jobs_service
 from service.jobs.schemas import (
@@ -29,7 +30,12 @@ from service.jobs.schemas import (
 )
 from service.sweeps import job_advice
 
-router = APIRouter(prefix=jobs_service.JOBS_PATH, tags=["jobs"])
+router = APIRouter(
+    prefix=jobs_service.JOBS_PATH,
+    tags=["jobs"],
+    dependencies=[REQUIRE_TENANT],
+    responses=problem_responses(401),
+)
 
 JobId = Annotated[str, Path(description="The job's id.", examples=[EXAMPLE_JOB_ID])]
 MaxPoints = Annotated[
@@ -107,8 +113,10 @@ _CREATE_EXAMPLES = {
         }
     },
 )
-def submit_job(body: JobCreate, response: Response, session: SessionDep) -> JobRead:
-    job = jobs_service.submit(session, body)
+def submit_job(
+    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep
+) -> JobRead:
+    job = jobs_service.submit(session, body, tenant=tenant)
     response.headers["Location"] = job.links.self
     return job
 
@@ -123,6 +131,7 @@ def submit_job(body: JobCreate, response: Response, session: SessionDep) -> JobR
 )
 def list_jobs(
     session: SessionDep,
+    tenant: TenantDep,
     limit: PageLimit = 20,
     cursor: PageCursor = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
@@ -134,7 +143,13 @@ def list_jobs(
     ] = None,
 ) -> JobPage:
     return jobs_service.list_jobs(
-        session, limit=limit, cursor=cursor, status=status, dataset_id=dataset_id, tag=tag
+        session,
+        tenant=tenant,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        dataset_id=dataset_id,
+        tag=tag,
     )
 
 
@@ -152,8 +167,8 @@ def list_jobs(
     "and its uncertainty factor. Null without noise-scale measurements.",
     responses=problem_responses(404),
 )
-def get_job(job_id: JobId, session: SessionDep) -> JobRead:
-    job = jobs_service.get_job(session, job_id)
+def get_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> JobRead:
+    job = jobs_service.get_job(session, job_id, tenant=tenant)
     # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
     advice = job_advice.advice_for_job(session, job)
     return job.model_copy(update={"batch_size_advice": advice})
@@ -170,8 +185,10 @@ def get_job(job_id: JobId, session: SessionDep) -> JobRead:
         **problem_responses(404, 409),
     },
 )
-def cancel_job(job_id: JobId, response: Response, session: SessionDep) -> JobRead:
-    job = jobs_service.cancel(session, job_id)
+def cancel_job(
+    job_id: JobId, response: Response, session: SessionDep, tenant: TenantDep
+) -> JobRead:
+    job = jobs_service.cancel(session, job_id, tenant=tenant)
     if job.status == "running":
         response.status_code = 202
     return job
@@ -186,8 +203,8 @@ def cancel_job(job_id: JobId, response: Response, session: SessionDep) -> JobRea
     "checkpoint and model. A queued or running job is refused with 409: cancel it first.",
     responses=problem_responses(404, 409),
 )
-def delete_job(job_id: JobId, session: SessionDep) -> None:
-    jobs_service.delete_job(session, job_id)
+def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
+    jobs_service.delete_job(session, job_id, tenant=tenant)
 
 
 @router.get(
@@ -221,6 +238,7 @@ def delete_job(job_id: JobId, session: SessionDep) -> None:
 def get_history(
     job_id: JobId,
     session: SessionDep,
+    tenant: TenantDep,
     max_points: MaxPoints = None,
     format: Annotated[
         Literal["json", "csv"], Query(description="`json` (default) or `csv`.")
@@ -231,7 +249,9 @@ def get_history(
     ] = "epochs",
 ) -> HistoryRead | Response:
     if format == "csv":
-        text = jobs_service.history_csv(session, job_id, table=table, max_points=max_points)
+        text = jobs_service.history_csv(
+            session, job_id, tenant=tenant, table=table, max_points=max_points
+        )
         return PlainTextResponse(
             text,
             media_type="text/csv",
@@ -239,7 +259,7 @@ def get_history(
                 "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
             },
         )
-    return jobs_service.history(session, job_id, max_points=max_points)
+    return jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
 
 
 @router.get(
@@ -261,17 +281,18 @@ def get_history(
 def get_model(
     job_id: JobId,
     session: SessionDep,
+    tenant: TenantDep,
     format: Annotated[
         Literal["json", "npz"], Query(description="`json` (default) or `npz`.")
     ] = "json",
 ) -> ModelRead | Response:
     if format == "npz":
         return Response(
-            jobs_service.get_model_npz(session, job_id),
+            jobs_service.get_model_npz(session, job_id, tenant=tenant),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="job-{job_id}-model.npz"'},
         )
-    return jobs_service.get_model(session, job_id)
+    return jobs_service.get_model(session, job_id, tenant=tenant)
 
 
 @router.post(
@@ -284,5 +305,7 @@ def get_model(
     "succeeded.",
     responses=problem_responses(400, 404, 409, 422),
 )
-def predict(job_id: JobId, body: PredictRequest, session: SessionDep) -> PredictResponse:
-    return jobs_service.predict(session, job_id, body)
+def predict(
+    job_id: JobId, body: PredictRequest, session: SessionDep, tenant: TenantDep
+) -> PredictResponse:
+    return jobs_service.predict(session, job_id, body, tenant=tenant)

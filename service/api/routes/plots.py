@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from service.api.deps import SessionDep
+from service.api.auth import REQUIRE_TENANT
+from service.api.deps import SessionDep, TenantDep
 from service.api.problems import problem_responses
 from service.errors import Conflict
 from service.jobs import HistoryRead
@@ -33,7 +34,7 @@ from service.sweeps import plots_data
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import EXAMPLE_SWEEP_ID
 
-router = APIRouter()
+router = APIRouter(dependencies=[REQUIRE_TENANT], responses=problem_responses(401))
 
 JobId = Annotated[str, Path(description="The job's id.", examples=[EXAMPLE_JOB_ID])]
 SweepId = Annotated[str, Path(description="The sweep's id.", examples=[EXAMPLE_SWEEP_ID])]
@@ -96,8 +97,8 @@ def loss_history(history: HistoryRead) -> LossHistory:
     ),
     responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
-def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep) -> Response:
-    history = jobs_service.history(session, job_id, max_points=LOSS_PLOT_MAX_STEPS)
+def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep, tenant: TenantDep) -> Response:
+    history = jobs_service.history(session, job_id, tenant=tenant, max_points=LOSS_PLOT_MAX_STEPS)
     return _image(render_job_loss(loss_history(history), fmt), fmt)
 
 
@@ -118,9 +119,9 @@ def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep) -> Response:
     responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
 def sweep_curves_plot(
-    sweep_id: SweepId, fmt: Format, session: SessionDep, x: XAxis = "epoch"
+    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep, x: XAxis = "epoch"
 ) -> Response:
-    data = plots_data.curves_data(session, sweep_id)
+    data = plots_data.curves_data(session, sweep_id, tenant=tenant)
     image = render_sweep_curves(
         data.curves, x=x, target=data.target, fmt=fmt, title=data.title, loss_label=data.loss_label
     )
@@ -144,7 +145,9 @@ def sweep_curves_plot(
     ),
     responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
-def sweep_scaling_plot(sweep_id: SweepId, fmt: Format, session: SessionDep) -> Response:
-    data = plots_data.scaling_data(session, sweep_id)
+def sweep_scaling_plot(
+    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep
+) -> Response:
+    data = plots_data.scaling_data(session, sweep_id, tenant=tenant)
     image = render_sweep_scaling(data.points, data.fit, fmt=fmt, title=data.title, note=data.note)
     return _image(image, fmt)

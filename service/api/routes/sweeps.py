@@ -10,13 +10,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from service.api.deps import PageCursor, PageLimit, SessionDep
+from service.api.auth import REQUIRE_TENANT
+from service.api.deps import PageCursor, PageLimit, SessionDep, TenantDep
 from service.api.problems import problem_responses
 from service.jobs.schemas import EXAMPLE_DATASET_ID
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import EXAMPLE_SWEEP_ID, SweepCreate, SweepPage, SweepRead
 
-router = APIRouter(prefix=sweeps_service.SWEEPS_PATH, tags=["sweeps"])
+router = APIRouter(
+    prefix=sweeps_service.SWEEPS_PATH,
+    tags=["sweeps"],
+    dependencies=[REQUIRE_TENANT],
+    responses=problem_responses(401),
+)
 
 SweepId = Annotated[str, Path(description="The sweep's id.", examples=[EXAMPLE_SWEEP_ID])]
 
@@ -106,8 +112,10 @@ _ANALYSIS = (
         "requestBody": {"content": {"application/json": {"examples": _CREATE_EXAMPLES}}}
     },
 )
-def create_sweep(body: SweepCreate, response: Response, session: SessionDep) -> SweepRead:
-    sweep = sweeps_service.create(session, body)
+def create_sweep(
+    body: SweepCreate, response: Response, session: SessionDep, tenant: TenantDep
+) -> SweepRead:
+    sweep = sweeps_service.create(session, body, tenant=tenant)
     response.headers["Location"] = sweep.links.self
     return sweep
 
@@ -119,8 +127,10 @@ def create_sweep(body: SweepCreate, response: Response, session: SessionDep) -> 
     "that). Pass a page's `next_cursor` as `cursor` to get the next; null on the last page.",
     responses=problem_responses(400, 422),
 )
-def list_sweeps(session: SessionDep, limit: PageLimit = 20, cursor: PageCursor = None) -> SweepPage:
-    return sweeps_service.list_sweeps(session, limit=limit, cursor=cursor)
+def list_sweeps(
+    session: SessionDep, tenant: TenantDep, limit: PageLimit = 20, cursor: PageCursor = None
+) -> SweepPage:
+    return sweeps_service.list_sweeps(session, tenant=tenant, limit=limit, cursor=cursor)
 
 
 @router.get(
@@ -131,8 +141,8 @@ def list_sweeps(session: SessionDep, limit: PageLimit = 20, cursor: PageCursor =
     + _ANALYSIS,
     responses=problem_responses(404),
 )
-def get_sweep(sweep_id: SweepId, session: SessionDep) -> SweepRead:
-    return sweeps_service.get_sweep(session, sweep_id)
+def get_sweep(sweep_id: SweepId, session: SessionDep, tenant: TenantDep) -> SweepRead:
+    return sweeps_service.get_sweep(session, sweep_id, tenant=tenant)
 
 
 @router.post(
@@ -144,5 +154,5 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> SweepRead:
     "sweep cannot be cancelled (409).",
     responses=problem_responses(404, 409),
 )
-def cancel_sweep(sweep_id: SweepId, session: SessionDep) -> SweepRead:
-    return sweeps_service.cancel(session, sweep_id)
+def cancel_sweep(sweep_id: SweepId, session: SessionDep, tenant: TenantDep) -> SweepRead:
+    return sweeps_service.cancel(session, sweep_id, tenant=tenant)

@@ -51,9 +51,17 @@ async function readAnswer(response) {
   }
 }
 
+// The key was revoked (or signed out in another tab) while this page was open: sign in again,
+// then come back here.
+function signInAgain() {
+  const here = window.location.pathname + window.location.search;
+  window.location.assign(`/ui/sign-in?next=${encodeURIComponent(here)}`);
+}
+
 async function getJSON(url) {
   try {
     const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (response.status === 401) signInAgain();
     return response.ok ? await response.json() : null;
   } catch {
     return null; // the service restarting: try again at the next tick
@@ -201,6 +209,7 @@ async function submitForm(event) {
   showInfo(box, multipart ? "Uploading\u2026" : "Submitting\u2026");
   try {
     const response = await fetch(form.dataset.endpoint || form.getAttribute("action"), init);
+    if (response.status === 401) signInAgain();
     const answer = await readAnswer(response);
     if (!response.ok) {
       showProblem(box, answer, form);
@@ -233,6 +242,7 @@ async function runAction(button) {
       method: "POST",
       headers: { Accept: "application/json" },
     });
+    if (response.status === 401) signInAgain();
     if (!response.ok) {
       showProblem(box, await readAnswer(response), null);
       button.disabled = false;

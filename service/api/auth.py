@@ -1,0 +1,103 @@
+"""Who a request acts for: the tenant of its API key.
+
+:func:`require_tenant` is a router-level dependency of every ``/v1`` router, so no route can
+forget it; routes that need the tenant take it as ``TenantDep`` (:mod:`service.api.deps`). The
+key comes from ``Authorization: Bearer <key>`` or, without that header, from the dashboard's
+cookie :data:`KEY_COOKIE` — the dashboard's scripts call ``/v1`` with same-origin ``fetch``,
+which sends the cookie and no header. The cookie is ``SameSite=Strict``, so a request another
+site makes the browser send carries no cookie, and cannot act for the user (no CSRF).
+
+With ``BATCHWISE_AUTH=off`` every request acts for :data:`DEFAULT_TENANT` (``batchwise serve``
+allows that on a loopback address only).
+
+Not on ``/healthz``, ``/readyz``, ``/metrics``, the docs or static files: probes, scrapers and
+the docs page need no key (the docs' "Authorize" button sets one for "Try it out").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.errors import Unauthorized
+from service.keys import DEFAULT_TENANT
+from service.keys import service as keys_service
+
+#: The dashboard's cookie holding the signed-in key (HttpOnly, SameSite=Strict, Path=/).
+KEY_COOKIE = "batchwise_key"
+
+#: Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" button). It
+#: never refuses anything itself: :func:`require_tenant` reads the header, to say precisely
+#: what is wrong with it.
+bearer_scheme = HTTPBearer(
+    scheme_name="APIKey",
+    bearerFormat=keys_service.KEY_FORMAT,
+    description="An API key from `batchwise keys create --tenant NAME`, sent as "
+    "`Authorization: Bearer <key>`.",
+    auto_error=False,
+)
+
+
+def presented_key(request: Request) -> str:
+    """The key the request carries: the bearer token, else the dashboard's cookie.
+    :class:`Unauthorized` when there is neither, or the ``Authorization`` header is not
+    ``Bearer <key>``."""
+    header = request.headers.get("authorization")
+    if header is None:
+        cookie = request.cookies.get(KEY_COOKIE)
+        if cookie:
+            return cookie
+        raise Unauthorized(
+            "No API key: send the header 'Authorization: Bearer <key>' (make a key with "
+            "`batchwise keys create --tenant NAME`)."
+        )
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token and " " not in token:
+        return token
+    if scheme.lower() == "bearer":
+        problem = "no key after 'Bearer'" if not token else "more than one word after 'Bearer'"
+    elif scheme.isalpha() and len(scheme) <= 16:
+        problem = f"the scheme is {scheme!r}, not 'Bearer'"
+    else:
+        problem = "no scheme"  # e.g. a bare key, which is not echoed back
+    raise Unauthorized(
+        f"Malformed Authorization header ({problem}): expected 'Bearer <key>', the word "
+        "Bearer, one space and the key."
+    )
+
+
+def tenant_of_key(request: Request, key: str) -> str:
+    """The tenant ``key`` acts for, checked in a short transaction of its own (the request's
+    session may then stay unopened through a long upload); :class:`Unauthorized` otherwise."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        return keys_service.authenticate(session, key)
+
+
+def require_tenant(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str:
+    """The tenant the request acts for; :class:`Unauthorized` (401) without a valid key."""
+    settings: Settings = request.app.state.settings
+    if settings.auth == "off":
+        return DEFAULT_TENANT
+    return tenant_of_key(request, presented_key(request))
+
+
+#: The router-level dependency of every ``/v1`` router.
+REQUIRE_TENANT = Depends(require_tenant)
+
+__all__ = [
+    "KEY_COOKIE",
+    "REQUIRE_TENANT",
+    "bearer_scheme",
+    "presented_key",
+    "require_tenant",
+    "tenant_of_key",
+]

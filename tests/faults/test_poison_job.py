@@ -1,0 +1,77 @@
+"""A poison job — one whose worker dies on every attempt — ends ``failed`` after the attempt cap
+(3), on both databases, while the jobs queued behind it run.
+
+The death is real: the test SIGKILLs whichever worker process holds the job as soon as the job
+is ``running`` with a new attempt number. With a 1 s lease, each death costs about a second
+before the next claim; the claim after the third finds no attempts left and fails the job.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine
+from worker.helpers import add_dataset, job_row, regression_data, submit, wait_for, workers
+
+from service.config import Settings
+from service.db import session_factory
+
+from .helpers import JOB, job_data, worker_pid
+
+MAX_ATTEMPTS = 3  # the jobs table's default attempt cap
+
+
+def test_poison_job_fails_after_three_killed_attempts_without_blocking_the_queue(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    with session_factory(engine)() as session:
+        poison = submit(session, add_dataset(session, *job_data(), tmp_path), **JOB, seed=3)
+        small_id = add_dataset(session, *regression_data(64), tmp_path)
+        others = [submit(session, small_id, batch_size=16, epochs=2, seed=i) for i in range(3)]
+
+    first = job_row(engine, poison)
+    transitions = [(first["status"], first["attempt"])]
+    killed: list[str] = []  # the worker id of each attempt, killed
+    with workers(settings.resolved_database_url, settings.data_dir, count=4) as started:
+        by_pid = {w.pid: w for w in started}
+        deadline = time.monotonic() + 60
+        while transitions[-1][0] != "failed":
+            assert time.monotonic() < deadline, f"the poison job is stuck at {transitions}"
+            row = job_row(engine, poison)
+            state = (row["status"], row["attempt"])
+            if state != transitions[-1]:
+                transitions.append(state)
+            if row["status"] == "running" and row["attempt"] > len(killed):
+                victim = by_pid[worker_pid(row["worker_id"])]
+                victim.signal(signal.SIGKILL)
+                assert victim.wait() == -signal.SIGKILL
+                killed.append(row["worker_id"])
+            time.sleep(0.005)
+        wait_for(
+            lambda: all(job_row(engine, job_id)["status"] == "succeeded" for job_id in others),
+            what="the jobs behind the poison job",
+        )
+        survivors = [w for w in started if w.process.poll() is None]
+
+    assert transitions == [
+        ("queued", 0),
+        ("running", 1),
+        ("running", 2),
+        ("running", 3),
+        ("failed", 3),
+    ]
+    assert len(set(killed)) == MAX_ATTEMPTS  # three processes, each killed on its attempt
+    assert len(survivors) == len(started) - MAX_ATTEMPTS == 1
+    failed = job_row(engine, poison)
+    assert (failed["error_code"], failed["lease_expires_at"]) == ("lease_expired", None)
+    assert failed["error_message"] == (
+        "the lease expired on attempt 3 of 3: the worker running the job stopped heartbeating "
+        "(killed, or paused past its lease) on every attempt, so it is not retried again"
+    )
+    assert failed["finished_at"] is not None
+    for job_id in others:
+        done = job_row(engine, job_id)
+        assert (done["status"], done["attempt"], done["epoch"]) == ("succeeded", 1, 2)
+        assert done["finished_at"] < failed["finished_at"]  # none waited behind the poison
