@@ -57,6 +57,8 @@ from service.db import Job, create_engine_for, session_factory
 from service.db.migrate import upgrade
 
 EMBEDDED_WORKERS = 2
+#: The tenant of the key the load generator authenticates with.
+TENANT = "load"
 READ_CLIENTS = 50
 POST_CLIENTS = 20
 DEFAULT_SECONDS = 30.0
@@ -112,15 +114,42 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def create_key(database_url: str, data_dir: Path) -> str:
+    """A new API key of the tenant :data:`TENANT`, made by the real ``batchwise keys create``
+    on the benchmark's database."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "create", "--tenant", TENANT],
+        env=_processes.child_env(database_url, data_dir),
+        cwd=_processes.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise _processes.ProcessFailedError(f"keys create failed: {completed.stderr}")
+    return completed.stdout.strip()
+
+
 @contextmanager
-def serve_with_workers(database_url: str, data_dir: Path, workers: int) -> Iterator[Server]:
-    """A real ``python -m service serve`` on 127.0.0.1 with ``workers`` embedded workers; yields
-    it once ``GET /healthz`` answers 200. Output goes to a log file in ``data_dir``,
-    printed if it fails to start. Stopped with SIGTERM (it stops its workers), then SIGKILL."""
+def serve_with_workers(
+    database_url: str, data_dir: Path, workers: int, *, api_processes: int = 1
+) -> Iterator[Server]:
+    """A real ``python -m service serve`` on 127.0.0.1 with auth on, ``api_processes`` uvicorn
+    processes and ``workers`` embedded workers; yields it once ``GET /healthz`` answers 200.
+    Output goes to a log file in ``data_dir``, printed if it fails to start. Stopped with
+    SIGTERM (it stops its workers), then SIGKILL."""
     port = _processes.free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = data_dir / f"serve-{port}.log"
-    env = _processes.child_env(database_url, data_dir, {"BATCHWISE_WORKERS": str(workers)})
+    env = _processes.child_env(
+        database_url,
+        data_dir,
+        {
+            "BATCHWISE_WORKERS": str(workers),
+            "BATCHWISE_API_PROCESSES": str(api_processes),
+            "BATCHWISE_AUTH": "on",
+        },
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],

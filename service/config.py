@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         default=GiB, description="Largest dataset upload accepted, in bytes (413 above it)."
     )
+    max_request_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024**2,
+        description="Largest body of any other request (JSON: jobs, sweeps, predictions), in "
+        "bytes (413 above it, cut off while streaming).",
+    )
     max_rows: Annotated[int, Field(ge=2)] = Field(
         default=50_000_000, description="Most rows a dataset may have."
     )

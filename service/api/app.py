@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import __version__
+from service.api.auth import AuthenticateFirst
+from service.api.body_limit import BodyLimitMiddleware
 from service.api.dashboard import install_dashboard
 from service.api.docs import install_docs
 from service.api.observability import install_observability
@@ -64,6 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     install_problem_handlers(app)
+    app.add_middleware(AuthenticateFirst)
+    # The upload streams under its own limit (max_upload_bytes); every other body is capped.
+    upload = ("POST", datasets.router.prefix)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt={upload})
     install_observability(app)
     install_docs(app)
     install_dashboard(app)

@@ -12,6 +12,12 @@ allows that on a loopback address only).
 
 Not on ``/healthz``, ``/readyz``, ``/metrics``, the docs or static files: probes, scrapers and
 the docs page need no key (the docs' "Authorize" button sets one for "Try it out").
+
+:class:`AuthenticateFirst` checks the key of a ``/v1`` request before the route reads its body:
+FastAPI parses a JSON body before it solves dependencies, so without it a client with no key
+would learn about its malformed JSON (422) instead of its missing key (401), and would have its
+body read. The dependency stays the guarantee, and checks again whatever the middleware could
+not (a database error is raised in the route, where the 503 handler renders it).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.problems import problem_response
 from service.config import Settings
 from service.errors import Unauthorized
 from service.keys import DEFAULT_TENANT
@@ -29,6 +38,8 @@ from service.keys import service as keys_service
 
 #: The dashboard's cookie holding the signed-in key (HttpOnly, SameSite=Strict, Path=/).
 KEY_COOKIE = "batchwise_key"
+#: Where :class:`AuthenticateFirst` leaves the tenant for :func:`require_tenant`.
+_TENANT_STATE = "batchwise_tenant"
 
 #: Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" button). It
 #: never refuses anything itself: :func:`require_tenant` reads the header, to say precisely
@@ -87,7 +98,55 @@ def require_tenant(
     settings: Settings = request.app.state.settings
     if settings.auth == "off":
         return DEFAULT_TENANT
+    checked: str | None = getattr(request.state, _TENANT_STATE, None)
+    if checked is not None:
+        return checked
     return tenant_of_key(request, presented_key(request))
+
+
+class AuthenticateFirst:
+    """ASGI middleware: refuse a ``/v1`` request without a valid key (401) before the route
+    reads its body, and hand the tenant to :func:`require_tenant`. Only a refusal of the key
+    answers here; any other error leaves the check to the dependency."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path != "/v1" and not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        settings: Settings = request.app.state.settings
+        if settings.auth == "on":
+            try:
+                key = presented_key(request)
+                tenant = await run_in_threadpool(tenant_of_key, request, key)
+            except Unauthorized as exc:
+                response = problem_response(
+                    status=exc.status,
+                    title=exc.title,
+                    detail=exc.detail,
+                    type_=exc.type,
+                    instance=path,
+                    headers=exc.headers | _closing_if_body(request),
+                )
+                await response(scope, receive, send)
+                return
+            except Exception:
+                pass  # a database error, say: the dependency meets it again, in the route
+            else:
+                scope.setdefault("state", {})[_TENANT_STATE] = tenant
+        await self.app(scope, receive, send)
+
+
+def _closing_if_body(request: Request) -> dict[str, str]:
+    """``Connection: close`` for a refused request with a body, so it is not read to reuse
+    the connection."""
+    headers = request.headers
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    return {"Connection": "close"} if has_body else {}
 
 
 #: The router-level dependency of every ``/v1`` router.
@@ -96,6 +155,7 @@ REQUIRE_TENANT = Depends(require_tenant)
 __all__ = [
     "KEY_COOKIE",
     "REQUIRE_TENANT",
+    "AuthenticateFirst",
     "bearer_scheme",
     "presented_key",
     "require_tenant",

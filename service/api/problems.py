@@ -164,6 +164,10 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, BatchwiseError):
+        # FastAPI turns any error while it reads a body into "400 error parsing the body";
+        # ours (the request body limit) says more.
+        return _domain_error(request, exc.__cause__)
     status = exc.status_code
     phrase = HTTPStatus(status).phrase
     detail = str(exc.detail) if exc.detail else phrase

@@ -229,6 +229,33 @@ def test_every_v1_route_without_a_key_is_401(
     assert session.scalars(select(Dataset)).all() == []
 
 
+def test_a_keyless_request_is_401_before_its_body_is_read(
+    client: TestClient, auth_settings: Settings, key_a: str
+) -> None:
+    """Authentication comes first: malformed JSON, or a body over the request limit, from a
+    client with no key or a bad key gets the 401 (and the connection closed), not a 422/413."""
+    for method, path in v1_routes(auth_settings):
+        if method != "POST":
+            continue
+        url = calls(*missing_ids())[(method, path)].url
+        for headers in ({}, bearer(key_a + "x")):
+            response = client.request(
+                method,
+                url,
+                content=b"{not json",
+                headers=headers | {"Content-Type": "application/json"},
+            )
+            assert response.status_code == 401, (url, response.text)
+            assert response.headers["connection"] == "close"
+    # With the key, the same body is the client's own mistake: 422, or 413 on the upload.
+    response = client.post(
+        "/v1/jobs",
+        content=b"{not json",
+        headers=bearer(key_a) | {"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
 def test_a_revoked_key_is_401_on_every_route_saying_when(
     client: TestClient, auth_settings: Settings, session: Session, key_a: str
 ) -> None:
