@@ -80,6 +80,36 @@ class Settings(BaseSettings):
     max_features: Annotated[int, Field(ge=1)] = Field(
         default=10_000, description="Most feature columns a dataset may have."
     )
+    max_cells: Annotated[int, Field(ge=1)] = Field(
+        default=100_000_000,
+        description="Most cells (rows × features) a dataset may have, 413 above it: 100 M "
+        "float64 cells store as 800 MB and a worker holds them in memory.",
+    )
+    tenant_max_stored_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=10 * GiB,
+        description="Most bytes of stored datasets per tenant (the sum of their `size_bytes`); "
+        "an upload that would pass it is refused with 413 and nothing is stored.",
+    )
+    tenant_max_queued_jobs: Annotated[int, Field(ge=1)] = Field(
+        default=1_000,
+        description="Most queued jobs per tenant; a job or sweep that would pass it is refused "
+        "with 429 and Retry-After.",
+    )
+    tenant_max_running_jobs: Annotated[int, Field(ge=1)] = Field(
+        default=4,
+        description="Most jobs of one tenant running at once; its other jobs stay queued while "
+        "workers take other tenants' jobs.",
+    )
+    max_steps_per_job: Annotated[int, Field(ge=1)] = Field(
+        default=10_000_000,
+        description="Most optimizer steps one job may take (epochs × steps per epoch, over the "
+        "batch-size schedule); 422 above it.",
+    )
+    max_job_runtime_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0,
+        description="`max_runtime_s` of a job that sets none, and the most one may ask for "
+        "(422 above it); a job past it ends `failed` with `time_limit`.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -78,8 +78,25 @@ class PayloadTooLarge(BatchwiseError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class StorageQuotaExceeded(PayloadTooLarge):
+    """The tenant's stored datasets plus the new one would pass its storage quota: a type of
+    its own, since deleting datasets (not a smaller upload alone) may be the remedy."""
+
+    status, title, slug = 413, "Storage quota exceeded", "storage-quota-exceeded"
+
+
 class UnsupportedMediaType(BatchwiseError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class TooManyQueuedJobs(BatchwiseError):
+    """The tenant has as many queued jobs as it may: answered with ``Retry-After``, since
+    room appears as workers start them."""
+
+    status, title, slug = 429, "Too many queued jobs", "too-many-queued-jobs"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
 class InsufficientStorage(BatchwiseError):
