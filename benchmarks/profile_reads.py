@@ -109,7 +109,7 @@ async def profiled(
     themselves are timed, not profiled: compare the mean with and without the pool)."""
     profile = cProfile.Profile()
     real_run_sync = anyio.to_thread.run_sync
-    anyio.to_thread.run_sync = _inline_run_sync
+    anyio.to_thread.run_sync = _inline_run_sync  # type: ignore[assignment]
     try:
         profile.enable()
         for _ in range(n):

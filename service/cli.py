@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,6 +24,9 @@ from service.config import Settings
 from service.db import migrate
 from service.db.session import DatabaseUrlError, is_sqlite, normalize_url
 from service.logs import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger("service.cli")
 
@@ -48,6 +52,7 @@ _SERVE_ENVIRONMENT = (
   BATCHWISE_AUTH                   on (default: /v1 needs an API key, `batchwise keys`) |
                                    off (no keys: loopback addresses only)
   BATCHWISE_MAX_UPLOAD_BYTES       largest dataset upload accepted (default 1 GiB)
+  BATCHWISE_API_PROCESSES          API processes sharing the port (default 1)
   BATCHWISE_WORKERS                worker processes started beside the API
   BATCHWISE_LEASE_SECONDS          how long a worker's claim on a job lasts without a
                                    heartbeat (default 30)
@@ -129,6 +134,22 @@ def _require_head(url: str) -> None:
         )
 
 
+#: What uvicorn imports in each API process when ``BATCHWISE_API_PROCESSES`` > 1.
+API_APP_FACTORY = "service.cli:api_app"
+
+
+def api_app() -> FastAPI:
+    """The app of one of the API processes of ``batchwise serve`` (uvicorn calls it, by the
+    name :data:`API_APP_FACTORY`, in each process it starts): Settings and logging built from
+    the environment, as the serve command built its own — ``--host`` and ``--port`` aside,
+    which only the process that listens uses."""
+    settings = Settings()
+    _configure_logging(settings)
+    from service.api.app import create_app
+
+    return create_app(settings)
+
+
 def _serve(settings: Settings) -> None:
     _check_auth(settings)
     url = settings.resolved_database_url
@@ -142,14 +163,29 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.upload import clear_spool, spool_dir
     from service.worker.processes import EmbeddedWorkers
 
-    app = create_app(settings)
+    # What a killed process left half-received, removed here, before any API process starts:
+    # with several, one (re)starting must not delete another's upload in flight.
+    clear_spool(spool_dir(settings.data_dir))
+    # One process: the app built here; several: uvicorn starts them, each builds its own.
+    app: FastAPI | str = create_app(settings) if settings.api_processes == 1 else API_APP_FACTORY
     with EmbeddedWorkers(settings.workers, threads=settings.worker_threads).running():
-        logger.info("serving on http://%s:%d", settings.host, settings.port)
+        logger.info(
+            "serving on http://%s:%d (%d API processes, %d workers)",
+            settings.host,
+            settings.port,
+            settings.api_processes,
+            settings.workers,
+        )
         # log_config=None: uvicorn's lines go through our handler (JSON, with request ids).
+        # With workers > 1 uvicorn supervises the API processes: it stops them on SIGTERM or
+        # SIGINT and returns, then the embedded workers are stopped.
         uvicorn.run(
             app,
+            factory=isinstance(app, str),
+            workers=settings.api_processes,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8000, description="Port `batchwise serve` listens on."
     )
+    api_processes: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="API processes `batchwise serve` runs (uvicorn workers sharing its port, "
+        "each with its own database pool); more use more cores for requests. The embedded "
+        "workers are started once, whatever this is.",
+    )
     auth: Literal["on", "off"] = Field(
         default="on",
         description="`on`: every `/v1` request needs an API key (`Authorization: Bearer`; "

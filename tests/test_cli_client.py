@@ -218,10 +218,11 @@ def test_upload_submit_wait_list_show_history_predict_cancel(service: str, tmp_p
         assert header == ["ROW", "PREDICTION"]
         assert rows == [[str(i), fmt(p)] for i, p in enumerate(prediction["predictions"])]
 
-        # jobs cancel: a long job (1 step per row, 10⁵ epochs) cancelled; then 409
+        # jobs cancel: a long job (1 step per row, 2·10⁴ epochs: 8 M steps, under the 10 M
+        # a job may take) cancelled; then 409
         long_job = as_json(
             "jobs", "submit", "--dataset", dataset["id"], "--batch-size", "1",
-            "--epochs", "100000", *url,
+            "--epochs", "20000", *url,
         )  # fmt: skip
         assert long_job["status"] == "queued"
         cancelled = as_json("jobs", "cancel", long_job["id"], *url, real=True)

@@ -18,7 +18,6 @@ from service.api.docs import install_docs
 from service.api.observability import install_observability
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
 from service.api.routes import datasets, health, jobs, plots, sweeps
-from service.api.upload import clear_spool, spool_dir
 from service.config import Settings
 from service.db import create_engine_for, session_factory
 
@@ -47,7 +46,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        clear_spool(spool_dir(settings.data_dir))  # what a killed process left half-received
         try:
             yield
         finally:

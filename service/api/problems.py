@@ -289,10 +289,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid API key: send `Authorization: Bearer <key>` (`batchwise keys create`).",
         404: "No such resource.",
         409: "Conflict with the resource's current state.",
-        413: "Payload too large (upload over BATCHWISE_MAX_UPLOAD_BYTES, or too many rows or "
-        "features).",
+        413: "Payload too large (upload over BATCHWISE_MAX_UPLOAD_BYTES, too many rows, "
+        "features or cells, or past the tenant's storage quota).",
         415: "Unsupported media type (request body or uploaded file format).",
         422: "Invalid input: `errors` lists each problem with its location.",
+        429: "Too many queued jobs for this tenant: retry after `Retry-After` seconds.",
         503: "Service unavailable.",
         507: "Insufficient storage: the server's disk or database is full; nothing was stored.",
     }

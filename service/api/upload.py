@@ -56,7 +56,9 @@ def clear_spool(spool_dir: Path) -> list[Path]:
 
     For start-up, before any request: a file outlives its request only when the process died
     mid-upload or mid-ingest (kill -9, out of memory, power cut), and nothing can resume it.
-    Assumes one API process per data dir, as ``batchwise serve`` runs.
+    ``batchwise serve`` calls it once, before it starts its API processes (the app does not:
+    with several processes on one data dir, one restarting would delete another's upload in
+    flight).
     """
     if not spool_dir.is_dir():
         return []

@@ -33,6 +33,7 @@ from service.datasets.ingest_common import (
     check_names,
     invalid,
     invalid_at,
+    too_many_cells,
     too_many_features,
     too_many_rows,
 )
@@ -147,6 +148,8 @@ def parse_inline(
         raise too_many_features(n_features, limits, ("body", "X"))
     if n_features == 0:
         raise invalid_at(("body", "X", 0), "the rows of X are empty: no features")
+    if limits.cells_over(n_rows, n_features):
+        raise too_many_cells(n_rows, n_features, limits, ("body", "X"))
     X_arr = _numeric_array(X, (n_rows, n_features), ("body", "X"))
     if len(y) != n_rows:
         raise invalid_at(

@@ -22,10 +22,20 @@ MAX_REPORTED_ERRORS = 10
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """Bounds on a dataset's shape (``Settings.max_rows``, ``Settings.max_features``)."""
+    """Bounds on a dataset's shape (``Settings.max_rows``, ``max_features``, ``max_cells``).
+
+    max_cells : most rows × features (the target column not counted); None for no bound
+        beyond the other two. Rows are counted as read, dropped ones included, as for
+        ``max_rows``.
+    """
 
     max_rows: int
     max_features: int
+    max_cells: int | None = None
+
+    def cells_over(self, n_rows: int, n_features: int) -> bool:
+        """Whether ``n_rows`` × ``n_features`` passes ``max_cells``."""
+        return self.max_cells is not None and n_rows * n_features > self.max_cells
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,20 @@ def too_many_features(n_features: int, limits: IngestLimits, loc: Loc) -> Payloa
         "the limit set by BATCHWISE_MAX_FEATURES"
     )
     return PayloadTooLarge(msg, errors=[FieldError(loc=loc, msg=msg, type="too_many_features")])
+
+
+def too_many_cells(
+    n_rows: int, n_features: int, limits: IngestLimits, loc: Loc, *, at_least: bool = False
+) -> PayloadTooLarge:
+    """413, like the row and feature limits: the data may be fine, only larger than this
+    server takes. ``at_least``: the rows counted so far (a CSV file is refused before its
+    end)."""
+    rows = f"at least {n_rows}" if at_least else f"{n_rows}"
+    msg = (
+        f"the dataset has {rows} rows × {n_features} features = {n_rows * n_features} cells, "
+        f"more than {limits.max_cells}, the limit set by BATCHWISE_MAX_CELLS"
+    )
+    return PayloadTooLarge(msg, errors=[FieldError(loc=loc, msg=msg, type="too_many_cells")])
 
 
 def check_enough_rows(n_rows: int, dropped_rows: int, loc: Loc) -> None:

@@ -23,8 +23,8 @@ Rules (the documented behaviour):
   error in both modes.
 - Blank lines at the end of the file are ignored; a blank line followed by more data is an
   error naming the blank line (it usually means two files were pasted together).
-- The row limit counts data rows read, dropped ones included, and stops reading as soon as
-  it is passed.
+- The row limit, and the cell limit (rows × features), count data rows read, dropped ones
+  included, and stop reading as soon as they are passed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from service.datasets.ingest_common import (
     invalid_at,
     resolve_target,
     split_target,
+    too_many_cells,
     too_many_features,
     too_many_rows,
 )
@@ -137,18 +138,25 @@ class _CsvParser:
                 bytes_per_row = max(1.0, self.bytes_read / max(1, self.rows_read))
                 remaining = max(0, self.file_bytes - self.data_start - self.bytes_read)
                 capacity = needed + int(remaining / bytes_per_row * 1.05) + 16
-                capacity = min(capacity, max(needed, self.limits.max_rows))
+                capacity = min(capacity, max(needed, self._most_rows()))
                 self.X = np.empty((capacity, self.ncols - 1), dtype=np.float64)
                 self.y = np.empty(capacity, dtype=np.float64)
             else:
                 capacity = max(needed, self.X.shape[0] + self.X.shape[0] // 4 + 1024)
-                capacity = min(capacity, max(needed, self.limits.max_rows))
+                capacity = min(capacity, max(needed, self._most_rows()))
                 self.X = _resized(self.X, capacity)
                 self.y = _resized(self.y, capacity)
         split_target(
             rows, self.target_index, self.X[self.n_rows : needed], self.y[self.n_rows : needed]
         )
         self.n_rows = needed
+
+    def _most_rows(self) -> int:
+        """The most rows the limits allow at this width: the arrays never grow past it."""
+        most = self.limits.max_rows
+        if self.limits.max_cells is not None:
+            most = min(most, self.limits.max_cells // max(1, self.ncols - 1))
+        return most
 
     # -- the header ---------------------------------------------------------------------------
 
@@ -248,6 +256,11 @@ class _CsvParser:
                 line_no += n_lines
             if self.rows_read > self.limits.max_rows:
                 raise too_many_rows(self.limits, ("file",))
+            if self.limits.cells_over(self.rows_read, self.ncols - 1):
+                unread = self.data_start + self.bytes_read < self.file_bytes
+                raise too_many_cells(
+                    self.rows_read, self.ncols - 1, self.limits, ("file",), at_least=unread
+                )
 
     def _parse_block(self, block: bytes, n_lines: int, first_line: int) -> None:
         self.bytes_read += len(block)

@@ -8,8 +8,8 @@
   ``feature_names`` (1-D strings, one per feature; else ``x0`` … ``x{d-1}``). The target is
   ``y``: ``target`` must be unset (or ``"y"``). Other arrays are ignored.
 - Numeric dtypes only (bool, integers, floats), converted to float64. Objects are never
-  unpickled. Shapes and dtypes are read from the headers first, so the limits are checked
-  before any data is read.
+  unpickled. Shapes and dtypes are read from the headers first, so the limits (rows, features,
+  rows × features) are checked before any data is read.
 - Rows with NaN or infinite values: an error naming ``row i`` (0-based) and the column, or
   dropped and counted with ``invalid_rows="drop"``.
 """
@@ -37,6 +37,7 @@ from service.datasets.ingest_common import (
     invalid_at,
     resolve_target,
     split_target,
+    too_many_cells,
     too_many_features,
     too_many_rows,
 )
@@ -90,6 +91,8 @@ def parse_npy(
         raise too_many_features(n_columns - 1, limits, loc)
     if n_rows > limits.max_rows:
         raise too_many_rows(limits, loc)
+    if limits.cells_over(n_rows, n_columns - 1):
+        raise too_many_cells(n_rows, n_columns - 1, limits, loc)
     check_enough_rows(n_rows, 0, loc)
     names = [f"x{i}" for i in range(n_columns)]
     target_index = resolve_target(names, target)
@@ -177,6 +180,8 @@ def parse_npz(
             raise too_many_features(n_features, limits, ("file", "X"))
         if n_rows > limits.max_rows:
             raise too_many_rows(limits, ("file", "X"))
+        if limits.cells_over(n_rows, n_features):
+            raise too_many_cells(n_rows, n_features, limits, ("file", "X"))
         check_enough_rows(n_rows, 0, ("file", "X"))
         names = _feature_names(archive, members, n_features)
         X_raw = _load_member(archive, members["X"], "X")

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from service.db import Dataset, DatasetChunk, Job
+from service.db import Dataset, DatasetChunk, Job, is_sqlite
 
 
 def add(session: Session, dataset: Dataset) -> None:
@@ -90,6 +90,34 @@ def remove(session: Session, dataset_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+#: The first key of the advisory lock that serialises one tenant's dataset inserts
+#: (PostgreSQL; the second key is the tenant's ``hashtext``).
+STORAGE_LOCK_NAMESPACE = 7101
+
+
+def lock_tenant_storage(session: Session, tenant: str) -> None:
+    """Hold ``tenant``'s storage lock until the transaction ends, so that concurrent uploads
+    of one tenant check its quota one after the other, each seeing the ones before it.
+
+    PostgreSQL only: a transaction-level advisory lock (two tenants whose names hash alike
+    merely take turns). SQLite needs none: the insert before the check takes the database's
+    one write lock, held to the commit.
+    """
+    if is_sqlite(session.get_bind().engine.url):
+        return
+    session.execute(
+        select(func.pg_advisory_xact_lock(STORAGE_LOCK_NAMESPACE, func.hashtext(tenant)))
+    )
+
+
+def stored_bytes(session: Session, tenant: str) -> int:
+    """The sum of ``size_bytes`` over ``tenant``'s datasets (0 for none)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.tenant == tenant)
+    )
+    return int(total or 0)
+
+
 def jobs_using(session: Session, dataset_id: str, *, limit: int = 1) -> list[tuple[str, str]]:
     """``(job id, status)`` of up to ``limit`` jobs on a dataset: queued or running first,
     then the newest."""
@@ -111,5 +139,7 @@ __all__ = [
     "get",
     "jobs_using",
     "list_page",
+    "lock_tenant_storage",
     "remove",
+    "stored_bytes",
 ]

@@ -6,6 +6,14 @@ shape (n_rows, n_features + 1), target last; see :mod:`service.datasets.arrays`)
 file's bytes go to ``dataset_chunks`` in ``CHUNK_BYTES`` slices, read in a loop so at most one
 chunk of it is in memory. The metadata row and every chunk are in the caller's one
 transaction: a failure anywhere leaves neither.
+
+Storage quota (``max_stored_bytes``, per tenant): the tenant's stored ``size_bytes`` plus the
+new dataset's must fit, else :class:`StorageQuotaExceeded` (413) and nothing is stored. It is
+checked twice: once as soon as the size is known (the canonical size follows from the shape),
+before anything is written; and again, exactly, after the metadata row is inserted, holding a
+lock to the commit — SQLite's write lock, which that insert takes, or on PostgreSQL the
+tenant's advisory lock — so two concurrent uploads of one tenant cannot both fit in the room
+for one: the second sees the first, or waits for its commit and then sees it.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from service.datasets import repository
-from service.datasets.arrays import write_canonical
+from service.datasets.arrays import canonical_header, write_canonical
 from service.datasets.ingest import (
     IngestLimits,
     ParsedDataset,
@@ -37,7 +45,7 @@ from service.datasets.schemas import (
     SourceFormat,
 )
 from service.db import Dataset, utcnow
-from service.errors import BatchwiseError, Conflict, NotFound
+from service.errors import BatchwiseError, Conflict, NotFound, StorageQuotaExceeded
 from service.pagination import decode_cursor, encode_cursor
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -62,10 +70,11 @@ def create_from_file(
     invalid_rows: InvalidRows,
     limits: IngestLimits,
     work_dir: Path,
+    max_stored_bytes: int | None = None,
 ) -> DatasetRead:
     """Parse the uploaded file at ``path`` (CSV, NPY or NPZ, detected from its first bytes,
     then its name and content type) and store it as ``tenant``'s. ``name`` defaults to
-    ``filename``."""
+    ``filename``. ``max_stored_bytes``: the tenant's storage quota (None: none)."""
     with path.open("rb") as file:
         head = file.read(HEAD_BYTES)
     fmt = detect_format(filename, content_type, head)
@@ -77,6 +86,7 @@ def create_from_file(
         name=name or filename or "upload",
         source_format=fmt,
         work_dir=work_dir,
+        max_stored_bytes=max_stored_bytes,
     )
 
 
@@ -87,11 +97,37 @@ def create_from_inline(
     tenant: str,
     limits: IngestLimits,
     work_dir: Path,
+    max_stored_bytes: int | None = None,
 ) -> DatasetRead:
-    """Validate and store a dataset sent inline as JSON, as ``tenant``'s."""
+    """Validate and store a dataset sent inline as JSON, as ``tenant``'s (``max_stored_bytes``
+    as for :func:`create_from_file`)."""
     parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
     return _store(
-        session, parsed, tenant=tenant, name=body.name, source_format="json", work_dir=work_dir
+        session,
+        parsed,
+        tenant=tenant,
+        name=body.name,
+        source_format="json",
+        work_dir=work_dir,
+        max_stored_bytes=max_stored_bytes,
+    )
+
+
+def canonical_size(n_rows: int, n_features: int) -> int:
+    """Bytes of the canonical stored form of an (n_rows, n_features) dataset: the NPY header,
+    then 8 bytes per cell of the n_features + 1 columns (the target included)."""
+    return len(canonical_header(n_rows, n_features + 1)) + 8 * n_rows * (n_features + 1)
+
+
+def check_storage_quota(used_bytes: int, new_bytes: int, max_stored_bytes: int) -> None:
+    """:class:`StorageQuotaExceeded` (413) unless ``used_bytes + new_bytes`` fits the quota."""
+    if used_bytes + new_bytes <= max_stored_bytes:
+        return
+    raise StorageQuotaExceeded(
+        f"Storing this dataset ({new_bytes} bytes) would bring your stored datasets to "
+        f"{used_bytes + new_bytes} bytes, over your quota of {max_stored_bytes} bytes "
+        f"(BATCHWISE_TENANT_MAX_STORED_BYTES); {used_bytes} bytes are in use. Nothing was "
+        "stored: delete datasets you no longer need (DELETE /v1/datasets/{id}) to make room."
     )
 
 
@@ -103,8 +139,13 @@ def _store(
     name: str,
     source_format: SourceFormat,
     work_dir: Path,
+    max_stored_bytes: int | None,
 ) -> DatasetRead:
     summary = summarize(parsed)
+    new_bytes = canonical_size(parsed.n_rows, parsed.n_features)
+    if max_stored_bytes is not None:
+        # Early and unlocked: refuse before writing anything (re-checked, exactly, below).
+        check_storage_quota(repository.stored_bytes(session, tenant), new_bytes, max_stored_bytes)
     work_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=work_dir, prefix="canonical-", suffix=".npy")
     os.close(fd)
@@ -134,7 +175,13 @@ def _store(
             chunk_count=-(-size_bytes // CHUNK_BYTES),
             created_at=utcnow(),
         )
+        if max_stored_bytes is not None:
+            repository.lock_tenant_storage(session, tenant)
         repository.add(session, dataset)
+        if max_stored_bytes is not None:
+            # Under the lock, counting this dataset's own row: exact (see the module docstring).
+            used = repository.stored_bytes(session, tenant) - size_bytes
+            check_storage_quota(used, size_bytes, max_stored_bytes)
         with canonical.open("rb") as file:
             seq = 0
             while data := file.read(CHUNK_BYTES):
@@ -260,6 +307,8 @@ def read_dataset_bytes(session: Session, dataset_id: str, dest_path: Path) -> Da
 __all__ = [
     "CHUNK_BYTES",
     "StoredBytesCorruptError",
+    "canonical_size",
+    "check_storage_quota",
     "create_from_file",
     "create_from_inline",
     "delete_dataset",

@@ -8,7 +8,9 @@ left — becomes ``running`` with ``attempt + 1``, this worker's id and a lease 
 ``lease_seconds``. PostgreSQL picks it with ``SELECT … FOR UPDATE SKIP LOCKED`` inside the
 ``UPDATE``, so concurrent claimers never wait on, nor take, the same row; SQLite serialises
 claimers with ``BEGIN IMMEDIATE`` (the write lock first, then select + update). Expired jobs with
-no attempts left are failed (``lease_expired``) by the same transaction.
+no attempts left are failed (``lease_expired``) by the same transaction. With a per-tenant
+running limit, a tenant at it is skipped (its jobs wait), and PostgreSQL claims take turns on an
+advisory lock so the limit holds exactly (see :func:`claim`).
 
 Fencing: every later write is conditioned on the claim,
 ``WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND status = 'running'``,
@@ -25,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -119,19 +121,51 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def claim(session: Session, *, worker_id: str, lease_seconds: float, now: datetime) -> Claim | None:
+#: The advisory lock (two-key form) that serialises claims on PostgreSQL when a per-tenant
+#: running limit applies.
+CLAIM_LOCK_KEYS = (7103, 0)
+
+
+def _tenants_at(limit: int, now: datetime) -> Select[str]:
+    """The tenants with ``limit`` or more running jobs whose lease has not expired."""
+    running = and_(Job.status == "running", Job.lease_expires_at >= now)
+    return select(Job.tenant).where(running).group_by(Job.tenant).having(func.count() >= limit)
+
+
+def claim(
+    session: Session,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    now: datetime,
+    max_running_per_tenant: int | None = None,
+) -> Claim | None:
     """Claim the oldest claimable job for ``worker_id``, or None when there is none.
 
     ``session`` must have no transaction open (on SQLite this starts one with ``BEGIN
     IMMEDIATE``); commit right after. The job's lease runs to ``now + lease_seconds``.
+
+    ``max_running_per_tenant``: a job is claimable only while its tenant has fewer running
+    jobs (lease unexpired) than that; its jobs wait queued, and the oldest job of a tenant
+    below it is claimed instead. Exact under concurrent claimers: SQLite's ``BEGIN
+    IMMEDIATE`` runs claims one at a time; on PostgreSQL ``SKIP LOCKED`` alone would let two
+    claimers each take a different job of one tenant and both pass its limit, so claims hold
+    a transaction-level advisory lock (:data:`CLAIM_LOCK_KEYS`) to the commit, and each one
+    counts running jobs with every earlier claim committed. A claim is one short transaction,
+    so waiting for the lock costs milliseconds.
     """
     sqlite_backend = is_sqlite(session.get_bind().engine.url)
     if sqlite_backend:
         # Take the write lock before reading, so two claimers cannot both read the same job
         # queued (a deferred transaction would only find out at its write, or fail to upgrade).
         session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    elif max_running_per_tenant is not None:
+        # The next statements (READ COMMITTED) see every claim committed before this one.
+        session.execute(select(func.pg_advisory_xact_lock(*CLAIM_LOCK_KEYS)))
     _settle_expired(session, now)
     pick = select(Job.id).where(_claimable(now)).order_by(Job.created_at, Job.id).limit(1)
+    if max_running_per_tenant is not None:
+        pick = pick.where(Job.tenant.not_in(_tenants_at(max_running_per_tenant, now)))
     values = {
         "status": "running",
         "attempt": Job.attempt + 1,

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.db import Job, JobCheckpoint, JobEpoch, JobModel
+from service.db import Dataset, Job, JobCheckpoint, JobEpoch, JobModel, is_sqlite
 
 
 def add(session: Session, job: Job) -> None:
@@ -35,6 +35,40 @@ def get(session: Session, job_id: str, *, tenant: str) -> Job | None:
     return session.scalars(
         select(Job).where(_owned(job_id, tenant)).execution_options(populate_existing=True)
     ).one_or_none()
+
+
+# The hot reads (GET a job, its history) run these statements built once, on the tables:
+# building a statement per call (and computing its cache key) and loading ORM objects into
+# the identity map cost several times the SQLite lookup itself. Plain rows are read-only;
+# their columns are attributes, as on a ``Job``.
+_JOBS, _DATASETS, _EPOCHS = Job.__table__.c, Dataset.__table__.c, JobEpoch.__table__.c
+#: A row of any columns, each read as an attribute (``row.status``).
+PlainRow = Row[*tuple[Any, ...]]
+_READ_JOB = select(Job.__table__).where(
+    _JOBS.id == bindparam("job_id"), _JOBS.tenant == bindparam("tenant")
+)
+_READ_JOB_TASK = (
+    select(_JOBS.id, _JOBS.dataset_id, _JOBS.status, _JOBS.config, _DATASETS.task)
+    .select_from(Job.__table__.outerjoin(Dataset.__table__, _DATASETS.id == _JOBS.dataset_id))
+    .where(_JOBS.id == bindparam("job_id"), _JOBS.tenant == bindparam("tenant"))
+)
+_EPOCH_ROWS = (
+    select(_EPOCHS.epoch, _EPOCHS.record, _EPOCHS.step_losses)
+    .where(_EPOCHS.job_id == bindparam("job_id"))
+    .order_by(_EPOCHS.epoch)
+)
+
+
+def read(session: Session, job_id: str, *, tenant: str) -> PlainRow | None:
+    """``tenant``'s job with ``job_id`` as a read-only row (every column of ``jobs``), or
+    ``None``."""
+    return session.execute(_READ_JOB, {"job_id": job_id, "tenant": tenant}).one_or_none()
+
+
+def read_with_task(session: Session, job_id: str, *, tenant: str) -> PlainRow | None:
+    """``(id, dataset_id, status, config, task)`` of ``tenant``'s job with ``job_id`` — ``task``
+    its dataset's, ``None`` if the dataset is gone — or ``None`` if there is no such job."""
+    return session.execute(_READ_JOB_TASK, {"job_id": job_id, "tenant": tenant}).one_or_none()
 
 
 def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
@@ -126,11 +160,7 @@ def delete_finished(session: Session, job_id: str, finished: Sequence[str], *, t
 
 def epoch_rows(session: Session, job_id: str) -> list[tuple[int, dict[str, Any], bytes]]:
     """``(epoch, record, step_losses)`` of every stored epoch of a job, in epoch order."""
-    rows = session.execute(
-        select(JobEpoch.epoch, JobEpoch.record, JobEpoch.step_losses)
-        .where(JobEpoch.job_id == job_id)
-        .order_by(JobEpoch.epoch)
-    )
+    rows = session.execute(_EPOCH_ROWS, {"job_id": job_id})
     return [(int(epoch), record, bytes(losses)) for epoch, record, losses in rows]
 
 
@@ -139,13 +169,44 @@ def model(session: Session, job_id: str) -> JobModel | None:
     return session.get(JobModel, job_id)
 
 
+#: The first key of the advisory lock that serialises one tenant's job inserts (PostgreSQL;
+#: the second key is the tenant's ``hashtext``).
+QUEUE_LOCK_NAMESPACE = 7102
+
+
+def lock_tenant_queue(session: Session, tenant: str) -> None:
+    """Hold ``tenant``'s queue lock until the transaction ends, so that concurrent submits of
+    one tenant count its queued jobs one after the other, each seeing the ones before it.
+
+    PostgreSQL only: a transaction-level advisory lock (two tenants whose names hash alike
+    merely take turns). SQLite needs none: the job's insert, made before the count, takes the
+    database's one write lock, held to the commit.
+    """
+    if is_sqlite(session.get_bind().engine.url):
+        return
+    session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK_NAMESPACE, func.hashtext(tenant))))
+
+
+def count_queued(session: Session, tenant: str) -> int:
+    """How many of ``tenant``'s jobs are ``queued`` (the caller's own inserts included)."""
+    count = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status == "queued")
+    )
+    return int(count or 0)
+
+
 __all__ = [
+    "PlainRow",
     "add",
     "cancel_queued",
+    "count_queued",
     "delete_finished",
     "epoch_rows",
     "get",
     "list_page",
+    "lock_tenant_queue",
     "model",
+    "read",
+    "read_with_task",
     "request_cancel_running",
 ]

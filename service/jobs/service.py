@@ -5,7 +5,8 @@ tenant's job (or dataset) is the same 404 as a missing one, and lists show the t
 only. ``submit`` validates the config twice: the schema's bounds (done by the caller), then the
 core's rules against the dataset's metadata (rows, features, task, classes), so anything that
 cannot run is refused before a worker sees it, with a 422 naming the field as it is spelled in
-the request body.
+the request body; the API passes the limits too (:mod:`service.jobs.limits`: steps, runtime,
+the tenant's queued jobs).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from service.jobs.history import (
     join_steps,
     steps_csv,
 )
+from service.jobs.limits import JobLimits, queue_room
 from service.jobs.schemas import (
     FINISHED_STATUSES,
     EvaluationsRead,
@@ -86,11 +88,17 @@ def _resolve_config(body: JobCreate) -> TrainConfig:
         raise _invalid_config(exc) from None
 
 
-def submit(session: Session, body: JobCreate, *, tenant: str) -> JobRead:
+def submit(
+    session: Session, body: JobCreate, *, tenant: str, limits: JobLimits | None = None
+) -> JobRead:
     """Queue a job for ``tenant``: 404 for an unknown dataset (another tenant's included), 422
     naming the field for a config that cannot run on it (e.g. ``batch_size`` above the training
     rows, ``softmax`` on a regression target), else a ``queued`` job row inserted in the
-    caller's transaction."""
+    caller's transaction.
+
+    ``limits`` (:mod:`service.jobs.limits`; None checks none): 422 for too many steps or a
+    ``max_runtime_s`` above the limit, which a job without one gets; 429 when ``tenant``'s
+    queue is full — found after the insert, which the caller's rollback then undoes."""
     config = _resolve_config(body)
     dataset = datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
     try:
@@ -108,6 +116,10 @@ def submit(session: Session, body: JobCreate, *, tenant: str) -> JobRead:
                 errors=[FieldError(("body", "dataset_id"), exc.message, "value_error")],
             ) from None
         raise _invalid_config(exc) from None
+    max_runtime_s = body.max_runtime_s
+    if limits is not None:
+        max_runtime_s = limits.runtime_for(body.max_runtime_s)
+        limits.check_steps(config, n_rows=dataset.n_rows)
     job = Job(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -115,7 +127,7 @@ def submit(session: Session, body: JobCreate, *, tenant: str) -> JobRead:
         name=body.name,
         tags=list(dict.fromkeys(body.tags)),  # unique, in the order given
         config=config.to_dict(),
-        max_runtime_s=body.max_runtime_s,
+        max_runtime_s=max_runtime_s,
         status="queued",
         cancel_requested=False,
         attempt=0,
@@ -126,11 +138,16 @@ def submit(session: Session, body: JobCreate, *, tenant: str) -> JobRead:
         samples_seen=0,
         created_at=utcnow(),
     )
-    repository.add(session, job)
+    with queue_room(session, tenant, limits, adding=1, what="this job"):
+        repository.add(session, job)
     return to_read(job)
 
 
-def _progress(job: Job, now: datetime) -> ProgressRead:
+#: A job as the read functions see it: its ORM object, or a read-only row of the same columns.
+JobRow = Job | repository.PlainRow
+
+
+def _progress(job: JobRow, now: datetime) -> ProgressRead:
     within = 0.0
     if job.status == "running" and job.steps_per_epoch:
         within = min(job.step / job.steps_per_epoch, 1.0)
@@ -167,7 +184,7 @@ def shown_config(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in SERVER_FIELDS}
 
 
-def to_read(job: Job, *, now: datetime | None = None) -> JobRead:
+def to_read(job: JobRow, *, now: datetime | None = None) -> JobRead:
     """The API's view of a job row."""
     error = None
     if job.error_code is not None:
@@ -216,9 +233,17 @@ def _get_row(session: Session, job_id: str, *, tenant: str) -> Job:
     return job
 
 
+def _read_row(session: Session, job_id: str, *, tenant: str) -> repository.PlainRow:
+    # As _get_row, as a read-only row: no ORM object for a request that only shows the job.
+    job = repository.read(session, job_id, tenant=tenant)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
 def get_job(session: Session, job_id: str, *, tenant: str) -> JobRead:
     """``tenant``'s job with ``job_id``; :class:`NotFound` (404) otherwise."""
-    return to_read(_get_row(session, job_id, tenant=tenant))
+    return to_read(_read_row(session, job_id, tenant=tenant))
 
 
 def list_jobs(
@@ -280,9 +305,16 @@ def delete_job(session: Session, job_id: str, *, tenant: str) -> None:
     )
 
 
-def _job_task(job: Job, dataset_task: Task) -> Task:
+def _dataset_task(value: str) -> Task:
+    for task in ("regression", "binary", "multiclass"):
+        if value == task:
+            return task
+    raise ValueError(f"unknown dataset task {value!r}")
+
+
+def _job_task(config: dict[str, Any], dataset_task: Task) -> Task:
     try:
-        return effective_task(TrainConfig.from_dict(job.config), dataset_task)
+        return effective_task(TrainConfig.from_dict(config), dataset_task)
     except CoreConfigError:  # validated at submit; kept safe for rows written by hand
         return dataset_task
 
@@ -297,9 +329,13 @@ def history(
 ) -> HistoryRead:
     """The job's history so far (readable while it runs): per-epoch arrays in epoch order and
     the step losses, downsampled to at most ``max_points`` keeping each bucket's min and max."""
-    job = _get_row(session, job_id, tenant=tenant)
-    dataset = datasets_service.get_dataset(session, job.dataset_id)
-    task = _job_task(job, dataset.task)
+    # One statement for the job and its dataset's task (a job's dataset is its owner's).
+    job = repository.read_with_task(session, job_id, tenant=tenant)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    if job.task is None:
+        raise NotFound(f"No dataset with id {job.dataset_id!r}.")
+    task = _job_task(job.config, _dataset_task(job.task))
     rows = repository.epoch_rows(session, job_id)
     records = [finite_record(record) for _, record, _ in rows]
     steps = _steps_for([blob for _, _, blob in rows], max_points)
@@ -328,7 +364,9 @@ def history(
         ],
         batch_size_reason=column("batch_size_reason"),
         evaluations=EvaluationsRead(**asdict(join_evaluations(records))),
-        steps=StepsRead(step=steps.step.tolist(), loss=steps.loss.tolist()),
+        # Not validated again: int64 and float32 arrays give lists of int and float, and
+        # checking their thousands of items cost more than the rest of the history.
+        steps=StepsRead.model_construct(step=steps.step.tolist(), loss=steps.loss.tolist()),
         total_steps=steps.total,
         downsampled=steps.downsampled,
     )
@@ -344,7 +382,7 @@ def history_csv(
 ) -> str:
     """The history as CSV: ``table="epochs"`` one row per epoch (columns
     :data:`service.jobs.history.EPOCH_COLUMNS`), ``"steps"`` one ``step,loss`` row per kept step."""
-    _get_row(session, job_id, tenant=tenant)
+    _read_row(session, job_id, tenant=tenant)
     rows = repository.epoch_rows(session, job_id)
     if table == "steps":
         return steps_csv(_steps_for([blob for _, _, blob in rows], max_points))

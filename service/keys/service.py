@@ -130,7 +130,7 @@ def authenticate(session: Session, key: str) -> str:
             f"({KEY_LENGTH} characters; check it was copied whole).",
             invalid_token=True,
         )
-    row = repository.get(session, key_id)
+    row = repository.read(session, key_id)
     matches = hmac.compare_digest(hash_key(key), row.key_hash if row else _DUMMY_HASH)
     if row is None or not matches:
         raise Unauthorized(
@@ -144,7 +144,7 @@ def authenticate(session: Session, key: str) -> str:
             f"API key {row.id} was revoked at {revoked}: ask for a new one.",
             invalid_token=True,
         )
-    return row.tenant
+    return str(row.tenant)
 
 
 __all__ = [

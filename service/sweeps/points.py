@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.db.tables import Sweep
 from service.errors import FieldError, InvalidInput
 from service.jobs import service as jobs_service
+from service.jobs.limits import JobLimits
 from service.jobs.schemas import JobCreate
 from service.sweeps import repository
 from service.sweeps.schemas import LRMethod
@@ -86,8 +87,10 @@ def submit_point(
     seed: int,
     round_: int,
     place: PointPlace,
+    limits: JobLimits | None = None,
 ) -> str:
-    """Queue one point as an ordinary job (jobs' own validation) and attach it; its id."""
+    """Queue one point as an ordinary job (jobs' own validation, and ``limits``' steps and
+    runtime; the sweep counts its queue room itself) and attach it; its id."""
     base = dict(spec["base"])
     label = sweep.name or f"sweep {sweep.id[:8]}"
     fields = base | {
@@ -113,7 +116,7 @@ def submit_point(
         ) from None
     try:
         # The sweep's tenant owns its points (the worker submits later rounds: no request).
-        job = jobs_service.submit(session, body, tenant=sweep.tenant)
+        job = jobs_service.submit(session, body, tenant=sweep.tenant, limits=limits)
     except InvalidInput as exc:
         raise _point_refused(exc.errors, place) from None
     point = {

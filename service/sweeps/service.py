@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from service.db import utcnow
 from service.db.tables import Sweep
 from service.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.jobs import service as jobs_service
+from service.jobs.limits import JobLimits, queue_room
 from service.pagination import decode_cursor, encode_cursor
 from service.sweeps import repository
 from service.sweeps.analysis import analyse, get_row, noise_scale, point_read, science
@@ -75,8 +77,8 @@ def _refuse(loc: tuple[str | int, ...], message: str) -> InvalidInput:
     )
 
 
-def _check_request(body: SweepCreate) -> None:
-    """The cross-field rules, each a 422 naming the exact field."""
+def _check_request(body: SweepCreate) -> int:
+    """The cross-field rules, each a 422 naming the exact field; the first round's jobs."""
     for name, values in (
         ("batch_sizes", body.batch_sizes),
         ("learning_rates", body.learning_rates),
@@ -119,6 +121,7 @@ def _check_request(body: SweepCreate) -> None:
             f"batch sizes × learning rates × seeds is {jobs} jobs, over the "
             f"{MAX_FIRST_ROUND_JOBS} one sweep may queue; ask for fewer",
         )
+    return jobs
 
 
 def _first_rates(body: SweepCreate, batch_size: int) -> list[float]:
@@ -135,18 +138,44 @@ def _first_rates(body: SweepCreate, batch_size: int) -> list[float]:
     ]
 
 
-def create(session: Session, body: SweepCreate, *, tenant: str) -> SweepRead:
+def create(
+    session: Session, body: SweepCreate, *, tenant: str, limits: JobLimits | None = None
+) -> SweepRead:
     """Create ``tenant``'s sweep and queue its first round (batch sizes × rates × seeds jobs,
     the tenant's too) in the caller's transaction: 404 for an unknown dataset (another
     tenant's included); 422 naming the field (``batch_sizes[2]``, ``base.lr_schedule.gamma``,
-    …) for anything a point could not run with."""
+    …) for anything a point could not run with.
+
+    ``limits`` (None checks none): every point is held to the steps and runtime limits (422
+    naming ``base.epochs`` and ``batch_sizes[i]``, or ``base.max_runtime_s``); without a
+    ``base.max_runtime_s`` the spec gets the limit, so later rounds inherit it. A first round
+    larger than the queued-jobs limit is a 422 (it could never fit), one larger than the room
+    left a 429. Later rounds, queued by the worker once a round has finished, are not counted
+    against the room: refusing them would strand a half-run sweep, and each is at most
+    batch sizes × seeds jobs.
+    """
     # 404 before anything else.
     datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
-    _check_request(body)
+    first_round = _check_request(body)
+    max_queued = None if limits is None else limits.max_queued_jobs
+    if max_queued is not None and first_round > max_queued:
+        raise _refuse(
+            ("body", "batch_sizes"),
+            f"batch sizes × learning rates × seeds is {first_round} jobs, more than the "
+            f"{max_queued} queued jobs a tenant may have (BATCHWISE_TENANT_MAX_QUEUED_JOBS); "
+            "ask for fewer",
+        )
     method = _lr_method(body)
     spec = body.model_dump(mode="json", exclude={"dataset_id", "name"})
     if body.target_loss is None and body.target_fraction is None:
         spec["target_fraction"] = DEFAULT_TARGET_FRACTION
+    point_limits = None
+    if limits is not None:
+        try:
+            spec["base"]["max_runtime_s"] = limits.runtime_for(spec["base"]["max_runtime_s"])
+        except InvalidInput as exc:
+            raise _refuse(("body", "base", "max_runtime_s"), exc.errors[0].msg) from None
+        point_limits = replace(limits, max_queued_jobs=None)  # counted once, for the round
     sweep = Sweep(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -159,21 +188,24 @@ def create(session: Session, body: SweepCreate, *, tenant: str) -> SweepRead:
         lr_state={},
         created_at=utcnow(),
     )
-    repository.add(session, sweep)
     first_seed = int(spec["base"]["seed"])
-    for batch_index, batch_size in enumerate(body.batch_sizes):
-        for rate_index, rate in enumerate(_first_rates(body, batch_size)):
-            for k in range(body.seeds):
-                submit_point(
-                    session,
-                    sweep,
-                    spec,
-                    batch_size=batch_size,
-                    learning_rate=rate,
-                    seed=first_seed + k,
-                    round_=0,
-                    place=PointPlace(batch_index, rate_index, method),
-                )
+    what = f"this sweep's first round of {first_round} jobs"
+    with queue_room(session, tenant, limits, adding=first_round, what=what):
+        repository.add(session, sweep)
+        for batch_index, batch_size in enumerate(body.batch_sizes):
+            for rate_index, rate in enumerate(_first_rates(body, batch_size)):
+                for k in range(body.seeds):
+                    submit_point(
+                        session,
+                        sweep,
+                        spec,
+                        batch_size=batch_size,
+                        learning_rate=rate,
+                        seed=first_seed + k,
+                        round_=0,
+                        place=PointPlace(batch_index, rate_index, method),
+                        limits=point_limits,
+                    )
     return get_sweep(session, sweep.id, tenant=tenant, settle=False)
 
 

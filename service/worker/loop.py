@@ -88,6 +88,7 @@ def _loop(
                         worker_id=worker_id,
                         lease_seconds=settings.lease_seconds,
                         now=utcnow(),
+                        max_running_per_tenant=settings.tenant_max_running_jobs,
                     )
                     session.commit()
             except SQLAlchemyError as exc:

@@ -101,7 +101,11 @@ DatasetId = Annotated[
 
 
 def _limits(settings: Settings) -> IngestLimits:
-    return IngestLimits(max_rows=settings.max_rows, max_features=settings.max_features)
+    return IngestLimits(
+        max_rows=settings.max_rows,
+        max_features=settings.max_features,
+        max_cells=settings.max_cells,
+    )
 
 
 def _media_type(request: Request) -> str:
@@ -167,6 +171,8 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
         "- `application/json` `{name, X, y, feature_names}` for a small dataset.\n\n"
         "The data are validated (every bad cell is reported with its line and column), "
         "summarised (task, classes, per-feature statistics) and stored in the database. "
+        "Too many rows, features or cells (rows × features) is 413; so is a dataset that "
+        "would pass the tenant's storage quota (`/problems/storage-quota-exceeded`). "
         "Answers 201 with the dataset and its `Location`."
     ),
     responses=problem_responses(400, 413, 415, 422),
@@ -204,6 +210,7 @@ async def create_dataset(
             tenant=tenant,
             limits=_limits(settings),
             work_dir=work_dir,
+            max_stored_bytes=settings.tenant_max_stored_bytes,
         )
     elif media_type == "multipart/form-data":
         async with receive_multipart(
@@ -225,6 +232,7 @@ async def create_dataset(
                 invalid_rows=fields.invalid_rows,
                 limits=_limits(settings),
                 work_dir=work_dir,
+                max_stored_bytes=settings.tenant_max_stored_bytes,
             )
     else:
         shown = media_type or "no Content-Type"

@@ -7,15 +7,20 @@ happens in worker processes; nothing here waits for it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from pydantic import TypeAdapter
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import REQUIRE_TENANT
-from service.api.deps import PageCursor, PageLimit, SessionDep, TenantDep
+from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
 from service.api.problems import problem_responses
 from service.jobs import service as jobs_service
+from service.jobs.limits import JobLimits
 from service.jobs.schemas import (
     EXAMPLE_DATASET_ID,
     EXAMPLE_JOB_ID,
@@ -36,6 +41,37 @@ router = APIRouter(
     dependencies=[REQUIRE_TENANT],
     responses=problem_responses(401),
 )
+
+T = TypeVar("T")
+
+
+async def _read(request: Request, read: Callable[[Session], T]) -> T:
+    """``read(session)`` on the thread pool, in a session of its own that is closed (rolled
+    back: nothing was written) when it returns.
+
+    For the hot reads: one hop to the pool for the whole request, where ``SessionDep`` (enter
+    and exit), a sync route and the validation of its return value take one each — the hops,
+    not the SQL, were most of a read's time. A read returns the body it built (:func:`_json`),
+    so FastAPI neither validates our own output again nor serializes it a second time;
+    ``response_model`` still documents it.
+    """
+    sessions: sessionmaker[Session] = request.app.state.session_factory
+
+    def run() -> T:
+        with sessions() as session:
+            return read(session)
+
+    return await run_in_threadpool(run)
+
+
+# How FastAPI serializes a response model: pydantic's ``dump_json``, ``by_alias=True``.
+_JOB_JSON, _HISTORY_JSON = TypeAdapter(JobRead), TypeAdapter(HistoryRead)
+
+
+def _json(body: bytes) -> Response:
+    """A body from :data:`_JOB_JSON` or :data:`_HISTORY_JSON`, sent as FastAPI sends a model."""
+    return Response(body, media_type="application/json")
+
 
 JobId = Annotated[str, Path(description="The job's id.", examples=[EXAMPLE_JOB_ID])]
 MaxPoints = Annotated[
@@ -102,11 +138,15 @@ _CREATE_EXAMPLES = {
         "anything is queued: a batch size above the training rows, a softmax model on a "
         "regression target, an unknown optimizer or a bad schedule value is refused with 422 "
         "naming the field; an unknown dataset is 404.\n\n"
+        "Limits: more steps (epochs × steps per epoch) than `BATCHWISE_MAX_STEPS_PER_JOB` or "
+        "a `max_runtime_s` above `BATCHWISE_MAX_JOB_RUNTIME_S` is 422 (a job without "
+        "`max_runtime_s` gets that limit); a tenant with `BATCHWISE_TENANT_MAX_QUEUED_JOBS` "
+        "queued jobs is answered 429 with `Retry-After`.\n\n"
         "Answers 202 with the job (`status` = `queued`, the resolved config with every "
         "default filled in, and `links`) and its `Location`. A worker picks it up; follow it "
         "with `GET /v1/jobs/{id}`."
     ),
-    responses=problem_responses(400, 404, 422),
+    responses=problem_responses(400, 404, 422, 429),
     openapi_extra={
         "requestBody": {
             "content": {"application/json": {"examples": _CREATE_EXAMPLES}},
@@ -114,9 +154,14 @@ _CREATE_EXAMPLES = {
     },
 )
 def submit_job(
-    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
 ) -> JobRead:
-    job = jobs_service.submit(session, body, tenant=tenant)
+    limits = JobLimits.from_settings(settings)
+    job = jobs_service.submit(session, body, tenant=tenant, limits=limits)
     response.headers["Location"] = job.links.self
     return job
 
@@ -155,6 +200,7 @@ def list_jobs(
 
 @router.get(
     "/{job_id}",
+    response_model=JobRead,
     summary="Get a job",
     description="The job's status (queued, running, succeeded, failed, cancelled), progress "
     "(epoch, step, fraction done, ETA), latest and best losses, `error` with a code "
@@ -167,11 +213,15 @@ def list_jobs(
     "and its uncertainty factor. Null without noise-scale measurements.",
     responses=problem_responses(404),
 )
-def get_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> JobRead:
-    job = jobs_service.get_job(session, job_id, tenant=tenant)
-    # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
-    advice = job_advice.advice_for_job(session, job)
-    return job.model_copy(update={"batch_size_advice": advice})
+async def get_job(job_id: JobId, request: Request, tenant: TenantDep) -> Response:
+    def read(session: Session) -> bytes:
+        job = jobs_service.get_job(session, job_id, tenant=tenant)
+        # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
+        advice = job_advice.advice_for_job(session, job)
+        job = job.model_copy(update={"batch_size_advice": advice})
+        return _JOB_JSON.dump_json(job, by_alias=True)
+
+    return _json(await _read(request, read))
 
 
 @router.post(
@@ -235,9 +285,9 @@ def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
         **problem_responses(404, 422),
     },
 )
-def get_history(
+async def get_history(
     job_id: JobId,
-    session: SessionDep,
+    request: Request,
     tenant: TenantDep,
     max_points: MaxPoints = None,
     format: Annotated[
@@ -247,10 +297,13 @@ def get_history(
         Literal["epochs", "steps"],
         Query(description="With `format=csv`: the per-epoch table or the step losses."),
     ] = "epochs",
-) -> HistoryRead | Response:
+) -> Response:
     if format == "csv":
-        text = jobs_service.history_csv(
-            session, job_id, tenant=tenant, table=table, max_points=max_points
+        text = await _read(
+            request,
+            lambda session: jobs_service.history_csv(
+                session, job_id, tenant=tenant, table=table, max_points=max_points
+            ),
         )
         return PlainTextResponse(
             text,
@@ -259,7 +312,12 @@ def get_history(
                 "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
             },
         )
-    return jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
+
+    def read(session: Session) -> bytes:
+        history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
+        return _HISTORY_JSON.dump_json(history, by_alias=True)
+
+    return _json(await _read(request, read))
 
 
 @router.get(

@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from service.api.auth import REQUIRE_TENANT
-from service.api.deps import PageCursor, PageLimit, SessionDep, TenantDep
+from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
 from service.api.problems import problem_responses
+from service.jobs.limits import JobLimits
 from service.jobs.schemas import EXAMPLE_DATASET_ID
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import EXAMPLE_SWEEP_ID, SweepCreate, SweepPage, SweepRead
@@ -105,17 +106,24 @@ _ANALYSIS = (
         "be followed and cancelled on its own), queued in the same transaction as the sweep: "
         "a config that cannot run at one batch size is refused with 422 naming it "
         "(`batch_sizes[2]`, `base.lr_schedule.gamma`, `learning_rates[1]`) and nothing is "
-        "queued; an unknown dataset is 404. Answers 202 with the sweep and its `Location`."
+        "queued; an unknown dataset is 404. Each point is held to the jobs' limits (steps, "
+        "runtime); a first round that does not fit the tenant's room for queued jobs is "
+        "429 with `Retry-After`. Answers 202 with the sweep and its `Location`."
     ),
-    responses=problem_responses(400, 404, 422),
+    responses=problem_responses(400, 404, 422, 429),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"examples": _CREATE_EXAMPLES}}}
     },
 )
 def create_sweep(
-    body: SweepCreate, response: Response, session: SessionDep, tenant: TenantDep
+    body: SweepCreate,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
 ) -> SweepRead:
-    sweep = sweeps_service.create(session, body, tenant=tenant)
+    limits = JobLimits.from_settings(settings)
+    sweep = sweeps_service.create(session, body, tenant=tenant, limits=limits)
     response.headers["Location"] = sweep.links.self
     return sweep
 
