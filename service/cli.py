@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,7 +171,7 @@ def _serve(settings: Settings) -> None:
     # with several, one (re)starting must not delete another's upload in flight.
     clear_spool(spool_dir(settings.data_dir))
     # One process: the app built here; several: uvicorn starts them, each builds its own.
-    app: FastAPI | str = create_app(settings) if settings.api_processes == 1 else API_APP_FACTORY
+    app = create_app(settings) if settings.api_processes == 1 else None
     with EmbeddedWorkers(settings.workers, threads=settings.worker_threads).running():
         logger.info(
             "serving on http://%s:%d (%d API processes, %d workers)",
@@ -180,17 +181,43 @@ def _serve(settings: Settings) -> None:
             settings.workers,
         )
         # log_config=None: uvicorn's lines go through our handler (JSON, with request ids).
-        # With workers > 1 uvicorn supervises the API processes: it stops them on SIGTERM or
-        # SIGINT and returns, then the embedded workers are stopped.
-        uvicorn.run(
-            app,
-            factory=isinstance(app, str),
-            workers=settings.api_processes,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,
-        )
+        if app is not None:
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                log_config=None,
+            )
+        else:
+            _run_api_processes(settings)
+
+
+def _run_api_processes(settings: Settings) -> None:
+    """``settings.api_processes`` uvicorn processes sharing one listening socket, supervised
+    by uvicorn (it replaces one that dies, and stops them all on SIGTERM or SIGINT, then
+    returns) — what ``uvicorn.run(..., workers=N)`` does, plus ``TCP_NODELAY`` on the socket.
+
+    uvicorn binds that socket without naming the protocol, so asyncio does not see TCP in the
+    connections accepted from it and leaves Nagle's algorithm on: a response written in two
+    parts (head, then body) then waits for the client's delayed ACK, 40 ms on Linux, at every
+    request. Accepted connections inherit ``TCP_NODELAY`` from the listening socket.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        API_APP_FACTORY,
+        factory=True,
+        workers=settings.api_processes,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+    )
+    listening = config.bind_socket()
+    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[listening]).run()
 
 
 def _worker(settings: Settings, *, burst: bool) -> int:

@@ -43,6 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
     entry point's job (``batchwise serve`` for SQLite, ``batchwise migrate`` otherwise).
     """
     engine = create_engine_for(settings.resolved_database_url)
+    # The reads made on the event loop (the key check, the hot job reads: see
+    # service.api.auth.tenant_of_key) have an engine of their own. From the shared pool the loop
+    # could wait for a connection held by a sync route's session, which is given back only
+    # when the loop runs that route's next step: a deadlock. Autocommit, as they write nothing:
+    # PostgreSQL is spared a BEGIN and a ROLLBACK round trip each, and each statement still
+    # sees what was committed before it, as in a READ COMMITTED transaction (SQLite's driver
+    # begins no transaction for a SELECT either way).
+    read_engine = create_engine_for(settings.resolved_database_url, isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             engine.dispose()
+            read_engine.dispose()
 
     app = FastAPI(
         title="Batchwise",
@@ -63,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
+    app.state.read_session_factory = session_factory(read_engine)
     install_problem_handlers(app)
     app.add_middleware(AuthenticateFirst)
     # The upload streams under its own limit (max_upload_bytes); every other body is capped.

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,10 @@ from faults.helpers import server_pid
 from worker.helpers import wait_for
 
 from service.api.upload import spool_dir
+
+#: Linux's shortest delayed ACK, which a response held back by Nagle's algorithm waits for.
+DELAYED_ACK_S = 0.040
+NAGLE_PROBES = 20
 
 
 def children(pid: int) -> dict[int, list[str]]:
@@ -49,7 +55,9 @@ def alive(pid: int) -> bool:
 def api_processes(processes: dict[int, list[str]]) -> list[int]:
     # uvicorn starts its workers with multiprocessing's spawn: `python -c "from
     # multiprocessing.spawn import spawn_main; ..."`.
-    return sorted(pid for pid, argv in processes.items() if "multiprocessing.spawn" in " ".join(argv))
+    return sorted(
+        pid for pid, argv in processes.items() if "multiprocessing.spawn" in " ".join(argv)
+    )
 
 
 def worker_processes(processes: dict[int, list[str]]) -> list[int]:
@@ -89,6 +97,17 @@ def test_two_api_processes_each_answer_and_sigterm_stops_every_process(
             assert response.status_code == 200, response.text
             assert response.json() == {"items": [], "next_cursor": None}
         assert sorted(children(serve)) == sorted(started)  # neither was replaced meanwhile
+
+        # Nagle's algorithm is off: a response goes out in two writes (head, body), and with it
+        # on the second waits for the client's delayed ACK — 40 ms at every request.
+        with httpx.Client(base_url=base_url, timeout=20) as client:
+            client.get("/healthz")  # connect
+            latencies = []
+            for _ in range(NAGLE_PROBES):
+                start = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - start)
+        assert statistics.median(latencies) < DELAYED_ACK_S / 2, latencies
 
         os.kill(serve, signal.SIGTERM)
         wait_for(lambda: not alive(serve), timeout=30, interval=0.05, what="serve to exit")

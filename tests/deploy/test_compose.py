@@ -95,6 +95,7 @@ def test_api_publishes_8000_runs_no_embedded_workers_and_checks_healthz(
     api = services["api"]
     assert api["ports"] == ["${API_PORT:-8000}:8000"]
     assert api["environment"]["BATCHWISE_WORKERS"] == "0"
+    assert api["environment"]["BATCHWISE_API_PROCESSES"] == "${API_PROCESSES:-2}"
     assert api["environment"]["BATCHWISE_PORT"] == "8000"
     assert "/healthz" in healthcheck_command(api)
     assert api["volumes"] == ["api-data:/data"]
