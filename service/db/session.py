@@ -70,13 +70,18 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         cursor.close()
 
 
+#: Seconds a PostgreSQL connect may take before it fails (and the API answers 503).
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
+
 def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
     """An engine for ``url`` (see :func:`normalize_url`), configured for the service.
 
     SQLite: the file's directory is created; every connection gets WAL, ``foreign_keys=ON`` and
     a busy timeout of ``SQLITE_BUSY_TIMEOUT_MS``, and may be used from any thread (the pool
     hands each connection to one thread at a time). PostgreSQL: psycopg 3, with pre-ping so a
-    restarted server costs one retry, not an error. ``kwargs`` go to ``create_engine``.
+    restarted server costs one retry, not an error, and a connect timeout of
+    ``POSTGRES_CONNECT_TIMEOUT_S``. ``kwargs`` go to ``create_engine``.
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -89,7 +94,13 @@ def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    # A server that drops packets rather than refusing them would otherwise hold a connect for
+    # the kernel's TCP timeout (minutes), and the API's hot reads run on the event loop. A URL's
+    # own ?connect_timeout= wins.
+    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S} | kwargs.pop("connect_args", {})
+    if "connect_timeout" in parsed.query:
+        connect_args.pop("connect_timeout")
+    return create_engine(parsed, connect_args=connect_args, **kwargs)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete, func, insert, select, text
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from service.db import (
@@ -20,7 +22,7 @@ from service.db import (
     normalize_url,
     session_factory,
 )
-from service.db.session import SQLITE_BUSY_TIMEOUT_MS
+from service.db.session import POSTGRES_CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_MS
 
 from .factories import make_chunks, make_dataset
 
@@ -261,3 +263,24 @@ def test_newest_first_order_is_time_order_across_offsets(session: Session) -> No
         select(Dataset.id).order_by(Dataset.created_at.desc(), Dataset.id.desc())
     ).all()
     assert newest_first == ["b", "d", "c", "a"]
+
+
+@pytest.mark.parametrize(
+    ("query", "timeout_s"), [("", POSTGRES_CONNECT_TIMEOUT_S), ("?connect_timeout=1", 1)]
+)
+def test_a_postgres_server_that_never_answers_fails_the_connect_after_the_timeout(
+    query: str, timeout_s: int
+) -> None:
+    """A listener that accepts TCP and says nothing (a hung server, a black-holed network):
+    the connect fails once the timeout has passed instead of waiting for the kernel's."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        engine = create_engine_for(f"postgresql+psycopg://nobody@127.0.0.1:{port}/db{query}")
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"), engine.connect():
+            pass
+        waited = time.monotonic() - started
+        engine.dispose()
+    assert timeout_s <= waited < timeout_s + 10
