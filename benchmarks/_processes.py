@@ -65,11 +65,12 @@ def _start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; a process that already ended is left as is."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -108,7 +109,7 @@ def serve(database_url: str, data_dir: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield base_url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextmanager
@@ -134,7 +135,7 @@ def workers(
         yield [process for process, _ in started]
     finally:
         for process, _ in started:
-            _stop(process)
+            stop(process)
 
 
-__all__ = ["ProcessFailedError", "child_env", "free_port", "serve", "workers"]
+__all__ = ["ProcessFailedError", "child_env", "free_port", "serve", "stop", "workers"]

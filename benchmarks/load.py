@@ -59,7 +59,6 @@ import asyncio
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -314,13 +313,7 @@ def serve_with_workers(
         api_pids = _api_pids(process.pid, api_processes, deadline)
         yield Server(base_url, port, process.pid, api_pids)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _processes.stop(process, timeout_s=20)
 
 
 # --- what a scenario measured ----------------------------------------------------------------

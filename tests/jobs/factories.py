@@ -4,6 +4,7 @@ mock: the same rows a worker's queue operations write)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from service.core import TrainConfig, Training
 from service.datasets import service as datasets_service
 from service.datasets.ingest import IngestLimits
 from service.datasets.schemas import DatasetCreateJSON, DatasetRead
-from service.db import Job, JobEpoch, JobModel
+from service.db import Dataset, Job, JobEpoch, JobModel
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate
 from service.keys import DEFAULT_TENANT
@@ -136,3 +137,26 @@ def epoch_row(job_id: str, epoch: int, losses: np.ndarray, **record: Any) -> Job
         record=values,
         step_losses=np.asarray(losses, dtype="<f4").tobytes(),
     )
+
+
+def add_metadata_dataset(session: Session, tenant: str = DEFAULT_TENANT) -> str:
+    """A dataset metadata row of ``tenant``, committed, with no bytes (the queue never reads
+    them)."""
+    dataset = Dataset(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        name="toy",
+        n_rows=3,
+        n_features=2,
+        feature_names=["x0", "x1"],
+        target_name="y",
+        task="regression",
+        stats={"features": []},
+        source_format="csv",
+        sha256="0" * 64,
+        size_bytes=0,
+        chunk_count=0,
+    )
+    session.add(dataset)
+    session.commit()
+    return dataset.id

@@ -18,34 +18,14 @@ from sqlalchemy.orm import Session
 
 from service.core import FittedModel, TrainConfig
 from service.db import session_factory
-from service.db.tables import Dataset, Job, JobCheckpoint, JobEpoch, JobModel
+from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel
 from service.jobs import queue
 from service.jobs.queue import Claim, LeaseLost
 
+from .factories import add_metadata_dataset
+
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0
-
-
-def add_dataset(session: Session) -> str:
-    """A dataset metadata row (no bytes: the queue never reads them)."""
-    dataset = Dataset(
-        id=str(uuid.uuid4()),
-        tenant="default",  # the queue serves every tenant alike
-        name="toy",
-        n_rows=3,
-        n_features=2,
-        feature_names=["x0", "x1"],
-        target_name="y",
-        task="regression",
-        stats={"features": []},
-        source_format="csv",
-        sha256="0" * 64,
-        size_bytes=0,
-        chunk_count=0,
-    )
-    session.add(dataset)
-    session.commit()
-    return dataset.id
 
 
 def add_job(session: Session, dataset_id: str, *, created_at: datetime, **overrides: Any) -> str:
@@ -90,7 +70,7 @@ def record(epoch: int, train_loss: float, val_loss: float | None = None) -> dict
 
 
 def test_claim_takes_the_oldest_queued_job_first_and_none_when_empty(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     newest = add_job(session, dataset_id, created_at=T0 - timedelta(seconds=1))
     oldest = add_job(session, dataset_id, created_at=T0 - timedelta(seconds=3))
     middle = add_job(session, dataset_id, created_at=T0 - timedelta(seconds=2))
@@ -114,7 +94,7 @@ def test_claim_takes_the_oldest_queued_job_first_and_none_when_empty(session: Se
 def test_concurrent_claimers_never_take_the_same_job(engine: Engine, n_threads: int) -> None:
     sessions = session_factory(engine)
     with sessions() as session:
-        dataset_id = add_dataset(session)
+        dataset_id = add_metadata_dataset(session)
         job_ids = {
             add_job(session, dataset_id, created_at=T0 - timedelta(seconds=i)) for i in range(24)
         }
@@ -148,7 +128,7 @@ def test_concurrent_claimers_never_take_the_same_job(engine: Engine, n_threads: 
 def test_expired_lease_is_reclaimed_and_the_stale_claim_changes_nothing(
     session: Session,
 ) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     stale = claim(session, "paused")
     assert stale is not None
@@ -179,7 +159,7 @@ def test_expired_lease_is_reclaimed_and_the_stale_claim_changes_nothing(
 
 
 def test_expiry_requeues_until_max_attempts_then_fails_with_the_reason(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0, max_attempts=2)
     now = T0
     for attempt in (1, 2):
@@ -198,7 +178,7 @@ def test_expiry_requeues_until_max_attempts_then_fails_with_the_reason(session: 
 
 
 def test_expired_job_with_a_cancel_request_is_cancelled_not_retried(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     assert claim(session, "w1") is not None
     session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
@@ -211,7 +191,7 @@ def test_expired_job_with_a_cancel_request_is_cancelled_not_retried(session: Ses
 def test_heartbeat_extends_the_lease_stores_the_step_and_reports_cancel(
     session: Session,
 ) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     claimed = claim(session, "w1")
     assert claimed is not None
@@ -231,7 +211,7 @@ def test_heartbeat_extends_the_lease_stores_the_step_and_reports_cancel(
 
 
 def test_record_epoch_is_an_idempotent_upsert_and_tracks_best_losses(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     claimed = claim(session, "w1")
     assert claimed is not None
@@ -260,7 +240,7 @@ def test_record_epoch_is_an_idempotent_upsert_and_tracks_best_losses(session: Se
 def test_release_requeues_keeping_the_attempt_and_the_next_claim_counts_on(
     session: Session,
 ) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     first = claim(session, "w1")
     assert first is not None
@@ -279,7 +259,7 @@ def test_release_requeues_keeping_the_attempt_and_the_next_claim_counts_on(
 
 
 def test_finish_stores_the_model_and_refuses_unknown_error_codes(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     job_id = add_job(session, dataset_id, created_at=T0)
     claimed = claim(session, "w1")
     assert claimed is not None
@@ -304,7 +284,7 @@ def test_finish_stores_the_model_and_refuses_unknown_error_codes(session: Sessio
 
 
 def test_record_epoch_stores_evaluations_with_non_finite_losses_as_null(session: Session) -> None:
-    dataset_id = add_dataset(session)
+    dataset_id = add_metadata_dataset(session)
     add_job(session, dataset_id, created_at=T0)
     claimed = claim(session, "w1")
     assert claimed is not None

@@ -13,12 +13,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobs.factories import add_metadata_dataset
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from service.core import TrainConfig
 from service.db import session_factory
-from service.db.tables import Dataset, Job
+from service.db.tables import Job
 from service.jobs import queue
 from service.jobs.queue import Claim
 
@@ -29,31 +30,9 @@ LEASE = 30.0
 GAMMA = "gamma"
 
 
-def add_dataset(session: Session, tenant: str) -> str:
-    """A dataset metadata row (no bytes: the queue never reads them)."""
-    dataset = Dataset(
-        id=str(uuid.uuid4()),
-        tenant=tenant,
-        name="toy",
-        n_rows=3,
-        n_features=2,
-        feature_names=["x0", "x1"],
-        target_name="y",
-        task="regression",
-        stats={"features": []},
-        source_format="csv",
-        sha256="0" * 64,
-        size_bytes=0,
-        chunk_count=0,
-    )
-    session.add(dataset)
-    session.commit()
-    return dataset.id
-
-
 def add_jobs(session: Session, tenant: str, count: int, *, first_at: datetime) -> list[str]:
     """``count`` queued jobs of ``tenant``, one second apart from ``first_at``; their ids."""
-    dataset_id = add_dataset(session, tenant)
+    dataset_id = add_metadata_dataset(session, tenant)
     ids = []
     for i in range(count):
         job = Job(
