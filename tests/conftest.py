@@ -299,6 +299,23 @@ def free_port() -> int:
     return find_free_port()
 
 
+def run_batchwise(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m service ARGS`` as a real process with only the given ``BATCHWISE_*``
+    variables (none of the caller's); output captured as text, any exit status returned."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=child_env | dict(env or {}),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class ServerFailedError(AssertionError):
     """The server process did not come up, or did not stop cleanly; carries its output."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_batchwise
 from data_files import write_line_csv
 
 from service.cli import build_parser, main
@@ -39,17 +40,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m service ARGS`` with only the given ``BATCHWISE_*`` variables; stdin, stdout
     and stderr are pipes (not a terminal)."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    child_env |= dict(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=child_env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_batchwise(*args, env=env, timeout=timeout)
 
 
 def here(*args: str) -> subprocess.CompletedProcess[str]:

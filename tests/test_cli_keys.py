@@ -6,10 +6,8 @@ beyond loopback and warns when it runs with it (both backends where a database i
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -18,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import run_batchwise
 from data_files import write_line_csv
 from sqlalchemy import create_engine, text
 
@@ -31,17 +30,7 @@ KEY = re.compile(r"bw_[0-9a-f-]{36}_[A-Za-z0-9_-]{43}")
 
 def cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m service ARGS`` with only the given ``BATCHWISE_*`` variables."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    child_env |= dict(env)
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=child_env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_batchwise(*args, env=env, timeout=60)
 
 
 def create_key(db_url: str, tenant: str, *extra: str) -> str:

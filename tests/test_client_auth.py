@@ -4,33 +4,14 @@ against a real ``batchwise serve`` with auth on and a key made by ``batchwise ke
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ServeProcess
+from conftest import ServeProcess, run_batchwise
 
 from service.client import API_KEY_ENV, BatchwiseAPIError, BatchwiseClient
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def batchwise(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``python -m service ARGS`` with only the given ``BATCHWISE_*`` variables."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=child_env | env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -45,7 +26,7 @@ def service(serve_process: ServeProcess, tmp_path: Path) -> Iterator[tuple[str, 
     ) as base_url:
         keys = []
         for tenant in ("a", "b"):
-            made = batchwise("keys", "create", "--tenant", tenant, env=database)
+            made = run_batchwise("keys", "create", "--tenant", tenant, env=database)
             assert made.returncode == 0, made.stderr
             keys.append(made.stdout.strip())
         yield base_url, keys[0], keys[1]
@@ -82,13 +63,13 @@ def test_the_terminal_client_takes_the_flag_or_the_environment_and_says_how_on_4
     base_url, key_a, _ = service
     listed = ("datasets", "list", "--url", base_url, "--json")
 
-    refused = batchwise(*listed, env={})
+    refused = run_batchwise(*listed, env={})
     assert refused.returncode == 1
     assert "401 Unauthorized" in refused.stderr
     assert f"give an API key with --api-key or ${API_KEY_ENV}" in refused.stderr
 
-    by_flag = batchwise(*listed, "--api-key", key_a, env={})
-    by_env = batchwise(*listed, env={API_KEY_ENV: key_a})
+    by_flag = run_batchwise(*listed, "--api-key", key_a, env={})
+    by_env = run_batchwise(*listed, env={API_KEY_ENV: key_a})
     for result in (by_flag, by_env):
         assert result.returncode == 0, result.stderr
         assert '"items": []' in result.stdout

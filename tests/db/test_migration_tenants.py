@@ -18,6 +18,16 @@ BEFORE_TENANTS = "de29c8f57210"
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 COUNTED = ("datasets", "dataset_chunks", "sweeps", "jobs", "job_epochs", "job_checkpoints")
 OWNED = ("datasets", "jobs", "sweeps")
+#: A sweep row of dataset d1, at the schema before tenants.
+SWEEP = {
+    "dataset_id": "d1",
+    "status": "running",
+    "spec": {},
+    "lr_method": "given",
+    "round": 0,
+    "lr_state": {},
+    "created_at": T0,
+}
 
 
 def fill(engine: Engine) -> None:
@@ -47,18 +57,7 @@ def fill(engine: Engine) -> None:
         connection.execute(
             insert(tables.tables["dataset_chunks"]).values(dataset_id="d1", seq=0, data=b"\x00")
         )
-        connection.execute(
-            insert(tables.tables["sweeps"]).values(
-                id="s1",
-                dataset_id="d1",
-                status="running",
-                spec={},
-                lr_method="given",
-                round=0,
-                lr_state={},
-                created_at=T0,
-            )
-        )
+        connection.execute(insert(tables.tables["sweeps"]).values(id="s1", **SWEEP))
         for job_id, sweep_id in (("j1", "s1"), ("j2", None)):
             connection.execute(
                 insert(tables.tables["jobs"]).values(
@@ -133,18 +132,7 @@ def test_the_tenants_migration_keeps_every_row_and_gives_it_the_default_tenant(
                 assert column["nullable"] is False, name
         # No default left: an insert that names no tenant fails.
         with pytest.raises(IntegrityError), engine.begin() as connection:
-            connection.execute(
-                insert(tables.tables["sweeps"]).values(
-                    id="s2",
-                    dataset_id="d1",
-                    status="running",
-                    spec={},
-                    lr_method="given",
-                    round=0,
-                    lr_state={},
-                    created_at=T0,
-                )
-            )
+            connection.execute(insert(tables.tables["sweeps"]).values(id="s2", **SWEEP))
 
         migrations.downgrade(blank_db_url, BEFORE_TENANTS)
         engine.dispose()

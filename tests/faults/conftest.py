@@ -129,14 +129,18 @@ class PrivatePostgres:
             return ""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def create_database(self, name: str) -> str:
-        """Create ``name``, migrate it with ``python -m service migrate``; its URL."""
+    def _admin(self, statement: str) -> None:
+        """Run ``statement`` on the server's default database, outside a transaction."""
         admin = create_engine(self.url(), isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as connection:
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                connection.exec_driver_sql(statement)
         finally:
             admin.dispose()
+
+    def create_database(self, name: str) -> str:
+        """Create ``name``, migrate it with ``python -m service migrate``; its URL."""
+        self._admin(f'CREATE DATABASE "{name}"')
         url = self.url(name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
         env |= {"BATCHWISE_DATABASE_URL": url, "BATCHWISE_DATA_DIR": str(self.root / "cli")}
@@ -152,12 +156,7 @@ class PrivatePostgres:
         return url
 
     def drop_database(self, name: str) -> None:
-        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            admin.dispose()
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
