@@ -128,7 +128,7 @@ def workers(
             started.append((_start(["worker"], env, log_path), log_path))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         for process, log_path in started:
-            while ": started (lease" not in log_path.read_text(errors="replace"):
+            while ": started (pid" not in log_path.read_text(errors="replace"):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise _failed("worker did not start", process, log_path)
                 time.sleep(0.05)

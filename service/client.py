@@ -188,11 +188,12 @@ class SweepTarget(TypedDict):
 
     loss: float | None
     on: Literal["train", "validation"]
-    method: Literal["fraction", "absolute"]
+    method: Literal["fraction", "absolute", "auto"]
     fraction: float | None
     initial_loss: float | None
     best_loss: float | None
     description: str
+    candidates: list[dict[str, Any]]
 
 
 class LossPair(TypedDict):
@@ -220,6 +221,8 @@ class SweepPoint(TypedDict):
     learning_rate: float | None
     learning_rates_tried: list[float]
     lr_interior: bool | None
+    lr_edge: Literal["low", "high"] | None
+    rounds: int
     best: LossPair
     final: LossPair
     gap: float | None
@@ -244,6 +247,7 @@ class Sweep(TypedDict):
     points: list[SweepPoint]
     fit: dict[str, Any] | None
     noise_scale: list[dict[str, Any]]
+    noise_scale_at_target: dict[str, Any] | None
     recommendation: dict[str, Any] | None
     error: str | None
     spec: dict[str, Any]

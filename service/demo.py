@@ -205,7 +205,8 @@ class DemoPlan:
         rounds = f"at most {self.lr_max_rounds} rounds"
         return (
             f"{self.sweep_epochs} epochs per point, {self.seeds} seed(s), learning rate "
-            f"searched per batch size on a √2 grid from {self.lr_start:g} ({rounds}); target: "
+            f"searched per batch size from a guess of {self.lr_start:g} at batch "
+            f"{self.smallest_batch} ({rounds}); target: "
             f"training loss {self.target_loss(noise_std):.4g}, {self.target_excess:.0%} above "
             f"the noise floor σ² = {noise_std**2:g}"
         )
@@ -213,14 +214,14 @@ class DemoPlan:
 
 #: The full demo: 20,000 rows so batch 4,096 is still 4 steps an epoch, and 8 epochs so it
 #: reaches the target (≈ 20 steps); the best rates run from ≈ 0.05 (batch 8) to ≈ 0.8 (the
-#: stability edge, 1/s_max² = 1), so the search starts between them.
+#: stability edge, 1/s_max² = 1), so the search's guess at batch 8 is 0.05 (scaled by √B).
 FULL = DemoPlan(
     n_rows=20_000,
     validation_split=0.2,
     smallest_batch=8,
     batch_size_stride=1,
     sweep_epochs=8,
-    lr_start=0.3,
+    lr_start=0.05,
     lr_max_rounds=8,
     target_excess=0.05,
     seeds=2,
@@ -232,7 +233,7 @@ QUICK = DemoPlan(
     smallest_batch=8,
     batch_size_stride=2,
     sweep_epochs=12,
-    lr_start=0.3,
+    lr_start=0.05,
     lr_max_rounds=6,
     target_excess=0.10,
     seeds=2,
@@ -579,7 +580,7 @@ class _Demo:
             "not reached."
         )
         self.say(_fit_text(sweep["fit"]))
-        noise = _noise_text(sweep["noise_scale"], target["loss"])
+        noise = _noise_text(sweep.get("noise_scale_at_target"))
         if noise:
             self.say(noise)
         recommendation = sweep["recommendation"]
@@ -587,7 +588,9 @@ class _Demo:
             for key, label in (("fastest", "Fastest"), ("knee", "Knee")):
                 choice = recommendation.get(key)
                 if isinstance(choice, dict) and choice.get("reason"):
-                    self.say(f"{label}: {choice['reason']}.")
+                    confidence = choice.get("confidence")
+                    trust = f" (confidence: {confidence})" if confidence else ""
+                    self.say(f"{label}{trust}: {choice['reason']}.")
 
     # 4 -------------------------------------------------------------------------------------
     def plots(self, jobs: Sequence[Job], sweep: Sweep) -> list[Path]:
@@ -700,34 +703,20 @@ def _fit_text(fit: dict[str, Any] | None) -> str:
     return text + "."
 
 
-def _noise_text(noise: Sequence[dict[str, Any]], target_loss: float | None) -> str | None:
-    """The measured B_simple beside the fit: the run whose late loss level lies nearest the
-    target (B_simple grows as the loss falls, so only one measured at the target's level
-    compares with B_noise), then the spread over every run."""
-    measured = [
-        (float(n["b_simple_corrected"]), float(n["loss_level"]), n.get("batch_size"))
-        for n in noise
-        if n.get("b_simple_corrected") is not None and n.get("loss_level") is not None
-    ]
-    if not measured:
+def _noise_text(at_target: dict[str, Any] | None) -> str | None:
+    """The measured B_simple beside the fit: read where the runs crossed the target's loss
+    level (B_simple grows as the loss falls, so only one measured there compares with B_noise),
+    the median over batch sizes and their range."""
+    if not at_target or at_target.get("b_simple") is None:
         return None
-    b_values = [b for b, _, _ in measured]
-    losses = [loss for _, loss, _ in measured]
-    text = "Measured noise scale B_simple (late in each run, corrected for sampling without "
-    if target_loss is not None and target_loss > 0.0:
-        b_near, loss_near, batch = min(
-            measured, key=lambda m: abs(math.log(m[1] / target_loss)) if m[1] > 0 else math.inf
-        )
-        text += (
-            f"replacement): {_num(b_near, 3)} at training loss {_num(loss_near)}, the run "
-            f"nearest the target {_num(target_loss)} (batch {batch}); "
-        )
-    else:
-        text += "replacement): "
-    return text + (
-        f"median {_num(statistics.median(b_values), 3)} over {len(measured)} run(s), range "
-        f"{_num(min(b_values), 3)}–{_num(max(b_values), 3)}, at training loss "
-        f"{_num(min(losses), 3)}–{_num(max(losses), 3)}."
+    low, high = at_target["spread"]
+    measured = sum(1 for point in at_target["points"] if point.get("b_simple") is not None)
+    return (
+        "Measured noise scale B_simple at the target's loss level "
+        f"{_num(at_target['loss_level'])}: "
+        f"median {_num(at_target['b_simple'], 3)} over {measured} batch size(s), range "
+        f"{_num(low, 3)}–{_num(high, 3)} (corrected for sampling without replacement: "
+        f"{_num(at_target['b_simple_corrected'], 3)})."
     )
 
 

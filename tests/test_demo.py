@@ -290,14 +290,18 @@ def test_quick_demo_against_a_live_server(serve_process: ServeProcess, tmp_path:
     assert b_noise < 512
     assert s_min >= 10
     assert r2 > 0.8
-    # Beside it, B_simple measured at the loss level nearest the target, then the recommendation.
+    # Beside it, B_simple read at the target's loss level, then the recommendation.
     assert re.search(
-        r"^Measured noise scale B_simple .*: [\d.,]+ at training loss [\d.]+, the run nearest "
-        r"the target 1\.1 \(batch \d+\); median",
+        r"^Measured noise scale B_simple at the target's loss level 1\.1: median [\d.,]+ over "
+        r"\d batch size\(s\), range [\d.,]+–[\d.,]+",
         stdout,
         re.MULTILINE,
     )
-    assert re.search(r"^Knee: batch \d+ is the measured batch nearest the knee", stdout, re.M)
+    assert re.search(
+        r"^Knee \(confidence: (high|medium)\): batch \d+ is the measured batch nearest the knee",
+        stdout,
+        re.M,
+    )
     assert "refused" not in stdout
     assert [sweep["batch_sizes"] for sweep in sweeps] == [[8, 32, 128, 512]]
     assert sweeps[0]["status"] == "succeeded"

@@ -133,8 +133,9 @@ class TrainConfig:
     rows held out (0 ≤ f < 1); ``standardize`` [False] z-score features with training-split stats;
     ``dtype`` ["float32"]; ``max_in_memory_bytes`` [2 GiB] above this the epoch gather is chunked.
 
-    Science: ``noise_scale`` [False] measure the gradient noise scale every epoch from
-    ``noise_scale_samples`` [1024] rows (an adaptive ``batch_size_schedule`` measures it too);
+    Science: ``noise_scale`` [False] measure the gradient noise scale every epoch, exactly over
+    every training row when they fit ``train``'s budget, else from ``noise_scale_samples``
+    [1024] sampled rows (an adaptive ``batch_size_schedule`` measures it too);
     ``early_stopping`` [None]; ``lr_schedule`` [constant]; ``batch_size_schedule`` [constant]
     constant | grow | adaptive; ``lr_scaling`` ["none"] none | linear | sqrt scaling of the
     learning rate with the batch size from ``reference_batch_size`` [32]; ``evaluation``

@@ -680,6 +680,10 @@ class MLPModel(Model):
         dW_l = A_{l−1}ᵀ dZ_l,  db_l = Σ_rows dZ_l,  dA_{l−1} = dZ_l W_lᵀ,
         dZ_{l−1} = dA_{l−1} ⊙ [Z_{l−1} > 0] (relu)  or  dA_{l−1} ⊙ (1 − A_{l−1}²) (tanh).
 
+    Per-example squared norms (``per_example_sq_norms``, for the noise scale): row i's weight
+    gradient of layer l is the outer product a_i δ_iᵀ (its input row and its row of dZ_l at
+    the head's scale 1), so |g_i|² = Σ_l (|a_i|² + 1)|δ_i|², the + 1 from the bias.
+
     Init (from the rng, in layer order, drawn in float64 then cast, so float32 and float64
     start from the same values): hidden weights He-normal N(0, 2/fan_in) for relu,
     Glorot-uniform U(±√(6/(fan_in + fan_out))) for tanh; the output layer Glorot-uniform
@@ -843,6 +847,44 @@ class MLPModel(Model):
         X.T.dot(dZ, dW)
         ones.dot(dZ, db)
         return loss_sum / n
+
+    def per_example_sq_norms(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """|g_i|² = Σ_l (|a_i,l−1|² + 1)|δ_i,l|² per row: (n,) float64, memory O(n·Σ widths).
+
+        Row i's gradient of layer l is the outer product ∂L_i/∂W_l = a_i,l−1 δ_i,lᵀ and
+        ∂L_i/∂b_l = δ_i,l, with a_i,l−1 the row's input to the layer (A_{l−1}[i], A₀ = X) and
+        δ_i,l = ∂L_i/∂Z_l[i] its delta: the backward above with the head's scale 1, not 1/n,
+        and no sum over rows. |a δᵀ|² = |a|²|δ|² (Frobenius), so the squared norm needs only
+        the activations and deltas, never the (n, n_params) matrix of per-example gradients.
+        """
+        self._check_theta(theta)
+        X = np.asarray(X, dtype=theta.dtype)
+        n: int = X.shape[0]
+        layers = self._layer_views(theta)
+        relu = self.activation == "relu"
+        inputs = [X]  # A₀ … A_{L−1}: the input of each layer
+        for W, b in layers[:-1]:
+            Z = inputs[-1] @ W + b
+            inputs.append(np.maximum(Z, 0.0) if relu else np.tanh(Z))
+        W, b = layers[-1]
+        out = inputs[-1] @ W + b  # (n, m)
+        head_z = out[:, 0] if self.n_outputs == 1 else out
+        work = self._head.make_work(n, self.n_outputs, theta.dtype, 1.0)
+        self._head.loss_sum_and_dz(head_z, y, head_z, work)
+        delta = out  # δ_L = ∂L_i/∂z_i, written in place by the head
+        sq = np.zeros(n, dtype=np.float64)
+        for layer in range(len(layers) - 1, -1, -1):
+            A_in = inputs[layer].astype(np.float64, copy=False)
+            delta64 = delta.astype(np.float64, copy=False)
+            sq += (np.einsum("ij,ij->i", A_in, A_in) + 1.0) * np.einsum(
+                "ij,ij->i", delta64, delta64
+            )
+            if layer:
+                # δ_{l−1} = (δ_l W_lᵀ) ⊙ act′(Z_{l−1}), act′ read from A_{l−1} as in backward
+                A = inputs[layer]
+                slope = (A > 0.0) if relu else 1.0 - A * A
+                delta = (delta @ layers[layer][0].T) * slope
+        return sq
 
 
 # --------------------------------------------------------------------------------------------

@@ -138,9 +138,11 @@ class BatchSizeSchedule:
       — it moves toward B̂, never shrinks, grows at most ``max_growth``× per change, and
       stays put when nothing was measured. When the |G|² estimate of S sampled rows is not
       positive (|ḡ|² ≤ tr(Σ)/S: the mean gradient is lost in the noise, as happens near
-      convergence), B_simple is beyond what S rows resolve, and B̂ = 1/(1/S + 1/n_train) is
-      used as the lower bound it is. The training loop measures the noise scale for it
-      and keeps B in its checkpoint (``adapt`` is the rule; ``batch_size_at`` gives the start).
+      convergence), B_simple is beyond what S rows resolve, and B̂ = 1/(1/L + 1/n_train)
+      with L = tr(Σ)/|ḡ|² ≥ S (S itself when there is no L) is used as the lower bound it
+      is (a training set within ``train``'s exact budget is measured over every row and never
+      needs it). The training loop measures the noise scale for it and keeps B in
+      its checkpoint (``adapt`` is the rule; ``batch_size_at`` gives the start).
 
     Never above the training set's n_train rows (nor, with a cap, above the cap — a cap below
     B₀ caps B₀ too). ``min_batch_size`` and ``max_growth`` belong to adaptive only, ``factor``

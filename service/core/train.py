@@ -72,7 +72,12 @@ from service.core.data import (
 from service.core.errors import CoreConfigError, TrainingDiverged
 from service.core.fitted import FittedModel
 from service.core.models import AUGMENTED_MAX_BATCH, AugmentedSGD, augmented_sgd, build_model
-from service.core.noise import NoiseEstimate, TwoBatchNoiseEstimator, noise_scale_from_sq_norms
+from service.core.noise import (
+    ExactNoiseEstimator,
+    NoiseEstimate,
+    TwoBatchNoiseEstimator,
+    noise_scale_from_sq_norms,
+)
 from service.core.optim import make_optimizer
 from service.core.schedules import log_spaced_steps, scale_lr
 from service.core.tasks import Task, infer_task
@@ -88,6 +93,12 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 EVALUATION_ROWS = 2048
 #: Small batches the two-batch noise estimator splits its sample into (MLPs).
 NOISE_SMALL_BATCHES = 16
+#: The noise scale is exact (every training row, ``ExactNoiseEstimator``) up to this many
+#: training rows for the linear models (linear, logistic, softmax) ...
+EXACT_NOISE_MAX_ROWS = 65_536
+#: ... and up to this many rows × parameters for an MLP: its cost, about two gradients over
+#: the training set, stays within a small multiple of an epoch (figures in the report).
+EXACT_NOISE_MAX_ROW_PARAMS = 2**26
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,10 @@ class NoiseRecord:
 
     ``b_simple = tr(Σ)/|G|²`` (None when the |G|² estimate is not positive);
     ``b_simple_corrected = 1/(1/b_simple + 1/N)`` for sampling N training rows without
-    replacement; ``loss_level`` the loss on the same sample at the same θ.
+    replacement; ``loss_level`` the loss on the same rows at the same θ. ``exact``: computed
+    over all N training rows (``n_samples`` = N, nothing estimated), else on a sample.
+    ``b_simple_lower_bound``: when the sampled |G|² is not positive, B_simple ≳ tr(Σ)/|ḡ|²
+    (``service.core.noise``), a lower bound; None otherwise.
     """
 
     b_simple: float | None
@@ -105,6 +119,8 @@ class NoiseRecord:
     grad_sq_norm: float
     loss_level: float
     n_samples: int
+    exact: bool = False
+    b_simple_lower_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +303,13 @@ class Training:
             clip_norm=config.clip_norm,
         )
         self._noise_buffers: tuple[np.ndarray, np.ndarray] | None = None
+        row_params = self.n_train * self._model.n_params
+        self._exact_noise = (
+            row_params <= EXACT_NOISE_MAX_ROW_PARAMS
+            if config.model == "mlp"
+            else self.n_train <= EXACT_NOISE_MAX_ROWS
+        )
+        self._noise_rows: EvalSet | None = None  # the exact noise scale's, made when first used
         # The small-batch fast path: plain SGD on linear-mse / logistic, rows in memory.
         self._augmented: AugmentedSGD | None = None
         if self._optimizer.is_plain_sgd and isinstance(self._source, InMemoryEpochs):
@@ -510,10 +533,12 @@ class Training:
         batch_size_reason = self._batch_size_reason
         if self._adaptive:
             measured = None if noise is None else noise.b_simple_corrected
-            # |G|² not positive: B_simple is beyond what the sample resolves, ≳ its size.
+            # |G|² not positive: B_simple is beyond what the sample resolves, ≳ its bound
+            # tr(Σ)/|ḡ|² (≥ the sample's size, which stands in when there is no bound).
             lower_bound = noise is not None and measured is None and noise.grad_sq_norm <= 0.0
             if noise is not None and lower_bound:
-                measured = 1.0 / (1.0 / noise.n_samples + 1.0 / n_train)
+                bound = noise.b_simple_lower_bound or float(noise.n_samples)
+                measured = 1.0 / (1.0 / bound + 1.0 / n_train)
             change = self.config.batch_size_schedule.adapt(
                 B, measured, n_train, epoch=epoch, lower_bound=lower_bound
             )
@@ -774,48 +799,13 @@ class Training:
         return val_loss, math.sqrt(sse / n), r2, None
 
     def _noise_record(self) -> NoiseRecord | None:
-        """Noise scale on a seeded sample of training rows at the current θ.
-
-        Linear/logistic/softmax: exact per-example gradients, through their squared norms and
-        the mean gradient (``noise_scale_from_sq_norms``). MLP: the sample of S rows is cut
-        into m = min(16, S) small batches of b = S // m rows; each gives |G_b|², and
-        their mean gradient is the gradient on all m·b rows, the big batch (two-batch estimator).
-        """
-        S = min(self.config.noise_scale_samples, self.n_train)
-        picked = np.sort(self._noise_rng.choice(self.n_train, size=S, replace=False))
-        rows = self.train_rows[picked]
-        if self._noise_buffers is None or self._noise_buffers[0].shape[0] != S:
-            self._noise_buffers = self._reader.empty(S)
-        X_s, y_s = self._noise_buffers
-        self._reader.read(rows, X_s, y_s)
-        theta = self._theta
-        loss_level = self._model.loss(theta, X_s, y_s)
-        estimate: NoiseEstimate | None
-        if self.config.model != "mlp":
-            # O(S + P) memory: the rows' |g_i|² and their mean gradient, not the (S, P) matrix
-            mean_grad = np.empty_like(theta)
-            self._model.loss_and_grad(theta, X_s, y_s, mean_grad)
-            sq_norms = self._model.per_example_sq_norms(theta, X_s, y_s)
-            estimate = noise_scale_from_sq_norms(sq_norms, mean_grad)
-        else:
-            m = min(NOISE_SMALL_BATCHES, S)
-            b = S // m
-            small = np.empty_like(theta)
-            big = np.zeros(theta.shape, dtype=np.float64)
-            small_sq = 0.0
-            for j in range(m):
-                self._model.loss_and_grad(
-                    theta, X_s[j * b : (j + 1) * b], y_s[j * b : (j + 1) * b], small
-                )
-                small64 = small.astype(np.float64)
-                small_sq += float(small64 @ small64)
-                big += small64
-            big /= m
-            estimator = TwoBatchNoiseEstimator()
-            estimator.add(
-                small_sq_norm=small_sq / m, b_small=b, big_sq_norm=float(big @ big), b_big=m * b
-            )
-            estimate = estimator.estimate()
+        """Noise scale at the current θ: exact over every training row when they fit the budget
+        (``EXACT_NOISE_MAX_ROWS``, ``EXACT_NOISE_MAX_ROW_PARAMS``), else on a seeded sample."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self._exact_noise:
+                estimate, loss_level = self._exact_noise_estimate()
+            else:
+                estimate, loss_level = self._sampled_noise_estimate()
         if estimate is None or not (
             math.isfinite(estimate.trace_sigma)
             and math.isfinite(estimate.grad_sq_norm)
@@ -833,7 +823,72 @@ class Training:
             grad_sq_norm=float(estimate.grad_sq_norm),
             loss_level=float(loss_level),
             n_samples=int(estimate.n_samples),
+            exact=estimate.exact,
+            b_simple_lower_bound=estimate.lower_bound,
         )
+
+    def _exact_noise_estimate(self) -> tuple[NoiseEstimate | None, float]:
+        """(tr(Σ) and |G|² over all N training rows, the mean loss over them): per block of
+        ``EVALUATION_ROWS`` rows, its mean gradient (``loss_and_grad``) and its rows' |g_i|²
+        (``per_example_sq_norms``) into an ``ExactNoiseEstimator``. The rows are gathered chunk
+        by chunk (no second copy of the training set); no randomness is drawn."""
+        if self._noise_rows is None:
+            self._noise_rows = EvalSet(self._reader, self.train_rows, max_bytes=0)
+        model, theta, grad = self._model, self._theta, self._grad
+        estimator = ExactNoiseEstimator()
+        loss_sum = 0.0
+        for X_chunk, y_chunk in self._noise_rows.chunks():
+            for a in range(0, y_chunk.shape[0], EVALUATION_ROWS):
+                X_block, y_block = (
+                    X_chunk[a : a + EVALUATION_ROWS],
+                    y_chunk[a : a + EVALUATION_ROWS],
+                )
+                loss_sum += model.loss_and_grad(theta, X_block, y_block, grad) * y_block.shape[0]
+                sq_norms = model.per_example_sq_norms(theta, X_block, y_block)
+                estimator.add(sq_norms=sq_norms, mean_grad=grad)
+        return estimator.estimate(), loss_sum / self.n_train
+
+    def _sampled_noise_estimate(self) -> tuple[NoiseEstimate | None, float]:
+        """(the estimate on a seeded sample of training rows, the mean loss on it).
+
+        Linear/logistic/softmax: exact per-example gradients, through their squared norms and
+        the mean gradient (``noise_scale_from_sq_norms``). MLP: the sample of S rows is cut
+        into m = min(16, S) small batches of b = S // m rows; each gives |G_b|², and
+        their mean gradient is the gradient on all m·b rows, the big batch (two-batch estimator).
+        """
+        S = min(self.config.noise_scale_samples, self.n_train)
+        picked = np.sort(self._noise_rng.choice(self.n_train, size=S, replace=False))
+        rows = self.train_rows[picked]
+        if self._noise_buffers is None or self._noise_buffers[0].shape[0] != S:
+            self._noise_buffers = self._reader.empty(S)
+        X_s, y_s = self._noise_buffers
+        self._reader.read(rows, X_s, y_s)
+        theta = self._theta
+        loss_level = self._model.loss(theta, X_s, y_s)
+        if self.config.model != "mlp":
+            # O(S + P) memory: the rows' |g_i|² and their mean gradient, not the (S, P) matrix
+            mean_grad = np.empty_like(theta)
+            self._model.loss_and_grad(theta, X_s, y_s, mean_grad)
+            sq_norms = self._model.per_example_sq_norms(theta, X_s, y_s)
+            return noise_scale_from_sq_norms(sq_norms, mean_grad), loss_level
+        m = min(NOISE_SMALL_BATCHES, S)
+        b = S // m
+        small = np.empty_like(theta)
+        big = np.zeros(theta.shape, dtype=np.float64)
+        small_sq = 0.0
+        for j in range(m):
+            self._model.loss_and_grad(
+                theta, X_s[j * b : (j + 1) * b], y_s[j * b : (j + 1) * b], small
+            )
+            small64 = small.astype(np.float64)
+            small_sq += float(small64 @ small64)
+            big += small64
+        big /= m
+        estimator = TwoBatchNoiseEstimator()
+        estimator.add(
+            small_sq_norm=small_sq / m, b_small=b, big_sq_norm=float(big @ big), b_big=m * b
+        )
+        return estimator.estimate(), loss_level
 
     def _early_stopping(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         """Keras rule: improved when value < best − min_delta; stop after ``patience`` misses."""

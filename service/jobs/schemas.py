@@ -12,13 +12,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    StringConstraints,
+)
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 ErrorCode = Literal["diverged", "time_limit", "lease_expired", "dataset_corrupt", "internal"]
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+#: Tags with this prefix name the sweep a job is a point of (``sweep:<id>``): the service sets
+#: them, a user may not (a job could otherwise pass for another sweep's point).
+SWEEP_TAG_PREFIX = "sweep:"
+
+
+def _not_reserved(tag: str) -> str:
+    if tag.casefold().startswith(SWEEP_TAG_PREFIX):
+        raise ValueError(
+            f"tags starting with {SWEEP_TAG_PREFIX!r} are reserved: the service tags a sweep's "
+            f"own jobs {SWEEP_TAG_PREFIX}<sweep id>; choose another tag"
+        )
+    return tag
+
+
+#: A tag a user may give: any :data:`Tag` but a reserved one.
+UserTag = Annotated[Tag, AfterValidator(_not_reserved)]
 JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 UnitFloat = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
@@ -144,7 +168,17 @@ class JobCreate(_Strict):
     noise_scale: StrictBool = Field(
         default=False, description="Measure the gradient noise scale B_simple every epoch."
     )
-    noise_scale_samples: Annotated[int, Field(strict=True, ge=2, le=1_000_000)] = 1024
+    noise_scale_samples: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=2,
+            le=1_000_000,
+            description="Rows sampled per noise-scale measurement when the training set is "
+            "too large to measure exactly (more than 65,536 rows for linear, logistic and "
+            "softmax; more than 2²⁶ rows × parameters for an MLP); below that every row is used.",
+        ),
+    ] = 1024
     early_stopping: EarlyStoppingIn | None = None
     lr_schedule: LRScheduleIn = Field(default_factory=LRScheduleIn)
     batch_size_schedule: BatchSizeScheduleIn = Field(default_factory=BatchSizeScheduleIn)
@@ -169,6 +203,18 @@ class JobCreate(_Strict):
     def train_config(self) -> dict[str, Any]:
         """The fields that make up the core's ``TrainConfig``, as a dict for ``from_dict``."""
         return self.model_dump(exclude={"dataset_id", "max_runtime_s", "name", "tags"})
+
+
+class JobSubmit(JobCreate):
+    """A training job as a user submits it (``POST /v1/jobs``, a sweep's ``base``): a
+    :class:`JobCreate` whose tags may not be reserved ones. The service's own submissions (a
+    sweep's points, tagged ``sweep:<id>``) are plain :class:`JobCreate`."""
+
+    tags: Annotated[list[UserTag], Field(max_length=20)] = Field(
+        default_factory=list,
+        description="Labels to filter by (`GET /v1/jobs?tag=`); `sweep:` tags are the "
+        "service's own.",
+    )
 
 
 class ProgressRead(BaseModel):
@@ -212,10 +258,14 @@ class BatchSizeAdviceRead(BaseModel):
     """
 
     batch_size: int = Field(description="B: the batch size in force in the last measured epoch.")
-    message: str = Field(description="One sentence: the verdict, B̂, its uncertainty, its loss.")
+    message: str = Field(
+        description="One sentence: the verdict, B̂ (or its lower bound), its uncertainty, the "
+        "training loss it was measured at."
+    )
     verdict: AdviceVerdict | None = Field(
         description="well below, below, near, above or well above the noise scale; null when "
-        "B_simple was not resolved (`message` says why)."
+        "B_simple was not resolved and its lower bound does not decide it (`message` says "
+        "what is known)."
     )
     noise_scale: float | None = Field(
         description="B̂: the late B_simple with the finite-population correction (samples)."
@@ -231,6 +281,17 @@ class BatchSizeAdviceRead(BaseModel):
     )
     ratio: float | None = Field(description="ρ = batch_size / noise_scale.")
     window: list[int] = Field(description="First and last epoch averaged.")
+    noise_scale_lower_bound: float | None = Field(
+        default=None,
+        description="When B_simple was not resolved (the late |G|² estimate not positive): "
+        "B̂ is at least this, 1/(1/L + 1/N) with L = mean tr(Σ) / mean |ḡ|² (a lower bound); "
+        "`verdict` is then given only when the bound alone decides it. Null otherwise.",
+    )
+    exact: bool = Field(
+        default=False,
+        description="True when every averaged epoch measured over all the training rows "
+        "(nothing estimated); false when on a sample of `noise_scale_samples` rows.",
+    )
 
 
 class JobLinks(BaseModel):
@@ -266,8 +327,8 @@ _EXAMPLE_READ: dict[str, Any] = {
     "best": {"train_loss": 0.052, "val_loss": 0.061},
     "batch_size_advice": {
         "batch_size": 32,
-        "message": "batch 32 is well below the measured noise scale ≈ 900 (±3×) at loss "
-        "0.41: a batch several times larger, with its learning rate re-tuned, would need "
+        "message": "batch 32 is well below the measured noise scale ≈ 900 (±3×) at training "
+        "loss 0.41: a batch several times larger, with its learning rate re-tuned, would need "
         "fewer steps for about the same samples",
         "verdict": "well below",
         "noise_scale": 903.1,
@@ -276,6 +337,8 @@ _EXAMPLE_READ: dict[str, Any] = {
         "uncertainty_factor": 3.0,
         "ratio": 0.035,
         "window": [4, 4],
+        "noise_scale_lower_bound": None,
+        "exact": False,
     },
     "error": None,
     "attempts": 1,
@@ -343,7 +406,9 @@ class JobPage(BaseModel):
 
 class NoiseScaleRead(BaseModel):
     """Gradient noise scale at the end of an epoch: B_simple = tr(Σ)/|G|² (McCandlish et al.
-    2018); ``b_simple_corrected`` = 1/(1/B_simple + 1/N) for sampling without replacement."""
+    2018); ``b_simple_corrected`` = 1/(1/B_simple + 1/N) for sampling without replacement;
+    ``exact``: over all N training rows (else a sample of ``n_samples``);
+    ``b_simple_lower_bound``: B_simple ≳ tr(Σ)/|ḡ|² when the sampled |G|² is not positive."""
 
     b_simple: float | None
     b_simple_corrected: float | None
@@ -351,6 +416,8 @@ class NoiseScaleRead(BaseModel):
     grad_sq_norm: float | None
     loss_level: float | None
     n_samples: int
+    exact: bool = False
+    b_simple_lower_bound: float | None = None
 
 
 class StepsRead(BaseModel):
@@ -492,6 +559,7 @@ class PredictResponse(BaseModel):
 
 __all__ = [
     "FINISHED_STATUSES",
+    "SWEEP_TAG_PREFIX",
     "AdviceVerdict",
     "BatchSizeAdviceRead",
     "BatchSizeScheduleIn",
@@ -506,6 +574,7 @@ __all__ = [
     "JobPage",
     "JobRead",
     "JobStatus",
+    "JobSubmit",
     "LRScheduleIn",
     "LossesRead",
     "ModelRead",
@@ -514,4 +583,6 @@ __all__ = [
     "PredictResponse",
     "ProgressRead",
     "StepsRead",
+    "Tag",
+    "UserTag",
 ]

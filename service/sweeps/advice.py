@@ -1,10 +1,6 @@
-"""What a sweep and a job's noise scale say about batch size, in one sentence each.
+"""What a job's noise scale says about its batch size, in one sentence (a sweep's answer is
+:mod:`service.sweeps.recommendation`).
 
-- :func:`recommend`: from a sweep's points and fit, the batch size that reached the target in the
-  least wall time (mean over seeds; wall time is the workers' own, so it depends on their
-  hardware and load) and the one at the knee, B ≈ B_noise: the measured batch size nearest to
-  B_noise in log distance, or none when B_noise lies beyond the measured range (more than half a
-  doubling, a factor √2, outside the smallest or largest batch fitted).
 - :func:`advise_batch_size`: for a job run with ``noise_scale``, where its batch size B sits
   against the late, finite-population-corrected noise scale B̂ (``NoiseScaleSummary``). With
   S(B) = S_min (1 + B̂/B) and E(B) = E_min (1 + B/B̂) the ratio ρ = B/B̂ places it:
@@ -21,63 +17,23 @@
   the late per-epoch estimates ("±3×": the estimates scatter by a factor of about 3 around B̂).
   B_simple is an estimate of the critical batch, not B_noise itself (they agree when the loss's
   curvature is isotropic), so these are orders of magnitude, which the bands are wide enough for.
+  When the late |G|² was not resolved, B̂ is only bounded below, B̂ ≳ L: then ρ ≤ B/L, a verdict
+  is given when that alone decides it (B/L < 1/4: well below), and otherwise the sentence
+  says what ρ ≤ B/L tells.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from service.sweeps.fit import CriticalBatchFit, Interval, SweepPoint
+from service.sweeps.formatting import num
 from service.sweeps.noise import NoiseScaleSummary
 from service.sweeps.targets import SweepDataError
 
-__all__ = [
-    "BatchSizeAdvice",
-    "FastestChoice",
-    "KneeChoice",
-    "Recommendation",
-    "Verdict",
-    "advise_batch_size",
-    "recommend",
-]
+__all__ = ["BatchSizeAdvice", "Verdict", "advise_batch_size"]
 
 Verdict = Literal["well below", "below", "near", "above", "well above"]
-_BEYOND = math.sqrt(2.0)  # B_noise this far outside the fitted batches is beyond the range
-
-
-@dataclass(frozen=True)
-class FastestChoice:
-    """The batch size with the least mean wall time to the target (None: no point reached it
-    with every seed); ``wall_time_range`` is the min–max over its seeds."""
-
-    batch_size: int | None
-    wall_time_s: float | None
-    wall_time_range: tuple[float, float] | None
-    seeds: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class KneeChoice:
-    """The measured batch size nearest B_noise, or None with ``position`` "below" / "above"
-    when B_noise lies beyond the measured range (``position`` None when there is no fit)."""
-
-    batch_size: int | None
-    b_noise: float | None
-    b_noise_ci: Interval | None
-    position: Literal["within", "below", "above"] | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """A sweep's two answers: the fastest batch size in wall time, and the knee."""
-
-    fastest: FastestChoice
-    knee: KneeChoice
 
 
 @dataclass(frozen=True)
@@ -87,6 +43,10 @@ class BatchSizeAdvice:
     ``noise_scale``: B̂, the corrected B_simple; ``ratio`` = batch_size / B̂;
     ``uncertainty_factor``: the spread factor (None: a single estimate); ``verdict`` and the
     numbers are None when the run has no noise scale, and ``message`` says why.
+    ``noise_scale_lower_bound``: when B_simple was not resolved but bounded below, B̂ ≳ this
+    (corrected); the verdict is then given only when the bound alone decides it (B/bound
+    < 1/4: well below), and ``message`` says what the bound does tell. ``exact``: measured
+    over every training row.
     """
 
     batch_size: int
@@ -96,99 +56,8 @@ class BatchSizeAdvice:
     loss_level: float | None
     verdict: Verdict | None
     message: str
-
-
-def _fmt(value: float, significant: int = 2) -> str:
-    """``value`` to ``significant`` figures, with thousands separators: 912 → "910",
-    0.4127 → "0.41", 123456 → "120,000"."""
-    if value == 0.0 or not math.isfinite(value):
-        return f"{value:g}"
-    digits = significant - 1 - math.floor(math.log10(abs(value)))
-    rounded = round(value, digits)
-    if abs(rounded) >= 1000:
-        return f"{rounded:,.0f}"
-    return f"{rounded:.{max(digits, 0)}f}"
-
-
-def _fmt_interval(interval: Interval | None, confidence: float) -> str:
-    if interval is None:
-        return "no interval: no bootstrap"
-    label = f"{confidence * 100:.0f}% CI"
-    if interval.low is None and interval.high is None:
-        return f"{label} unbounded both ways"
-    if interval.low is None:
-        return f"{label} ≤ {_fmt(interval.high or 0.0)}"
-    if interval.high is None:
-        return f"{label} ≥ {_fmt(interval.low)}, unbounded above"
-    return f"{label} {_fmt(interval.low)}–{_fmt(interval.high)}"
-
-
-def _fastest(points: Sequence[SweepPoint]) -> FastestChoice:
-    times: list[tuple[float, float, float, int, int]] = []  # mean, min, max, seeds, B
-    for point in points:
-        if point.reached:
-            seconds = [c.wall_time_s for c in point.crossings if c is not None]
-            mean = math.fsum(seconds) / len(seconds)
-            times.append((mean, min(seconds), max(seconds), len(seconds), int(point.batch_size)))
-    if not times:
-        return FastestChoice(
-            None, None, None, 0, "no batch size reached the target with every seed"
-        )
-    times.sort()
-    mean, low, high, seeds, batch = times[0]
-    spread = (
-        f"mean of {seeds} seeds, range {_fmt(low, 3)}–{_fmt(high, 3)} s"
-        if seeds > 1
-        else "one seed, so the run-to-run spread is not measured"
-    )
-    reason = (
-        f"batch {batch} reached the target in the least wall time, {_fmt(mean, 3)} s ({spread})"
-    )
-    if len(times) > 1:
-        next_mean, next_low, _, _, next_batch = times[1]
-        ratio = next_mean / mean if mean > 0.0 else math.inf
-        reason += (
-            f", {_fmt(ratio, 2)}× faster than the next, batch {next_batch} ({_fmt(next_mean, 3)} s)"
-        )
-        if next_low <= high:
-            reason += "; their seed ranges overlap, so the two are not clearly apart"
-    return FastestChoice(batch, mean, (low, high), seeds, reason)
-
-
-def _knee(fit: CriticalBatchFit) -> KneeChoice:
-    if fit.b_noise is None or fit.s_min is None or fit.e_min is None:
-        return KneeChoice(None, None, None, None, f"no knee: {fit.reason}")
-    b_noise = fit.b_noise
-    ci = _fmt_interval(fit.b_noise_ci, fit.confidence)
-    smallest, largest = min(fit.batch_sizes), max(fit.batch_sizes)
-    if b_noise > largest * _BEYOND:
-        return KneeChoice(
-            None, b_noise, fit.b_noise_ci, "above",
-            f"the knee B_noise ≈ {_fmt(b_noise)} ({ci}) lies beyond the largest batch measured "
-            f"({largest}): steps were still falling almost as 1/B there, so larger batches "
-            "would still save steps; measure larger batches to place it",
-        )  # fmt: skip
-    if b_noise < smallest / _BEYOND:
-        return KneeChoice(
-            None, b_noise, fit.b_noise_ci, "below",
-            f"the knee B_noise ≈ {_fmt(b_noise)} ({ci}) lies below the smallest batch measured "
-            f"({smallest}): every batch here is past it, so a larger batch costs samples and "
-            "saves few steps; measure smaller batches to place it",
-        )  # fmt: skip
-    nearest = min(fit.batch_sizes, key=lambda b: abs(math.log(b / b_noise)))
-    reason = (
-        f"batch {nearest} is the measured batch nearest the knee B_noise ≈ {_fmt(b_noise)} "
-        f"({ci}), where steps and samples are each about twice their minimum "
-        f"(S_min ≈ {_fmt(fit.s_min)} steps, E_min ≈ {_fmt(fit.e_min)} samples): smaller "
-        "batches save samples, larger ones save steps"
-    )
-    return KneeChoice(nearest, b_noise, fit.b_noise_ci, "within", reason)
-
-
-def recommend(points: Sequence[SweepPoint], fit: CriticalBatchFit) -> Recommendation:
-    """The fastest batch size in wall time and the knee, each with one sentence of reason and
-    its uncertainty (the seeds' wall-time range; the bootstrap interval of B_noise)."""
-    return Recommendation(_fastest(points), _knee(fit))
+    noise_scale_lower_bound: float | None = None
+    exact: bool = False
 
 
 def _verdict(ratio: float) -> Verdict:
@@ -217,18 +86,60 @@ _CONSEQUENCE: dict[Verdict, str] = {
 }
 
 
+def _within_bound(ratio_max: float) -> str:
+    """What ρ ≤ ``ratio_max`` (B over the lower bound of B̂) says, when it is not < 1/4."""
+    if ratio_max < 0.5:
+        return (
+            "below or well below it, so a larger batch, with its learning rate re-tuned, "
+            "would still cut the steps"
+        )
+    if ratio_max <= 2.0:
+        return "near it or below, not above: a smaller batch would save few samples"
+    return "the bound does not place the batch"
+
+
+def _lower_bound_advice(
+    batch_size: int, summary: NoiseScaleSummary, bound: float
+) -> BatchSizeAdvice:
+    """B_simple not resolved, B̂ ≳ ``bound``: ρ = B/B̂ ≤ B/bound."""
+    ratio_max = batch_size / bound
+    at = (
+        f"the noise scale, which is at least ≈ {num(bound)} at training loss "
+        f"{num(summary.loss_level, 2)} (a lower bound: the mean gradient is within the "
+        "sampled noise, so B_simple is not resolved"
+    )
+    verdict: Verdict | None = None
+    if ratio_max < 0.25:  # ρ < 1/4 whatever B̂ is above the bound
+        verdict = "well below"
+        message = f"batch {batch_size} is well below {at}): {_CONSEQUENCE[verdict]}"
+    else:
+        message = (
+            f"batch {batch_size} is at most {num(ratio_max)}× {at}; more noise_scale_samples "
+            f"would resolve it): {_within_bound(ratio_max)}"
+        )
+    return BatchSizeAdvice(
+        batch_size, None, None, None, summary.loss_level, verdict, message,
+        noise_scale_lower_bound=bound, exact=summary.exact,
+    )  # fmt: skip
+
+
 def advise_batch_size(batch_size: int, summary: NoiseScaleSummary) -> BatchSizeAdvice:
     """One sentence on ``batch_size`` against the run's late noise scale, e.g. "batch 32 is
-    well below the measured noise scale ≈ 900 (±3×) at loss 0.41: a batch several times
-    larger, with its learning rate re-tuned, would need fewer steps for about the same
-    samples"."""
+    well below the measured noise scale ≈ 900 (±3×) at training loss 0.41: a batch several
+    times larger, with its learning rate re-tuned, would need fewer steps for about the same
+    samples". When B_simple is only bounded below (``summary.b_simple_corrected_lower_bound``)
+    the sentence gives the bound and what it tells."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise SweepDataError("batch_size", f"must be an integer ≥ 1, not {batch_size!r}")
     noise_scale = summary.b_simple_corrected
     if noise_scale is None or noise_scale <= 0.0:
+        bound = summary.b_simple_corrected_lower_bound
+        if bound is not None and bound > 0.0:
+            return _lower_bound_advice(batch_size, summary, bound)
         return BatchSizeAdvice(
             batch_size, None, None, None, summary.loss_level, None,
             f"no advice for batch {batch_size}: {summary.reason or 'no noise scale measured'}",
+            exact=summary.exact,
         )  # fmt: skip
     ratio = batch_size / noise_scale
     verdict = _verdict(ratio)
@@ -236,11 +147,14 @@ def advise_batch_size(batch_size: int, summary: NoiseScaleSummary) -> BatchSizeA
     if factor is None:
         uncertainty = "one estimate, spread not measured"
     else:  # "±3×", "±1.4×", "±12×", "±130×"
-        uncertainty = f"±{factor:.2g}×" if factor < 10 else f"±{_fmt(factor)}×"
+        uncertainty = f"±{factor:.2g}×" if factor < 10 else f"±{num(factor)}×"
+    measured = "exact" if summary.exact else "measured"
     message = (
-        f"batch {batch_size} is {verdict} the measured noise scale ≈ {_fmt(noise_scale)} "
-        f"({uncertainty}) at loss {_fmt(summary.loss_level, 2)}: {_CONSEQUENCE[verdict]}"
+        f"batch {batch_size} is {verdict} the {measured} noise scale ≈ {num(noise_scale)} "
+        f"({uncertainty}) at training loss {num(summary.loss_level, 2)}: "
+        f"{_CONSEQUENCE[verdict]}"
     )
     return BatchSizeAdvice(
-        batch_size, noise_scale, ratio, factor, summary.loss_level, verdict, message
-    )
+        batch_size, noise_scale, ratio, factor, summary.loss_level, verdict, message,
+        exact=summary.exact,
+    )  # fmt: skip

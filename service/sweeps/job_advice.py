@@ -60,4 +60,6 @@ def advice_for_job(session: Session, job: JobRead) -> BatchSizeAdviceRead | None
         uncertainty_factor=advice.uncertainty_factor,
         ratio=advice.ratio,
         window=list(summary.window),
+        noise_scale_lower_bound=advice.noise_scale_lower_bound,
+        exact=advice.exact,
     )

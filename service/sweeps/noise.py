@@ -11,6 +11,10 @@ measured. The summary takes a run's per-epoch records and reports:
   the value low — and the mean loss level over the same epochs;
 - the finite-population correction for sampling N training rows without replacement,
   B_corrected = 1/(1/B_simple + 1/N) (≤ N: no batch is larger than the training set);
+- when the window's mean |G|² is not positive (sampled estimates: the gradient not resolved
+  above the noise), a lower bound instead, B_simple ≳ mean tr(Σ) / mean |ḡ|², with |ḡ|² =
+  |G|² + tr(Σ)/n recovered from each record (n its ``n_samples``; E|ḡ|² = |G|² + tr(Σ)/n ≥
+  |G|², so the ratio falls short of B_simple), corrected the same way;
 - its spread: the geometric standard deviation exp(sd(ln B_simple)) of the per-epoch estimates in
   that window, a factor ≥ 1 (None with fewer than two resolved estimates). It mixes measurement
   scatter with the real drift of B_simple inside the window, so it is an honest upper bound on
@@ -32,26 +36,46 @@ import numpy as np
 from service.core import NoiseRecord
 from service.sweeps.targets import SweepDataError
 
-__all__ = ["EpochNoise", "NoiseScaleSummary", "summarize_noise_scale"]
+__all__ = ["EpochNoise", "NoiseScaleSummary", "b_simple_at_loss", "summarize_noise_scale"]
 
 
 @dataclass(frozen=True)
 class EpochNoise:
     """One epoch's noise-scale record: ``b_simple`` = trace_sigma / grad_sq_norm (None when
-    grad_sq_norm ≤ 0), measured at ``loss_level``. Epochs are numbered from 1."""
+    grad_sq_norm ≤ 0), measured at ``loss_level``. Epochs are numbered from 1. ``n_samples``:
+    the rows behind a sampled estimate (None: not recorded, so no lower bound); ``exact``:
+    computed over every training row."""
 
     epoch: int
     b_simple: float | None
     trace_sigma: float
     grad_sq_norm: float
     loss_level: float
+    n_samples: int | None = None
+    exact: bool = False
 
     @classmethod
     def from_record(cls, epoch: int, record: NoiseRecord) -> EpochNoise:
         """From the core's per-epoch :class:`~service.core.NoiseRecord`."""
         return cls(
-            epoch, record.b_simple, record.trace_sigma, record.grad_sq_norm, record.loss_level
+            epoch,
+            record.b_simple,
+            record.trace_sigma,
+            record.grad_sq_norm,
+            record.loss_level,
+            n_samples=record.n_samples,
+            exact=record.exact,
         )
+
+    @property
+    def mean_grad_sq_norm(self) -> float | None:
+        """|ḡ|², the squared norm of the measured mean gradient: |G|² itself when exact, else
+        |G|² + tr(Σ)/n (the estimators' |G|² is |ḡ|² − tr(Σ)/n); None without n_samples."""
+        if self.exact:
+            return self.grad_sq_norm
+        if self.n_samples is None:
+            return None
+        return self.grad_sq_norm + self.trace_sigma / self.n_samples
 
 
 @dataclass(frozen=True)
@@ -59,10 +83,13 @@ class NoiseScaleSummary:
     """A run's B_simple late in training, with its loss level, correction, spread and trend.
 
     ``b_simple`` and ``b_simple_corrected`` are None (with ``reason``) when the window's mean
-    |G|² is not positive. ``window``: first and last epoch averaged; ``estimates``: resolved
-    per-epoch estimates in it (of ``window_epochs`` records). ``spread_factor`` ≥ 1 or None.
-    ``trend_slope`` = d ln B_simple / d ln loss and ``fold_change`` = B_last / B_first over the
-    run (None with fewer than two resolved epochs, or losses all equal for the slope);
+    |G|² is not positive; ``b_simple_lower_bound`` and its corrected twin then carry the
+    lower bound when the records give one (module docstring). ``exact``: every record in the
+    window was computed over all training rows. ``window``: first and last epoch averaged;
+    ``estimates``: resolved per-epoch estimates in it (of ``window_epochs`` records);
+    ``spread_factor`` ≥ 1 or None. ``trend_slope`` = d ln B_simple / d ln loss and
+    ``fold_change`` = B_last / B_first over the run (None with fewer than two resolved
+    epochs, or losses all equal for the slope);
     ``first`` and ``last``: (epoch, B_simple, loss) of the first and last resolved epochs.
     """
 
@@ -79,6 +106,9 @@ class NoiseScaleSummary:
     first: tuple[int, float, float] | None
     last: tuple[int, float, float] | None
     reason: str | None = None
+    b_simple_lower_bound: float | None = None
+    b_simple_corrected_lower_bound: float | None = None
+    exact: bool = False
 
 
 def _check(records: Sequence[EpochNoise], train_rows: int) -> None:
@@ -146,12 +176,18 @@ def summarize_noise_scale(records: Sequence[EpochNoise], *, train_rows: int) -> 
     grad_sq = math.fsum(r.grad_sq_norm for r in window) / len(window)
     b_simple: float | None = None
     corrected: float | None = None
+    bound: float | None = None
+    corrected_bound: float | None = None
     reason = None
     if grad_sq <= 0.0:
         reason = (
             "the mean |G|² over the last quarter is not positive: the gradient is not resolved "
             "above the per-example noise, so B_simple is beyond what this sample measures"
         )
+        bound = _lower_bound(window, trace)
+        if bound is not None:
+            corrected_bound = 1.0 / (1.0 / bound + 1.0 / train_rows)
+            reason += f", at least ≈ {bound:.4g} (mean tr(Σ) / mean |ḡ|², a lower bound)"
     elif trace <= 0.0:
         reason = "the mean tr(Σ) over the last quarter is not positive: no gradient noise measured"
     else:
@@ -171,4 +207,51 @@ def summarize_noise_scale(records: Sequence[EpochNoise], *, train_rows: int) -> 
         first=first,
         last=last,
         reason=reason,
+        b_simple_lower_bound=bound,
+        b_simple_corrected_lower_bound=corrected_bound,
+        exact=all(r.exact for r in window),
     )
+
+
+def _lower_bound(window: Sequence[EpochNoise], trace: float) -> float | None:
+    """B_simple ≳ mean tr(Σ) / mean |ḡ|² over the window (module docstring), or None when a
+    record lacks n_samples or the bound is not a positive finite number."""
+    observed = [r.mean_grad_sq_norm for r in window]
+    if trace <= 0.0 or any(value is None for value in observed):
+        return None
+    mean_observed = math.fsum(value or 0.0 for value in observed) / len(window)
+    if mean_observed <= 0.0:
+        return None
+    bound = trace / mean_observed
+    return bound if math.isfinite(bound) else None
+
+
+def b_simple_at_loss(records: Sequence[EpochNoise], loss: float) -> tuple[float | None, str | None]:
+    """(B_simple at the loss level ``loss``, None) — or (None, why not) — from a run's
+    per-epoch records: at the first pair of consecutive resolved epochs whose loss levels
+    bracket ``loss`` (L_a ≥ loss ≥ L_b), ln B_simple interpolated linearly in ln L (B_simple
+    grows roughly as a power of the loss as training converges). Not extrapolated: a run
+    already below ``loss`` at its first measurement, or never down to it, has no value."""
+    resolved = [
+        r for r in records if r.b_simple is not None and r.b_simple > 0.0 and r.loss_level > 0.0
+    ]
+    if not resolved or not (math.isfinite(loss) and loss > 0.0):
+        return None, "no epoch's B_simple is resolved" if not resolved else "no positive loss"
+    for before, after in itertools.pairwise(resolved):
+        if before.loss_level >= loss >= after.loss_level:
+            assert before.b_simple is not None
+            assert after.b_simple is not None
+            span = math.log(before.loss_level) - math.log(after.loss_level)
+            t = 0.0 if span == 0.0 else (math.log(before.loss_level) - math.log(loss)) / span
+            log_b = (1 - t) * math.log(before.b_simple) + t * math.log(after.b_simple)
+            return math.exp(log_b), None
+    if len(resolved) == 1 and resolved[0].loss_level == loss:
+        return resolved[0].b_simple, None
+    first = resolved[0]
+    if first.loss_level < loss:
+        return None, (
+            f"already below the target loss at its first measurement (epoch {first.epoch}, "
+            f"loss {first.loss_level:.4g})"
+        )
+    lowest = min(r.loss_level for r in resolved)
+    return None, f"its measured loss never fell to the target (lowest {lowest:.4g})"

@@ -5,10 +5,10 @@ that calls it.
 The learning rate per batch size (Shallue et al. 2018: it must be re-tuned per batch size):
 
 - ``given``: every rate of ``learning_rates`` runs; each batch size keeps its best.
-- ``searched``: round 0 runs start/√2, start, start·√2. When a round has finished, every batch
-  size whose best rate is the lowest or highest it has run gets one more √2 step beyond that
-  edge in the next round (at most ``max_rounds`` rounds), so the search ends with the best
-  rate interior — or says it is not (``lr_interior`` = false) when the rounds ran out.
+- ``searched``: each batch size brackets its best rate (×4 a round beyond an edge, or a jump to
+  a tuned neighbour's rate scaled by ``lr_search.scaling``), then refines it by √2 and 2^¼
+  (:mod:`service.sweeps.search`), at most ``max_rounds`` rounds — or says it did not bracket
+  (``lr_interior`` false, the point left out of the fit) when the rounds ran out.
 - ``scaled``: one run per batch size at ``base.lr_scaling`` from ``base.reference_batch_size``
   (the cheap alternative: not tuned per batch size, and reported as such).
 
@@ -19,6 +19,7 @@ Round 0 is queued by :func:`service.sweeps.service.create`; the best rate is
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -28,9 +29,10 @@ from sqlalchemy.orm import Session
 from service.db import Job, utcnow
 from service.jobs.schemas import FINISHED_STATUSES
 from service.sweeps import repository
-from service.sweeps.analysis import analyse, best_rate, is_interior
-from service.sweeps.points import SQRT2, PointPlace, submit_point
+from service.sweeps.analysis import Grid, analyse, best_rate, lr_edge, ranks
+from service.sweeps.points import PointPlace, submit_point
 from service.sweeps.schemas import SweepStatus
+from service.sweeps.search import ScalingRule, next_rates, scaled_rate
 
 __all__ = ["advance", "job_finished"]
 
@@ -45,10 +47,32 @@ def _failure_summary(jobs: Sequence[Job]) -> str:
     return f"every point failed ({counts}){detail}"
 
 
+def _hint(grid: Grid, batch_size: int, lr_method: str, rule: ScalingRule) -> float | None:
+    """The best rate of the nearest batch size (in log distance) whose search has bracketed
+    its best, scaled to ``batch_size`` by ``rule``; None while none has."""
+    tuned = [
+        b for b, by_rate in grid.items() if b != batch_size and lr_edge(by_rate, lr_method) is None
+    ]
+    if not tuned:
+        return None
+    nearest = min(tuned, key=lambda b: (abs(math.log(b / batch_size)), b))
+    return scaled_rate(best_rate(grid[nearest]), nearest, batch_size, rule)
+
+
+def _next_round(grid: Grid, lr_method: str, rule: ScalingRule) -> list[tuple[int, float]]:
+    """(batch size, rate) of every run the next search round needs (empty: all done)."""
+    proposals: list[tuple[int, float]] = []
+    for batch_size, by_rate in sorted(grid.items()):
+        hint = _hint(grid, batch_size, lr_method, rule)
+        proposals += [(batch_size, rate) for rate in next_rates(ranks(by_rate), hint=hint)]
+    return proposals
+
+
 def advance(session: Session, sweep_id: str) -> bool:
     """Move the sweep on once every job of its last round has finished: submit the next
-    learning-rate round (searched rates whose best is at an edge), or end it — ``succeeded``,
-    or ``failed`` with the reason when no point succeeded. Whether anything changed.
+    learning-rate round (searched rates not yet bracketed or refined), or end it —
+    ``succeeded``, or ``failed`` with the reason when no point succeeded. Whether anything
+    changed.
 
     Idempotent: with a round still running, or the sweep already finished, nothing happens.
     Runs in the caller's transaction (the worker's finish, or a read), holding the sweep's row
@@ -62,24 +86,21 @@ def advance(session: Session, sweep_id: str) -> bool:
         return False
     analysis = analyse(session, sweep, jobs)
     state: dict[str, Any] = {}
-    extend: list[tuple[int, float]] = []
     for batch_size, by_rate in sorted(analysis.grid.items()):
-        chosen = best_rate(by_rate)
-        interior = is_interior(chosen, by_rate)
         state[str(batch_size)] = {
             "rates": sorted(by_rate),
-            "chosen": chosen,
-            "interior": interior,
+            "chosen": best_rate(by_rate),
+            "edge": lr_edge(by_rate, sweep.lr_method),
         }
-        if not interior and len(by_rate) > 1:
-            beyond = chosen * SQRT2 if chosen >= max(by_rate) else chosen / SQRT2
-            extend.append((batch_size, beyond))
     spec = sweep.spec
     search = spec.get("lr_search")
     next_round = sweep.round + 1
-    if sweep.lr_method == "searched" and search and extend and next_round < search["max_rounds"]:
+    proposals: list[tuple[int, float]] = []
+    if sweep.lr_method == "searched" and search and next_round < search["max_rounds"]:
+        proposals = _next_round(analysis.grid, sweep.lr_method, search.get("scaling", "sqrt"))
+    if proposals:
         batch_sizes = list(spec["batch_sizes"])
-        for batch_size, rate in extend:
+        for batch_size, rate in proposals:
             for k in range(int(spec["seeds"])):
                 submit_point(
                     session,
@@ -93,7 +114,7 @@ def advance(session: Session, sweep_id: str) -> bool:
                 )
         repository.set_state(session, sweep, round=next_round, lr_state=state)
         logger.info(
-            "sweep %s: round %d, %d batch sizes extended", sweep_id, next_round, len(extend)
+            "sweep %s: round %d, %d runs", sweep_id, next_round, len(proposals) * int(spec["seeds"])
         )
         return True
     succeeded = any(job.status == "succeeded" for job in jobs)

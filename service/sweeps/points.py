@@ -10,7 +10,6 @@ orchestration (:mod:`service.sweeps.orchestration`) the later ones.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +25,7 @@ from service.jobs.schemas import JobCreate
 from service.sweeps import repository
 from service.sweeps.schemas import LRMethod
 
-__all__ = ["SQRT2", "PointPlace", "dotted", "submit_point", "tag_of"]
-
-#: The learning-rate search's step: the rates of a batch size are √2 apart.
-SQRT2 = math.sqrt(2.0)
+__all__ = ["PointPlace", "dotted", "submit_point", "tag_of"]
 
 
 def tag_of(sweep_id: str) -> str:

@@ -27,9 +27,16 @@ from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits, queue_room
 from service.pagination import decode_cursor, encode_cursor
 from service.sweeps import repository
-from service.sweeps.analysis import analyse, get_row, noise_scale, point_read, science
+from service.sweeps.analysis import (
+    analyse,
+    get_row,
+    noise_scale,
+    noise_scale_at_target,
+    point_read,
+    science,
+)
 from service.sweeps.orchestration import advance
-from service.sweeps.points import SQRT2, PointPlace, dotted, submit_point, tag_of
+from service.sweeps.points import PointPlace, dotted, submit_point, tag_of
 from service.sweeps.schemas import (
     DEFAULT_TARGET_FRACTION,
     FINISHED_SWEEP_STATUSES,
@@ -42,6 +49,7 @@ from service.sweeps.schemas import (
     SweepStatus,
     SweepSummary,
 )
+from service.sweeps.search import first_rates
 
 __all__ = ["SWEEPS_PATH", "cancel", "create", "get_sweep", "links", "list_sweeps", "to_read"]
 
@@ -128,8 +136,8 @@ def _first_rates(body: SweepCreate, batch_size: int) -> list[float]:
     if body.learning_rates is not None:
         return list(body.learning_rates)
     if body.lr_search is not None:
-        start = body.lr_search.start
-        return [start / SQRT2, start, start * SQRT2]
+        search = body.lr_search
+        return first_rates(search.start, batch_size, min(body.batch_sizes), search.scaling)
     base = body.base.model_dump()
     return [
         scale_lr(
@@ -242,8 +250,10 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
     """The API's view of a sweep, analysed from its jobs' histories as they are now."""
     jobs = repository.jobs_of(session, sweep.id)
     analysis = analyse(session, sweep, jobs)
-    points = [point_read(b, by_rate) for b, by_rate in sorted(analysis.grid.items())]
-    fit, recommendation = science(analysis)
+    points = [
+        point_read(b, by_rate, sweep.lr_method) for b, by_rate in sorted(analysis.grid.items())
+    ]
+    fit, recommendation = science(analysis, sweep_failed=sweep.status == "failed")
     dataset = datasets_service.get_dataset(session, sweep.dataset_id)
     validation_split = float(sweep.spec["base"]["validation_split"])
     train_rows = split_sizes(dataset.n_rows, validation_split)[0]
@@ -256,6 +266,7 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
         points=points,
         fit=fit,
         noise_scale=noise_scale(analysis, train_rows),
+        noise_scale_at_target=noise_scale_at_target(analysis, train_rows),
         recommendation=recommendation,
         error=sweep.error_message,
         spec=sweep.spec,

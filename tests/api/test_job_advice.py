@@ -10,7 +10,7 @@ B_7 = b/2 and B_8 = 2b that is 1.25 b, and the spread factor exp(sd(ln B_7, ln B
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,13 +60,18 @@ def noise(b_simple: float | None, loss_level: float, grad_sq: float = GRAD_SQ) -
     }
 
 
-def write_epochs(engine: Engine, job_id: str, records: list[dict[str, Any] | None]) -> None:
+def write_epochs(
+    engine: Engine,
+    job_id: str,
+    records: Sequence[dict[str, Any] | None],
+    batch_size: int = BATCH,
+) -> None:
     """One epoch row per entry, each with that ``noise_scale`` record (None: not measured)."""
     with session_factory(engine)() as session:
         set_job(session, job_id, status="running", attempt=1, epoch=len(records))
         for epoch, record in enumerate(records, start=1):
             losses = np.full(4, 1.0 / epoch, dtype=np.float32)
-            session.add(epoch_row(job_id, epoch, losses, batch_size=BATCH, noise_scale=record))
+            session.add(epoch_row(job_id, epoch, losses, batch_size=batch_size, noise_scale=record))
         session.commit()
 
 
@@ -108,7 +113,8 @@ def test_advice_places_the_batch_against_the_late_noise_scale(
     assert advice["loss_level"] == pytest.approx((1 / 7 + 1 / 8) / 2)
     assert advice["window"] == [7, 8]
     assert advice["message"].startswith(f"batch {BATCH} is {verdict} the measured noise scale ≈")
-    assert "(±2.7×) at loss 0.13" in advice["message"]
+    assert "(±2.7×) at training loss 0.13" in advice["message"]
+    assert (advice["noise_scale_lower_bound"], advice["exact"]) == (None, False)
 
 
 def test_without_noise_measurements_the_advice_is_null(client: TestClient, engine: Engine) -> None:
@@ -144,8 +150,9 @@ def test_an_unresolved_noise_scale_says_why_without_a_verdict(
     client: TestClient, engine: Engine
 ) -> None:
     job_id = new_job(client, noise_scale=True)
-    # |G|² ≤ 0 in the late window: the gradient is not resolved above the noise.
-    records = [noise(100.0, 0.5)] * 2 + [noise(None, 0.1, grad_sq=-0.001)] * 2
+    # |G|² ≤ 0 in the late window, in records that predate n_samples: nothing bounds B_simple.
+    unsized = {k: v for k, v in noise(None, 0.1, grad_sq=-0.001).items() if k != "n_samples"}
+    records = [noise(100.0, 0.5)] * 2 + [unsized] * 2
     write_epochs(engine, job_id, records)
     advice = advice_of(client, job_id)
     assert advice["verdict"] is None
@@ -153,6 +160,79 @@ def test_an_unresolved_noise_scale_says_why_without_a_verdict(
     assert advice["ratio"] is None
     assert advice["loss_level"] == pytest.approx(0.1)
     assert advice["message"].startswith(f"no advice for batch {BATCH}: the mean |G|²")
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "verdict", "says"),
+    [
+        (BATCH, "well below", f"batch {BATCH} is well below the noise scale, which is at least"),
+        (512, None, "batch 512 is at most 0.77× the noise scale, which is at least"),
+    ],
+)
+def test_an_unresolved_noise_scale_gives_its_lower_bound(
+    client: TestClient, engine: Engine, batch_size: int, verdict: str | None, says: str
+) -> None:
+    # The late |G|² estimates of 1000 sampled rows are −0.0005 with tr(Σ) = 1: the sample's
+    # |ḡ|² = |G|² + tr(Σ)/n = 0.0005, so B_simple ≳ 1/0.0005 = 2000 and, corrected for
+    # N = 1000 rows, B̂ ≳ 1/(1/2000 + 1/1000) ≈ 667: batch 16 is < 1/4 of it whatever B̂ is.
+    job_id = new_job(client, noise_scale=True)
+    records = [noise(100.0, 0.5)] * 2 + [noise(None, 0.1, grad_sq=-0.0005)] * 2
+    write_epochs(engine, job_id, records, batch_size=batch_size)
+    advice = advice_of(client, job_id)
+    bound = 1.0 / (1.0 / 2000.0 + 1.0 / N_ROWS)
+    assert advice["verdict"] == verdict
+    assert (advice["noise_scale"], advice["ratio"], advice["b_simple"]) == (None, None, None)
+    assert advice["noise_scale_lower_bound"] == pytest.approx(bound)
+    assert advice["loss_level"] == pytest.approx(0.1)
+    assert advice["message"].startswith(f"{says} ≈ 670 at training loss 0.10 (a lower bound")
+
+
+def digits_like(n_rows: int = 1797, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Like scikit-learn's digits: 64 features, 10 classes, 1,437 training rows after a 20%
+    validation split; overlapping classes, so softmax converges to a training loss near 0.06,
+    where the mean gradient is small against the per-example noise."""
+    rng = np.random.default_rng(seed)
+    centres = 0.5 * rng.standard_normal((10, 64))
+    labels = rng.integers(0, 10, n_rows)
+    return centres[labels] + rng.standard_normal((n_rows, 64)), labels
+
+
+def test_a_small_softmax_job_gets_an_exact_verdict(client: TestClient, engine: Engine) -> None:
+    # On 1,438 training rows a 1,024-row sample left the late |G|² unresolved ("no advice"):
+    # within the exact budget it is the full-batch gradient, positive, and the advice decides.
+    X, y = digits_like()
+    response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
+    assert response.status_code == 201, response.text
+    body = {
+        "dataset_id": response.json()["id"],
+        "model": "softmax",
+        "batch_size": 32,
+        "epochs": 20,
+        "learning_rate": 0.1,
+        "validation_split": 0.2,
+        "standardize": True,
+        "noise_scale": True,
+    }
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    with session_factory(engine)() as session:
+        run_like_a_worker(session, job_id, X, y)
+        session.commit()
+
+    history = client.get(f"/v1/jobs/{job_id}/history").json()
+    for entry in history["noise_scale"]:
+        assert (entry["exact"], entry["n_samples"], entry["b_simple_lower_bound"]) == (
+            True, 1438, None,
+        )  # fmt: skip
+        assert entry["grad_sq_norm"] > 0
+    late = history["noise_scale"][15:]  # the last quarter: epochs 16 … 20
+    b_simple = sum(e["trace_sigma"] for e in late) / sum(e["grad_sq_norm"] for e in late)
+    advice = advice_of(client, job_id)
+    assert advice["exact"] is True
+    assert advice["b_simple"] == pytest.approx(b_simple, rel=1e-9)
+    assert advice["verdict"] == "well below"  # B̂ ≈ 790 against batch 32
+    assert advice["message"].startswith("batch 32 is well below the exact noise scale ≈ ")
+    loss = sum(e["loss_level"] for e in late) / len(late)
+    assert f"at training loss {loss:.2f}" in advice["message"]
 
 
 def test_a_real_run_measures_its_noise_scale_and_advises_on_it(

@@ -61,7 +61,7 @@ def test_post_answers_202_with_the_sweep_and_its_location(client: TestClient) ->
     assert sweep["lr_method"] == "given"
     assert sweep["jobs"] == {"queued": 4}
     assert [len(p["job_ids"]) for p in sweep["points"]] == [2, 2]
-    assert sweep["target"]["method"] == "fraction"
+    assert sweep["target"]["method"] == "auto"
     assert sweep["fit"]["b_noise"] is None
     assert sweep["fit"]["reason"]
 

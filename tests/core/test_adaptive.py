@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from service.core import BatchSizeSchedule, TrainConfig, Training, train
+from service.core.train import EXACT_NOISE_MAX_ROWS
 
 
 def linear_problem(noise: float, n: int = 2000, d: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -36,19 +37,19 @@ def test_a_large_noise_scale_grows_the_batch_by_the_cap_up_to_the_max() -> None:
     )
     # the measurement drove it (adaptive turns it on), and the history says so
     assert all(r.noise_scale is not None for r in records)
-    # after epoch 1 θ is near w already: the mean gradient is lost in the noise of 1024
-    # sampled rows, so B̂ is the lower bound 1/(1/1024 + 1/2000) ≈ 677
+    # after epoch 1 θ is near w already, and B_simple is large: 2,000 rows are within the
+    # exact budget, so it is measured over all of them, B̂ = 1/(1/B_simple + 1/2000)
     first = records[0].noise_scale
     assert first is not None
-    assert first.b_simple is None
-    assert first.grad_sq_norm <= 0.0
+    assert first.exact
+    assert first.b_simple is not None
+    assert first.b_simple > 1000
+    assert first.b_simple_corrected == pytest.approx(1 / (1 / first.b_simple + 1 / 2000))
     assert records[0].batch_size_reason == "started at 8 (batch_size 8)"
-    assert records[1].batch_size_reason is not None
-    assert records[1].batch_size_reason.startswith("grew 8 → 16 toward the noise scale")
-    assert "B̂ ≳ 677.2 (the mean gradient was within the sample's noise)" in (
-        records[1].batch_size_reason
+    assert records[1].batch_size_reason == (
+        f"grew 8 → 16 toward the noise scale B̂ ≈ {first.b_simple_corrected:.4g} measured "
+        "after epoch 1, held by the ×2 cap per change"
     )
-    assert "held by the ×2 cap per change" in records[1].batch_size_reason
     assert "max_batch_size 64" in (records[4].batch_size_reason or "")
 
 
@@ -134,4 +135,33 @@ def test_the_next_batch_is_the_measured_noise_scale_when_the_cap_allows() -> Non
     assert second.batch_size_reason == (
         f"grew 8 → {second.batch_size} toward the noise scale B̂ ≈ {measured:.4g} "
         "measured after epoch 1"
+    )
+
+
+def test_a_gradient_within_the_sampled_noise_grows_the_batch_to_the_lower_bound() -> None:
+    # Above the exact budget, 64 sampled rows at θ ≈ 0 on pure-noise targets: after epoch 1
+    # |G|² ≈ |ḡ|² − tr(Σ)/64 is not positive (this seed), so B̂ is only bounded below,
+    # B̂ ≳ 1/(1/L + 1/N) with L = tr(Σ)/|ḡ|² ≥ 64, and the batch follows the bound.
+    n = EXACT_NOISE_MAX_ROWS + 4464
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((n, 2)), rng.standard_normal(n)
+    config = TrainConfig(
+        batch_size=8,
+        epochs=2,
+        learning_rate=1e-4,
+        noise_scale_samples=64,
+        seed=1,
+        batch_size_schedule=BatchSizeSchedule(kind="adaptive", max_growth=1000),
+    )
+    first, second = list(train(X, y, config))
+    noise = first.noise_scale
+    assert noise is not None
+    assert noise.b_simple is None
+    assert noise.b_simple_lower_bound is not None
+    bound = 1.0 / (1.0 / noise.b_simple_lower_bound + 1.0 / n)
+    assert second.batch_size == int(np.floor(bound + 0.5))
+    assert second.batch_size > 100  # well above the 64 rows sampled
+    assert second.batch_size_reason == (
+        f"grew 8 → {second.batch_size} toward the noise scale measured after epoch 1, "
+        f"B̂ ≳ {bound:.4g} (the mean gradient was within the sample's noise)"
     )

@@ -9,6 +9,7 @@ import pytest
 from service.core.errors import CoreConfigError
 from service.core.models import build_model
 from service.core.noise import (
+    ExactNoiseEstimator,
     NoiseEstimate,
     TwoBatchNoiseEstimator,
     noise_scale_from_per_example,
@@ -78,7 +79,7 @@ def test_squared_norm_route_equals_the_per_example_matrix(kwargs: dict[str, Any]
     assert via_norms.b_simple == pytest.approx(direct.b_simple, rel=1e-9)
 
 
-def test_squared_norm_route_refuses_bad_shapes_and_mlp() -> None:
+def test_squared_norm_route_refuses_bad_shapes() -> None:
     with pytest.raises(CoreConfigError) as info:
         noise_scale_from_sq_norms(np.ones(1), np.ones(3))
     assert info.value.field == "sq_norms"
@@ -86,9 +87,109 @@ def test_squared_norm_route_refuses_bad_shapes_and_mlp() -> None:
         noise_scale_from_sq_norms(np.ones(4), np.ones((2, 2)))
     assert info.value.field == "mean_grad"
     assert noise_scale_from_sq_norms(np.array([1.0, np.nan]), np.ones(2)).b_simple is None
-    mlp = build_model("mlp", task="regression", n_features=2, hidden_layers=(3,))
-    with pytest.raises(NotImplementedError):
-        mlp.per_example_sq_norms(np.zeros(mlp.n_params), np.ones((2, 2)), np.ones(2))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize(
+    ("task", "n_classes"), [("regression", None), ("binary", None), ("multiclass", 4)]
+)
+def test_mlp_per_example_sq_norms_equal_the_per_row_gradients(
+    task: str, n_classes: int | None, activation: str
+) -> None:
+    # The reference: each row alone through loss_and_grad (the mean over one row is g_i).
+    rng = np.random.default_rng(21)
+    model = build_model(
+        "mlp", task=task, n_features=5, n_classes=n_classes, hidden_layers=(7, 4),
+        activation=activation,
+    )  # fmt: skip
+    X = rng.standard_normal((40, 5))
+    y: np.ndarray
+    if task == "regression":
+        y = rng.standard_normal(40)
+    elif task == "binary":
+        y = rng.integers(0, 2, 40).astype(np.float64)
+    else:
+        y = rng.integers(0, 4, 40)
+    theta = model.init_params(rng, np.float64) + 0.2 * rng.standard_normal(model.n_params)
+    g = np.empty(model.n_params)
+    per_row = []
+    for i in range(40):
+        model.loss_and_grad(theta, X[i : i + 1], y[i : i + 1], g)
+        per_row.append(float(g @ g))
+    sq = model.per_example_sq_norms(theta, X, y)
+    assert sq.dtype == np.float64
+    assert sq.shape == (40,)
+    np.testing.assert_allclose(sq, per_row, rtol=1e-12)
+    # float32 parameters: the same norms to float32's precision, summed in float64
+    sq32 = model.per_example_sq_norms(theta.astype(np.float32), X.astype(np.float32), y)
+    assert sq32.dtype == np.float64
+    np.testing.assert_allclose(sq32, per_row, rtol=1e-4)
+
+
+def test_exact_estimator_by_hand_in_blocks() -> None:
+    # the four gradients of the first test as a whole population: ḡ = [2, 0] is G itself,
+    # tr(Σ) = Σ|g_i − ḡ|²/(N − 1) = 10/3, |G|² = 4, B_simple = (10/3)/4 = 5/6
+    grads = np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 2.0], [2.0, -2.0]])
+    estimator = ExactNoiseEstimator()
+    assert estimator.estimate() is None
+    for block in (grads[:1], grads[1:]):  # blocks of 1 and 3 rows
+        estimator.add(sq_norms=np.einsum("ij,ij->i", block, block), mean_grad=block.mean(axis=0))
+    estimate = estimator.estimate()
+    assert estimate is not None
+    assert estimator.n_rows == 4
+    assert estimate.trace_sigma == pytest.approx(10 / 3, rel=1e-15)
+    assert estimate.grad_sq_norm == pytest.approx(4.0, rel=1e-15)
+    assert estimate.b_simple == pytest.approx(5 / 6, rel=1e-14)
+    assert (estimate.n_samples, estimate.exact, estimate.lower_bound) == (4, True, None)
+    estimator.reset()
+    assert estimator.estimate() is None
+
+
+def test_exact_estimator_at_a_stationary_point_and_on_bad_input() -> None:
+    estimator = ExactNoiseEstimator()
+    estimator.add(sq_norms=np.array([1.0, 1.0]), mean_grad=np.zeros(2))  # g = ±[1, 0]
+    stationary = estimator.estimate()
+    assert stationary is not None
+    assert stationary.b_simple is None
+    assert stationary.trace_sigma == pytest.approx(2.0)
+    assert stationary.grad_sq_norm == 0.0
+    assert stationary.reason is not None
+    assert "stationary point" in stationary.reason
+    estimator.add(sq_norms=np.array([np.inf]), mean_grad=np.ones(2))
+    not_finite = estimator.estimate()
+    assert not_finite is not None
+    assert not_finite.reason == "the gradients are not finite"
+    with pytest.raises(CoreConfigError) as info:
+        estimator.add(sq_norms=np.ones(2), mean_grad=np.ones(3))
+    assert info.value.field == "mean_grad"
+    with pytest.raises(CoreConfigError) as info:
+        ExactNoiseEstimator().add(sq_norms=np.ones((2, 1)), mean_grad=np.ones(3))
+    assert info.value.field == "sq_norms"
+    with pytest.raises(CoreConfigError) as info:
+        ExactNoiseEstimator().add(sq_norms=np.ones(2), mean_grad=np.ones((3, 1)))
+    assert info.value.field == "mean_grad"
+
+
+def test_an_unresolved_sampled_estimate_carries_its_lower_bound() -> None:
+    # The first test's deviations around ḡ = [0.1, 0]: tr(Σ) = 10.5/3 = 3.5, |ḡ|² = 0.01,
+    # |G|² ≈ 0.01 − 3.5/4 < 0: B_simple ≳ tr(Σ)/|ḡ|² = 350 (≥ n = 4, as it must be).
+    grads = np.array([[1.1, 2.0], [-0.9, -2.0], [0.6, 0.0], [-0.4, 0.0]])
+    estimate = noise_scale_from_per_example(grads)
+    assert estimate.b_simple is None
+    assert estimate.grad_sq_norm == pytest.approx(0.01 - 3.5 / 4, rel=1e-12)
+    assert estimate.lower_bound == pytest.approx(350.0, rel=1e-12)
+    via_norms = noise_scale_from_sq_norms(np.einsum("ij,ij->i", grads, grads), grads.mean(0))
+    assert via_norms.lower_bound == pytest.approx(350.0, rel=1e-9)
+    # two batches: |G|² ≈ (2·0.9 − 1·2)/(2 − 1) = −0.2, tr(Σ) ≈ (2 − 0.9)/(1 − 1/2) = 2.2,
+    # B_simple ≳ tr(Σ)/|G_big|² = 2.2/0.9 (≥ B_big = 2)
+    estimator = TwoBatchNoiseEstimator()
+    estimator.add(small_sq_norm=2.0, b_small=1, big_sq_norm=0.9, b_big=2)
+    two_batch = estimator.estimate()
+    assert two_batch is not None
+    assert two_batch.b_simple is None
+    assert two_batch.lower_bound == pytest.approx(2.2 / 0.9, rel=1e-12)
+    # resolved estimates carry no bound
+    assert noise_scale_from_per_example(grads + 5.0).lower_bound is None
 
 
 def _synthetic_gradients(

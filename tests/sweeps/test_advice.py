@@ -114,7 +114,8 @@ def test_a_knee_below_the_smallest_batch_is_beyond_the_measured_range() -> None:
 
 
 def test_a_knee_within_a_factor_root_two_of_the_range_is_the_end_point() -> None:
-    knee = recommend([], exact_fit(5000.0)).knee  # 5000 < 4096·√2 = 5793
+    fit = with_interval(exact_fit(5000.0), 3000.0, 9000.0)
+    knee = recommend([], fit).knee  # 5000 < 4096·√2 = 5793
     assert (knee.batch_size, knee.position) == (4096, "within")
 
 
@@ -154,9 +155,18 @@ def test_advice_for_a_batch_well_below_the_noise_scale() -> None:
     assert advice.ratio == pytest.approx(32 / 900)
     assert (advice.noise_scale, advice.uncertainty_factor, advice.loss_level) == (900.0, 3.0, 0.41)
     assert advice.message == (
-        "batch 32 is well below the measured noise scale ≈ 900 (±3×) at loss 0.41: a batch "
-        "several times larger, with its learning rate re-tuned, would need fewer steps for "
-        "about the same samples"
+        "batch 32 is well below the measured noise scale ≈ 900 (±3×) at training loss 0.41: "
+        "a batch several times larger, with its learning rate re-tuned, would need fewer steps "
+        "for about the same samples"
+    )
+    assert (advice.noise_scale_lower_bound, advice.exact) == (None, False)
+
+
+def test_advice_on_an_exact_noise_scale_says_so() -> None:
+    advice = advise_batch_size(32, dataclasses.replace(summary(), exact=True))
+    assert advice.exact is True
+    assert advice.message.startswith(
+        "batch 32 is well below the exact noise scale ≈ 900 (±3×) at training loss 0.41: "
     )
 
 
@@ -164,7 +174,8 @@ def test_advice_for_a_batch_near_the_noise_scale() -> None:
     advice = advise_batch_size(1024, summary(spread=1.43))
     assert advice.verdict == "near"
     assert advice.message.startswith(
-        "batch 1024 is near the measured noise scale ≈ 900 (±1.4×) at loss 0.41: this is the knee"
+        "batch 1024 is near the measured noise scale ≈ 900 (±1.4×) at training loss 0.41: "
+        "this is the knee"
     )
 
 
@@ -200,6 +211,50 @@ def test_no_noise_scale_gives_no_verdict_and_the_reason() -> None:
     advice = advise_batch_size(32, summary(b_simple_corrected=None, reason="the gradient is odd"))
     assert (advice.verdict, advice.noise_scale, advice.ratio) == (None, None, None)
     assert advice.message == "no advice for batch 32: the gradient is odd"
+
+
+def bounded(lower_bound: float) -> NoiseScaleSummary:
+    """B_simple not resolved, the corrected noise scale bounded below by ``lower_bound``."""
+    return dataclasses.replace(
+        summary(b_simple_corrected=None, reason="not resolved"),
+        b_simple_lower_bound=lower_bound * 1.01,
+        b_simple_corrected_lower_bound=lower_bound,
+    )
+
+
+def test_a_lower_bound_that_decides_it_gives_the_verdict() -> None:
+    # ρ = B/B̂ ≤ 32/900 < 1/4 whatever B̂ is above the bound: well below for sure
+    advice = advise_batch_size(32, bounded(900.0))
+    assert advice.verdict == "well below"
+    assert (advice.noise_scale, advice.ratio, advice.noise_scale_lower_bound) == (None, None, 900.0)
+    assert advice.loss_level == 0.41
+    assert advice.message == (
+        "batch 32 is well below the noise scale, which is at least ≈ 900 at training loss 0.41 "
+        "(a lower bound: the mean gradient is within the sampled noise, so B_simple is not "
+        "resolved): a batch several times larger, with its learning rate re-tuned, would need "
+        "fewer steps for about the same samples"
+    )
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "at_most", "known"),
+    [
+        (300, "0.33", "below or well below it, so a larger batch"),
+        (900, "1.0", "near it or below, not above"),
+        (2000, "2.2", "the bound does not place the batch"),
+    ],
+)
+def test_a_lower_bound_that_does_not_decide_it_says_what_is_known(
+    batch_size: int, at_most: str, known: str
+) -> None:
+    advice = advise_batch_size(batch_size, bounded(900.0))
+    assert advice.verdict is None
+    assert advice.noise_scale_lower_bound == 900.0
+    assert advice.message.startswith(
+        f"batch {batch_size} is at most {at_most}× the noise scale, which is at least ≈ 900 at "
+        "training loss 0.41 (a lower bound: "
+    )
+    assert "more noise_scale_samples would resolve it): " + known in advice.message
 
 
 @pytest.mark.parametrize("batch_size", [0, -4, True, 2.5])

@@ -249,22 +249,29 @@ def test_the_shallow_target_advice_never_suggests_what_the_sweep_already_used(
 
 def test_fewer_than_three_points_at_the_target_are_refused() -> None:
     points = synthetic_points(None, s_min=100.0, b_noise=300.0)
-    # all but two points have a seed that never reached the target
-    censored = [
-        p if i < 2 else dataclasses.replace(p, crossings=(*p.crossings[:2], None))
+    # all but two points have no seed at the target (and no step counts: no information)
+    unreached = [
+        p if i < 2 else dataclasses.replace(p, crossings=(None,) * len(p.crossings))
         for i, p in enumerate(points)
     ]
-    fit = fit_critical_batch(censored, rng=np.random.default_rng(0))
-    assert_refused(fit, "only 2 of 10 batch sizes reached the target with every seed")
+    fit = fit_critical_batch(unreached, rng=np.random.default_rng(0))
+    assert_refused(
+        fit,
+        "only 2 of 10 batch sizes reached the target with at least one seed: fitting a "
+        "critical batch needs at least 3",
+    )
     assert fit.batch_sizes == (8, 16)
+    assert fit.censored == 0
 
 
-def test_a_point_with_a_seed_that_never_reached_is_left_out() -> None:
+def test_a_seed_without_a_crossing_or_a_step_count_is_left_out_of_its_point() -> None:
     points = synthetic_points(None, s_min=100.0, b_noise=300.0)
     points[-1] = dataclasses.replace(points[-1], crossings=(None, *points[-1].crossings[1:]))
     fit = fit_critical_batch(points, rng=np.random.default_rng(0), n_resamples=0)
-    assert fit.batch_sizes == tuple(BATCH_SIZES[:-1])
+    assert fit.batch_sizes == tuple(BATCH_SIZES)  # the point keeps its two other seeds
+    assert not points[-1].reached
     assert fit.n_points == len(BATCH_SIZES)
+    assert fit.censored == 0
     assert fit.b_noise == pytest.approx(300.0, rel=1e-3)
 
 

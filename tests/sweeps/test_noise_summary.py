@@ -121,9 +121,40 @@ def test_from_record_takes_the_core_record() -> None:
         loss_level=0.41,
         n_samples=1000,
     )
-    assert EpochNoise.from_record(3, core) == EpochNoise(3, 200.0, 2.0, 0.01, 0.41)
+    assert EpochNoise.from_record(3, core) == EpochNoise(3, 200.0, 2.0, 0.01, 0.41, 1000)
     summary = summarize_noise_scale([EpochNoise.from_record(3, core)], train_rows=1000)
     assert summary.b_simple_corrected == pytest.approx(core.b_simple_corrected)
+    assert summary.exact is False
+    exact = NoiseRecord(**{**vars(core), "exact": True})
+    assert EpochNoise.from_record(3, exact).exact is True
+    assert summarize_noise_scale([EpochNoise.from_record(3, exact)], train_rows=1000).exact
+
+
+def test_an_unresolved_window_gives_a_lower_bound_with_its_loss_level() -> None:
+    # Window: the last ⌈8/4⌉ = 2 epochs. Each has tr(Σ) = 2 on n = 100 sampled rows and
+    # |G|² ≈ −0.005, −0.015, so |ḡ|² = |G|² + tr(Σ)/n = 0.015, 0.005 (the sample's mean
+    # gradient): B_simple ≳ mean tr(Σ) / mean |ḡ|² = 2/0.01 = 200.
+    early = [EpochNoise(k, 50.0, 1.0, 0.02, 1.0 / k, n_samples=100) for k in range(1, 7)]
+    late = [
+        EpochNoise(7, None, 2.0, -0.005, 0.3, n_samples=100),
+        EpochNoise(8, None, 2.0, -0.015, 0.2, n_samples=100),
+    ]
+    summary = summarize_noise_scale([*early, *late], train_rows=1000)
+    assert (summary.b_simple, summary.b_simple_corrected) == (None, None)
+    assert summary.window == (7, 8)
+    assert summary.loss_level == pytest.approx(0.25)
+    assert summary.b_simple_lower_bound == pytest.approx(200.0)
+    assert summary.b_simple_corrected_lower_bound == pytest.approx(1 / (1 / 200 + 1 / 1000))
+    assert summary.reason is not None
+    assert summary.reason.startswith("the mean |G|² over the last quarter is not positive")
+    assert summary.reason.endswith("at least ≈ 200 (mean tr(Σ) / mean |ḡ|², a lower bound)")
+    # a record without its sample size gives no bound, and the reason says only why
+    unsized = summarize_noise_scale(
+        [*early, late[0], EpochNoise(8, None, 2.0, -0.015, 0.2)], train_rows=1000
+    )
+    assert (unsized.b_simple_lower_bound, unsized.b_simple_corrected_lower_bound) == (None, None)
+    assert unsized.reason is not None
+    assert "lower bound" not in unsized.reason
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def rates_by_batch(session: Session, sweep_id: str) -> dict[int, list[float]]:
     return {batch: sorted(rates) for batch, rates in out.items()}
 
 
-def test_search_widens_at_the_edge_until_the_best_rate_is_interior(
+def test_search_brackets_by_four_then_refines_until_the_best_rate_is_interior(
     session: Session, dataset_id: str
 ) -> None:
     start = 0.01
@@ -62,56 +62,86 @@ def test_search_widens_at_the_edge_until_the_best_rate_is_interior(
         session,
         dataset_id,
         batch_sizes=[8, 32],
-        lr_search={"start": start, "max_rounds": 6},
+        lr_search={"start": start, "max_rounds": 8},
         target_loss=0.5,
     )
-    # Batch 8's best lies inside the first grid; batch 32's two √2 steps above it.
-    best = {8: start, 32: start * SQRT2**3}
+    # Round 0: the guess ÷4, ×1, ×4, batch 32's guess scaled by √(32/8) = 2.
     assert rates_by_batch(session, sweep.id) == {
-        8: pytest.approx([start / SQRT2, start, start * SQRT2]),
-        32: pytest.approx([start / SQRT2, start, start * SQRT2]),
+        8: pytest.approx([start / 4, start, start * 4]),
+        32: pytest.approx([start / 2, start * 2, start * 8]),
     }
-
+    # Batch 8's best lies inside round 0's bracket; batch 32's far above it.
+    best = {8: start * 2**0.3, 32: start * 40}
     finish_round(session, sweep.id, best)
     assert orchestration.advance(session, sweep.id) is True
-    # Round 1: only batch 32 (best at its top edge) gets one more step up.
     rates = rates_by_batch(session, sweep.id)
-    assert len(rates[8]) == 3
-    assert rates[32] == pytest.approx([start * SQRT2**k for k in (-1, 0, 1, 2)])
+    # Batch 8 refines by √2 on both sides; batch 32 (best at its top edge) goes ×4 up.
+    assert rates[8] == pytest.approx(
+        sorted([start / 4, start / SQRT2, start, start * SQRT2, start * 4])
+    )
+    assert rates[32] == pytest.approx([start / 2, start * 2, start * 8, start * 32])
     assert orchestration.advance(session, sweep.id) is False  # round 1 still queued
 
-    for top in (3, 4):
+    for _ in range(7):
         finish_round(session, sweep.id, best)
-        assert (
-            sweeps_service.get_sweep(session, sweep.id, settle=False, tenant=DEFAULT_TENANT).status
-            == "running"
-        )
         assert orchestration.advance(session, sweep.id) is True
-        assert rates_by_batch(session, sweep.id)[32] == pytest.approx(
-            [start * SQRT2**k for k in range(-1, top + 1)]
-        )
+        read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
+        if read.status != "running":
+            break
+    assert read.status == "succeeded"
+    assert read.round < 8  # ended because both searches were done, not out of rounds
+    by_batch = {point.batch_size: point for point in read.points}
+    for batch_size, point in by_batch.items():
+        assert point.lr_interior is True
+        assert point.lr_edge is None
+        chosen = point.learning_rate
+        assert chosen is not None
+        tried = point.learning_rates_tried
+        below = max(r for r in tried if r < chosen)
+        above = min(r for r in tried if r > chosen)
+        # refined to the finest step, with the valley's floor between the neighbours
+        assert chosen / below == pytest.approx(2**0.25) or chosen / below < 2**0.25
+        assert above / chosen <= 2**0.25 * (1 + 1e-9)
+        assert below < best[batch_size] < above
+    assert by_batch[32].rounds > by_batch[8].rounds  # batch 32 needed its ×4 round first
+    stored = session.get(Sweep, sweep.id)
+    assert stored is not None
+    assert stored.lr_state["32"]["edge"] is None
+
+
+def test_search_stops_at_max_rounds_and_leaves_the_edge_point_out_of_the_fit(
+    session: Session, dataset_id: str
+) -> None:
+    start = 0.01
+    sweep = create(
+        session,
+        dataset_id,
+        batch_sizes=[8, 16, 32, 64],
+        lr_search={"start": start, "max_rounds": 2, "scaling": "none"},
+        target_loss=0.5,
+    )
+    best = {8: start, 16: start, 32: start, 64: start * 1000}  # beyond two rounds' reach
     finish_round(session, sweep.id, best)
-    assert orchestration.advance(session, sweep.id) is True  # now interior: it ends
+    assert orchestration.advance(session, sweep.id) is True
+    finish_round(session, sweep.id, best)
+    assert orchestration.advance(session, sweep.id) is True
 
     read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
-    assert read.partial is False
-    assert read.lr_method == "searched"
-    assert read.round == 3
     by_batch = {point.batch_size: point for point in read.points}
-    assert by_batch[8].learning_rate == pytest.approx(start)
-    assert by_batch[32].learning_rate == pytest.approx(start * SQRT2**3)
-    assert by_batch[32].lr_interior is True
-    assert by_batch[8].lr_interior is True
-    assert by_batch[32].to_target.steps == pytest.approx(12.0)
-    # The search records its decisions.
-    stored = session.get(Sweep, sweep.id)
-    assert stored is not None
-    assert stored.lr_state["32"]["interior"] is True
-    assert stored.lr_state["32"]["chosen"] == pytest.approx(start * SQRT2**3)
+    assert by_batch[64].learning_rate == pytest.approx(start * 16)
+    assert by_batch[64].lr_interior is False
+    assert by_batch[64].lr_edge == "high"
+    assert by_batch[64].rounds == 2
+    assert read.fit is not None
+    assert 64 not in read.fit["batch_sizes"]
+    [excluded] = read.fit["excluded"]
+    assert excluded["batch_size"] == 64
+    assert "is the highest of the 4 tried (in 2 rounds)" in excluded["reason"]
+    assert excluded["action"].startswith("raise lr_search.max_rounds (this sweep allowed 2)")
 
 
-def test_search_stops_at_max_rounds_and_says_the_best_is_not_interior(
+def test_a_batch_size_whose_every_rate_diverged_searches_downward_by_four(
     session: Session, dataset_id: str
 ) -> None:
     start = 0.01
@@ -119,29 +149,8 @@ def test_search_stops_at_max_rounds_and_says_the_best_is_not_interior(
         session,
         dataset_id,
         batch_sizes=[8, 32],
-        lr_search={"start": start, "max_rounds": 2},
+        lr_search={"start": start, "scaling": "none"},
         target_loss=0.5,
-    )
-    best = {8: start, 32: start * 100}  # far beyond what two rounds can reach
-    finish_round(session, sweep.id, best)
-    assert orchestration.advance(session, sweep.id) is True
-    finish_round(session, sweep.id, best)
-    assert orchestration.advance(session, sweep.id) is True
-
-    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
-    assert read.status == "succeeded"
-    by_batch = {point.batch_size: point for point in read.points}
-    assert by_batch[32].learning_rate == pytest.approx(start * SQRT2**2)
-    assert by_batch[32].lr_interior is False
-    assert len(jobs_of(session, sweep.id)) == 3 + 4
-
-
-def test_a_batch_size_whose_every_rate_diverged_searches_downward(
-    session: Session, dataset_id: str
-) -> None:
-    start = 0.01
-    sweep = create(
-        session, dataset_id, batch_sizes=[8, 32], lr_search={"start": start}, target_loss=0.5
     )
     for job in jobs_of(session, sweep.id):
         point = job.sweep_point or {}
@@ -151,8 +160,38 @@ def test_a_batch_size_whose_every_rate_diverged_searches_downward(
             finish_with_crossing(session, job, steps_for(point["learning_rate"], start))
     assert orchestration.advance(session, sweep.id) is True
     assert rates_by_batch(session, sweep.id)[8] == pytest.approx(
-        [start * SQRT2**k for k in (-2, -1, 0, 1)]
+        [start / 16, start / 4, start, start * 4]
     )
+
+
+def test_a_rate_that_reached_the_target_then_diverged_is_never_chosen_nor_recommended(
+    session: Session, dataset_id: str
+) -> None:
+    sweep = create(
+        session,
+        dataset_id,
+        batch_sizes=[8, 16, 32],
+        learning_rates=[0.01, 0.02, 0.04],
+        target_loss=0.5,
+    )
+    for job in jobs_of(session, sweep.id):
+        point = job.sweep_point or {}
+        if point["learning_rate"] == 0.04:
+            # reached the target in 2 steps, then diverged: fastest on paper, not to be used
+            finish_with_crossing(session, job, 2.0)
+            fail(session, job)
+        else:
+            finish_with_crossing(session, job, steps_for(point["learning_rate"], 0.02))
+    assert orchestration.advance(session, sweep.id) is True
+    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
+    assert [p.learning_rate for p in read.points] == [0.02, 0.02, 0.02]
+    assert [p.lr_interior for p in read.points] == [True, True, True]
+    assert read.recommendation is not None
+    fastest = read.recommendation["fastest"]
+    point = next(p for p in read.points if p.batch_size == fastest["batch_size"])
+    # the 0.02 runs' crossing (12 steps), not the diverged runs' 2-step one
+    assert fastest["wall_time_s"] == pytest.approx(point.to_target.wall_time_s)
+    assert point.to_target.steps == pytest.approx(12.0)
 
 
 def test_given_rates_end_after_one_round_each_batch_keeping_its_best(
@@ -195,6 +234,7 @@ def test_every_point_failed_fails_the_sweep_with_the_reason(
     assert read.error.startswith("every point failed (2 diverged)")
     assert "the loss is inf at epoch 1, step 3" in read.error
     assert read.finished_at is not None
+    assert read.recommendation is None  # nothing recommended on a failed sweep
 
 
 def test_advance_waits_for_the_whole_round(session: Session, dataset_id: str) -> None:
@@ -404,7 +444,11 @@ def test_the_fraction_targets_initial_loss_is_the_step_zero_evaluation(
     X, y = regression_data(200)
     dataset_id = make_dataset(session, tmp_path / "work", X, y).id
     sweep = create(
-        session, dataset_id, batch_sizes=[8, 64], base={"epochs": 2, "learning_rate": 0.02}
+        session,
+        dataset_id,
+        batch_sizes=[8, 64],
+        base={"epochs": 2, "learning_rate": 0.02},
+        target_fraction=0.9,
     )
     for job in jobs_of(session, sweep.id):
         run_like_a_worker(session, job.id, X, y)

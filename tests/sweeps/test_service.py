@@ -72,7 +72,7 @@ def test_create_queues_batch_sizes_times_rates_times_seeds_jobs(
     assert sweep.status == "running"
     assert sweep.partial is True
     assert sweep.lr_method == "given"
-    assert sweep.spec["target_fraction"] == 0.9
+    assert sweep.spec["target_fraction"] == "auto"
     assert sweep.target.loss is None  # no history yet
     assert [p.batch_size for p in sweep.points] == [8, 32, 64]
     assert sweep.fit is not None

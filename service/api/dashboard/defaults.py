@@ -34,7 +34,7 @@ class FormDefaults:
     sweep_batch_sizes: tuple[int, ...]
     learning_rate: float = 0.01
     epochs: int = 10
-    target_fraction: float = 0.9
+    target_fraction: float = 0.9  # offered when "fraction of the loss gap" is picked
     #: The choices the forms offer: exactly what the core accepts.
     models: tuple[str, ...] = MODEL_KINDS
     optimizers: tuple[str, ...] = OPTIMIZER_NAMES

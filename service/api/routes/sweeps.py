@@ -34,8 +34,7 @@ _CREATE_EXAMPLES = {
             "dataset_id": EXAMPLE_DATASET_ID,
             "base": {"model": "linear", "epochs": 10, "standardize": True},
             "batch_sizes": [8, 32, 128, 512],
-            "lr_search": {"start": 0.01, "max_rounds": 6},
-            "target_fraction": 0.9,
+            "lr_search": {"start": 0.01},
         },
     },
     "given": {
@@ -73,14 +72,19 @@ _ANALYSIS = (
     "validation loss, the validation − train gap, steps / samples / epochs / wall time to the "
     "target (interpolated; null where never reached) and samples/s.\n\n"
     "**target**: the loss value and how it was derived (`target_fraction` f: L0 − f (L0 − "
-    "L_best), L0 the loss at the initial parameters, L_best the best loss any run reached).\n\n"
+    "L_best), L0 the loss at the initial parameters, L_best the best loss any run that did "
+    "not fail reached; `auto`, the default: the deepest f of a ladder that every tuned batch "
+    "size reaches with S_min ≥ 10 steps, with the `candidates` considered).\n\n"
     "**fit**: S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018, §2.3) fitted in log "
-    "space to the points where every seed reached the target, with `s_min`, `e_min`, "
-    "`b_noise`, bootstrap intervals over points and seeds, and the fit quality; or values "
-    "null with `reason` (fewer than three points reached the target, S_min under 10 steps, "
-    "no measurable knee in the range).\n\n"
-    "**noise_scale**: per point with `base.noise_scale` true, B_simple over the last quarter "
-    "of the run, its loss level, the finite-population correction and its trend.\n\n"
+    "space to the tuned points (a seed that never reached the target is censored at the "
+    "steps it ran), with `s_min`, `e_min`, `b_noise`, bootstrap intervals over points and "
+    "seeds, the fit quality and `excluded` (batch sizes whose best rate is at an edge); or "
+    "values null with `reason` (fewer than three points reached the target, S_min under 10 "
+    "steps, no measurable knee in the range).\n\n"
+    "**noise_scale_at_target**: B_simple where the runs crossed the target's loss level, per "
+    "point and the median. **noise_scale**: the late-run summary per run.\n\n"
+    "**recommendation**: `fastest` and `knee`, each with `confidence` and its reasons; a "
+    "knee only at medium confidence or better, never from a failed run.\n\n"
     "While `status` is `running`, `partial` is true and every figure comes from the "
     "histories so far."
 )
@@ -94,12 +98,14 @@ _ANALYSIS = (
         "Run one job config (`base`: the fields of `POST /v1/jobs` except `dataset_id`, "
         "`batch_size` and `name`) at each of `batch_sizes` (2 to 12, distinct), `seeds` "
         "times each, with the learning rate per batch size either given (`learning_rates`: "
-        "every batch size runs each and keeps its best), searched (`lr_search`: a √2-spaced "
-        "grid around `start`, widened round by round until each batch size's best rate is "
-        "interior, at most `max_rounds` rounds) or, with neither, scaled from "
+        "every batch size runs each and keeps its best), searched (`lr_search`: from a guess "
+        "`start` at the smallest batch size, scaled to the others by `scaling`, ×4 a round "
+        "until each batch size's best rate is bracketed, then refined by √2 and 2^¼, at most "
+        "`max_rounds` rounds) or, with neither, scaled from "
         "`base.learning_rate` by `base.lr_scaling` (none / linear / sqrt) from "
         "`base.reference_batch_size` — the cheap alternative, reported as `lr_method` = "
-        "`scaled`. The target is `target_fraction` (default 0.9) or an absolute "
+        "`scaled`. The target is `target_fraction` (default `auto`: the deepest of a ladder "
+        "that every tuned batch size reaches with S_min ≥ 10 steps) or an absolute "
         "`target_loss`, on the `train` or `validation` loss (`validation` needs "
         "`base.validation_split` > 0).\n\n"
         "Every point is an ordinary job (`GET /v1/jobs?tag=sweep:<id>` lists them; each can "
