@@ -5,6 +5,8 @@ Entry points build a :class:`Settings` once and pass it down; tests build their 
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +14,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
+
+
+@functools.cache
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory (read once per process), None where sysconf lacks it."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class Settings(BaseSettings):
@@ -91,6 +102,13 @@ class Settings(BaseSettings):
         description="Most cells (rows × features) a dataset may have, 413 above it: 100 M "
         "float64 cells store as 800 MB and a worker holds them in memory.",
     )
+    max_decompressed_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=GiB,
+        description="Most bytes the arrays of an NPZ upload may hold once decompressed (`X`, "
+        "`y` and `feature_names` summed), judged from the archive's headers before any is "
+        "decompressed; 413 above it. The default matches the upload limit: an NPZ file unpacks "
+        "to no more than an uncompressed upload may carry.",
+    )
     tenant_max_stored_bytes: Annotated[int, Field(ge=0)] = Field(
         default=10 * GiB,
         description="Most bytes of stored datasets per tenant (the sum of their `size_bytes`); "
@@ -116,6 +134,23 @@ class Settings(BaseSettings):
         description="`max_runtime_s` of a job that sets none, and the most one may ask for "
         "(422 above it); a job past it ends `failed` with `time_limit`.",
     )
+    max_job_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Most bytes one job may need in a worker (parameters, gradient, optimizer "
+        "state, checkpoints, a step's work arrays at its largest batch, the rows it holds, the "
+        "stored model), estimated at submit from the config and the dataset's shape; 422 "
+        "above it. Unset: a quarter of this machine's physical memory, read at start; set it "
+        "to the workers' share when they run on other machines.",
+    )
+
+    @property
+    def resolved_max_job_bytes(self) -> int | None:
+        """The job budget in force: the configured one, else a quarter of the physical memory
+        (None, unchecked, where the platform cannot tell it)."""
+        if self.max_job_bytes is not None:
+            return self.max_job_bytes
+        memory = physical_memory_bytes()
+        return None if memory is None else memory // 4
 
     @property
     def resolved_database_url(self) -> str:

@@ -66,6 +66,13 @@ class Unauthorized(BatchwiseError):
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
+class CrossOriginRefused(BatchwiseError):
+    """A write that rides on the browser's credentials (the dashboard's cookie) came from a
+    page of another origin, or could not show where it came from."""
+
+    status, title, slug = 403, "Cross-origin request refused", "cross-origin-refused"
+
+
 class NotFound(BatchwiseError):
     status, title, slug = 404, "Not found", "not-found"
 

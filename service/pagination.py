@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from service.errors import BadRequest, FieldError
 
@@ -21,14 +21,28 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset position in ``cursor``; :class:`BadRequest` (400) if it is not one of ours."""
+    """The keyset position in ``cursor``; :class:`BadRequest` (400) naming ``cursor`` for
+    anything :func:`encode_cursor` cannot have made: bad base64, bad JSON, not a pair of
+    strings, a time that is not ISO 8601 with an offset or that leaves the representable
+    range once in UTC (``0001-01-01T00:00:00+14:00``), an id that is not printable ASCII."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_iso, row_id = json.loads(raw)
+        position = json.loads(raw)
+        if not (
+            isinstance(position, list)
+            and len(position) == 2
+            and all(isinstance(part, str) for part in position)
+        ):
+            raise ValueError("not a pair of strings")
+        created_iso, row_id = position
         created_at = datetime.fromisoformat(created_iso)
-        if created_at.tzinfo is None or not isinstance(row_id, str):
-            raise ValueError("not a cursor")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        if created_at.tzinfo is None or created_at.utcoffset() is None:
+            raise ValueError("no offset")
+        created_at = created_at.astimezone(UTC)  # OverflowError beyond year 1 or 9999
+        # Ids are UUIDs: anything else (a NUL, a lone surrogate) could not even be bound.
+        if not (row_id.isascii() and row_id.isprintable()):
+            raise ValueError("not an id")
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError):
         raise BadRequest(
             "The cursor is malformed: pass the next_cursor of a previous page unchanged.",
             errors=[FieldError(("query", "cursor"), "malformed cursor", "value_error")],

@@ -1,5 +1,5 @@
 """Fixtures every test may use: real databases (SQLite and PostgreSQL), engines, sessions,
-settings, free ports and a real ``batchwise serve`` process.
+settings, free ports, a real ``batchwise serve`` process and a real headless Chromium.
 
 Databases: ``db_url`` runs each test on both backends, each time on a freshly migrated, empty
 database that the test owns, so other processes (a server, workers) may connect and commit.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -437,3 +438,42 @@ def live_server(settings: Settings) -> Iterator[str]:
         database_url=settings.resolved_database_url, data_dir=settings.data_dir
     ) as base_url:
         yield base_url
+
+
+# --- a real browser -------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("BATCHWISE_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A real headless Chromium (Debian's; no browser download) from
+    ``BATCHWISE_TEST_CHROMIUM``; missing fails under CI, else skips."""
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM} (set BATCHWISE_TEST_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def csp_watch() -> Callable[[Page], list[str]]:
+    """``csp_watch(page)``: a list that fills with every Content-Security-Policy violation
+    ``page`` reports (Chromium logs each to the console as an error)."""
+
+    def watch(page: Page) -> list[str]:
+        violations: list[str] = []
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error" and "Content Security Policy" in message.text:
+                violations.append(f"{page.url}: {message.text}")
+
+        page.on("console", on_console)
+        return violations
+
+    return watch

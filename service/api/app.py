@@ -16,8 +16,11 @@ from service.api.body_limit import BodyLimitMiddleware
 from service.api.dashboard import install_dashboard
 from service.api.docs import install_docs
 from service.api.observability import install_observability
+from service.api.offload import BodyDecoder
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
 from service.api.routes import datasets, health, jobs, plots, sweeps
+from service.api.same_origin import SameOriginWrites
+from service.api.security_headers import install_security_headers
 from service.config import Settings
 from service.db import create_engine_for, session_factory
 
@@ -51,12 +54,14 @@ def create_app(settings: Settings) -> FastAPI:
     # sees what was committed before it, as in a READ COMMITTED transaction (SQLite's driver
     # begins no transaction for a SELECT either way).
     read_engine = create_engine_for(settings.resolved_database_url, isolation_level="AUTOCOMMIT")
+    body_decoder = BodyDecoder()  # large JSON bodies, decoded in a child process
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            body_decoder.close()
             engine.dispose()
             read_engine.dispose()
 
@@ -73,12 +78,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.read_session_factory = session_factory(read_engine)
+    app.state.body_decoder = body_decoder
     install_problem_handlers(app)
     app.add_middleware(AuthenticateFirst)
+    app.add_middleware(SameOriginWrites)  # outside the key check: a forged write costs no query
     # The upload streams under its own limit (max_upload_bytes); every other body is capped.
     upload = ("POST", datasets.router.prefix)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt={upload})
     install_observability(app)
+    install_security_headers(app)
     install_docs(app)
     install_dashboard(app)
     app.include_router(health.router)

@@ -5,7 +5,8 @@ forget it; routes that need the tenant take it as ``TenantDep`` (:mod:`service.a
 key comes from ``Authorization: Bearer <key>`` or, without that header, from the dashboard's
 cookie :data:`KEY_COOKIE` — the dashboard's scripts call ``/v1`` with same-origin ``fetch``,
 which sends the cookie and no header. The cookie is ``SameSite=Strict``, so a request another
-site makes the browser send carries no cookie, and cannot act for the user (no CSRF).
+site makes the browser send carries no cookie; a write from another origin of the same site
+(another port, a sibling subdomain) does carry it, and :mod:`service.api.same_origin` refuses it.
 
 With ``BATCHWISE_AUTH=off`` every request acts for :data:`DEFAULT_TENANT` (``batchwise serve``
 allows that on a loopback address only).
@@ -139,7 +140,7 @@ class AuthenticateFirst:
                     detail=exc.detail,
                     type_=exc.type,
                     instance=path,
-                    headers=exc.headers | _closing_if_body(request),
+                    headers=exc.headers | closing_if_body(request),
                 )
                 await response(scope, receive, send)
                 return
@@ -150,7 +151,7 @@ class AuthenticateFirst:
         await self.app(scope, receive, send)
 
 
-def _closing_if_body(request: Request) -> dict[str, str]:
+def closing_if_body(request: Request) -> dict[str, str]:
     """``Connection: close`` for a refused request with a body, so it is not read to reuse
     the connection."""
     headers = request.headers
@@ -166,6 +167,7 @@ __all__ = [
     "REQUIRE_TENANT",
     "AuthenticateFirst",
     "bearer_scheme",
+    "closing_if_body",
     "presented_key",
     "require_tenant",
     "tenant_of_key",

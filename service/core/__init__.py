@@ -3,6 +3,7 @@
 The public surface for the layers above (the worker, the API's validation, sweeps).
 """
 
+from service.core.budget import JobBytes, JobBytesPart, estimate_job_bytes, model_outputs
 from service.core.checkpoint import Checkpoint
 from service.core.config import (
     EarlyStopping,
@@ -27,6 +28,8 @@ __all__ = [
     "EpochRecord",
     "Evaluation",
     "FittedModel",
+    "JobBytes",
+    "JobBytesPart",
     "LRSchedule",
     "NoiseRecord",
     "StopReason",
@@ -36,7 +39,9 @@ __all__ = [
     "TrainingDiverged",
     "check_config_for_dataset",
     "effective_task",
+    "estimate_job_bytes",
     "infer_task",
+    "model_outputs",
     "split_sizes",
     "train",
 ]

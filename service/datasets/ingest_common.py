@@ -27,11 +27,15 @@ class IngestLimits:
     max_cells : most rows × features (the target column not counted); None for no bound
         beyond the other two. Rows are counted as read, dropped ones included, as for
         ``max_rows``.
+    max_decompressed_bytes : most bytes the arrays read from an NPZ archive may hold once
+        decompressed (``Settings.max_decompressed_bytes``), judged from the archive's
+        headers before any is decompressed; None for no bound.
     """
 
     max_rows: int
     max_features: int
     max_cells: int | None = None
+    max_decompressed_bytes: int | None = None
 
     def cells_over(self, n_rows: int, n_features: int) -> bool:
         """Whether ``n_rows`` × ``n_features`` passes ``max_cells``."""

@@ -2,9 +2,11 @@
 
 The file is read ``block_bytes`` at a time and cut at the last line break. Each block of
 whole lines goes to NumPy's C parser (``np.loadtxt`` on the block) after a byte-level check
-that it holds only digits, signs, points, exponents, commas and spaces; only a block it
-refuses is read again line by line, and only a refused line cell by cell, so the errors name
-the exact line and column while clean files stay at C speed.
+that it holds only digits, signs, points, exponents, commas and spaces; with
+``invalid_rows="drop"`` a block it refuses gets a second C pass that also reads NaN, inf and
+empty cells (as NaN) and drops the rows holding them. Only a block refused by both is read
+again line by line, and only a refused line cell by cell, so the errors name the exact line
+and column while clean files, and files with many invalid rows to drop, stay at C speed.
 
 Memory: the rows go straight into X and y, allocated once from the row count that the first
 block and the file size predict and grown in place (``realloc``) if the guess falls short, so
@@ -63,6 +65,13 @@ BLOCK_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 #: Every byte a block may hold for the fast path to try it (anything else: line by line).
 _FAST_PATH_BYTES = b"0123456789+-.eE,\n\r \t"
+#: … and, when invalid rows are dropped, the letters of nan, inf and infinity in either case.
+_DROP_PATH_BYTES = _FAST_PATH_BYTES + b"nNaAiIfFtTyY"
+#: A cell of nothing but spaces or tabs, between commas or line ends (never a whole line).
+_EMPTY_CELL = re.compile(rb"(?:^|(?<=,))[ \t]*(?=,|\r?$)", re.MULTILINE)
+#: Where a cell without spaces is empty, and the same with the cell read as NaN.
+_EMPTY_CELL_BYTES = ((b",,", b",nan,"), (b",,", b",nan,"), (b"\n,", b"\nnan,"), (b",\n", b",nan\n"))
+_BLANK_LINE = re.compile(rb"^[ \t\r]*$", re.MULTILINE)
 _CELL_SPACE = " \t\r"
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
@@ -265,11 +274,18 @@ class _CsvParser:
     def _parse_block(self, block: bytes, n_lines: int, first_line: int) -> None:
         self.bytes_read += len(block)
         rows = _fast_rows(block, n_lines, self.ncols)
+        if rows is None and self.drop:
+            rows = _rows_to_drop_from(block, n_lines, self.ncols)
         if rows is not None:
             if self.pending_blank is not None:
                 raise self._blank_line_error(self.pending_blank)
             self.rows_read += rows.shape[0]
-            self._append(rows)
+            if self.drop:
+                finite = np.isfinite(rows).all(axis=1)
+                self.dropped += rows.shape[0] - int(finite.sum())
+                rows = rows if finite.all() else rows[finite]
+            if rows.shape[0]:
+                self._append(rows)
             return
         lines = block.split(b"\n")
         if block.endswith(b"\n"):
@@ -396,6 +412,56 @@ def _fast_rows(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
     if rows.shape != (n_lines, ncols) or not np.isfinite(rows).all():
         return None
     return rows
+
+
+def _rows_to_drop_from(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
+    """Rows (n_lines, ncols) of ``block`` with its invalid cells as NaN or ±inf, for the
+    drop mode; or ``None`` when anything else is unusual (then line by line, as before).
+
+    Invalid cells are the slow path's: ``nan``, ``inf``, ``infinity`` (any case, signed), an
+    overflow such as ``1e309`` (read as ±inf) and empty cells, which become ``nan`` first.
+    The extra bytes allowed are those letters only, so any other text is still the slow
+    path's to report; NumPy converts each token as Python's ``float`` does, so a kept row
+    has the same values. A blank line goes to the slow path (which decides whether it ends
+    the file), since an empty-cell rewrite would turn it into a row.
+    """
+    if block.translate(None, _DROP_PATH_BYTES):
+        return None
+    lines = block[:-1] if block.endswith(b"\n") else block  # no line after the last break
+    if _BLANK_LINE.search(lines):
+        return None
+    try:
+        rows = np.loadtxt(
+            io.BytesIO(_empty_cells_as_nan(lines)),
+            dtype=np.float64,
+            delimiter=",",
+            comments=None,
+            quotechar=None,
+            ndmin=2,
+            encoding="latin1",
+        )
+    except ValueError:
+        return None
+    return rows if rows.shape == (n_lines, ncols) else None
+
+
+def _empty_cells_as_nan(lines: bytes) -> bytes:
+    """``lines`` (no final line break) with every empty cell written ``nan``.
+
+    Without spaces or tabs, by ``bytes.replace`` (a run of empty cells needs two passes of
+    ``,,``: each pass fills every other one); with them, by :data:`_EMPTY_CELL`, which costs
+    a Python call per empty cell.
+    """
+    if b" " in lines or b"\t" in lines:
+        return _EMPTY_CELL.sub(b"nan", lines)
+    lines = lines.replace(b"\r\n", b"\n")
+    for empty, nan in _EMPTY_CELL_BYTES:
+        lines = lines.replace(empty, nan)
+    return (
+        (b"nan" if lines.startswith(b",") else b"")
+        + lines
+        + (b"nan" if lines.endswith(b",") else b"")
+    )
 
 
 def _plain_line(line: bytes, ncols: int) -> list[float] | None:

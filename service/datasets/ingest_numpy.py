@@ -5,21 +5,32 @@
   0-based index (``"3"``) or a positional name (``"x3"``). Features keep their positional
   names (the target removed; no renumbering) and the target is called ``"y"``.
 - NPZ: arrays ``X`` (2-D, rows × features) and ``y`` (1-D, or (n, 1)); optionally
-  ``feature_names`` (1-D strings, one per feature; else ``x0`` … ``x{d-1}``). The target is
-  ``y``: ``target`` must be unset (or ``"y"``). Other arrays are ignored.
+  ``feature_names`` (1-D strings, one per feature, each at most ``MAX_FEATURE_NAME_CHARS``
+  characters; else ``x0`` … ``x{d-1}``). The target is ``y``: ``target`` must be unset (or
+  ``"y"``). Other arrays are ignored: never opened, never decompressed.
 - Numeric dtypes only (bool, integers, floats), converted to float64. Objects are never
   unpickled. Shapes and dtypes are read from the headers first, so the limits (rows, features,
   rows × features) are checked before any data is read.
+- An NPZ archive is checked before a byte of array data is decompressed: its central
+  directory must be small (at most ``MAX_NPZ_DIRECTORY_BYTES``, read from the end record
+  before :mod:`zipfile` parses it); each member read must be stored or deflated (as NumPy
+  writes them), unencrypted, and hold exactly its NPY header plus
+  ``itemsize × Π shape`` bytes by its zip entry's size (which caps what :mod:`zipfile`
+  decompresses); and those sizes summed must fit ``max_decompressed_bytes`` (413 above it).
 - Rows with NaN or infinite values: an error naming ``row i`` (0-based) and the column, or
   dropped and counted with ``invalid_rows="drop"``.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import struct
 import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,7 +52,7 @@ from service.datasets.ingest_common import (
     too_many_features,
     too_many_rows,
 )
-from service.errors import FieldError
+from service.errors import FieldError, PayloadTooLarge
 
 #: Rows copied per step when converting, so scratch memory stays a few MB whatever the size.
 _CHUNK_BYTES = 4 << 20
@@ -59,6 +70,25 @@ _READ_ERRORS = (
 )
 
 Header = tuple[tuple[int, ...], np.dtype[np.generic]]
+
+#: Longest name in an NPZ's ``feature_names``, in characters (CSV headers have no such bound
+#: of their own, but a CSV header line is bounded by ``max_features``).
+MAX_FEATURE_NAME_CHARS = 200
+#: Largest NPZ central directory read: ``zipfile`` builds an object per entry (~10× the
+#: entry's bytes) before anything can be checked; 64 KiB lists hundreds of arrays.
+MAX_NPZ_DIRECTORY_BYTES = 64 * 1024
+#: The arrays of an NPZ that are read; any other member is ignored.
+_NPZ_ARRAYS = ("X", "y", "feature_names")
+#: What NumPy writes; bzip2 and LZMA would decompress a whole read at once, unbounded.
+_NPZ_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_RESAVE = "save the arrays again with numpy.savez or numpy.savez_compressed"
+# The zip end records, as zipfile reads them (APPNOTE.TXT 4.3.14-4.3.16).
+_END = struct.Struct("<4s4H2LH")  # signature, disks, entries ×2, directory size, offset, comment
+_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, zip64 end record offset, disks
+_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # …, entries ×2, directory size, directory offset
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
 
 
 def parse_npy(
@@ -136,23 +166,23 @@ def parse_npz(
             f"an NPZ file carries its target as the array 'y'; leave target unset (got '{target}')",
             type="target_not_found",
         )
-    try:
-        archive = zipfile.ZipFile(path)
-    except _READ_ERRORS as e:
-        raise invalid_at(("file",), f"not a valid NPZ file: {e}", type="corrupt_file") from None
-    with archive:
-        members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+    with _open_npz(path) as archive:
+        members = _npz_members(archive)
         missing = [key for key in ("X", "y") if key not in members]
         if missing:
-            found = ", ".join(f"'{key}'" for key in sorted(members)) or "nothing"
+            keys = sorted(name.removesuffix(".npy") for name in archive.namelist())
+            found = ", ".join(f"'{key}'" for key in keys[:10]) + (", …" if keys[10:] else "")
             absent = " and ".join(f"'{key}'" for key in missing)
             raise invalid_at(
                 ("file",),
-                f"an NPZ file must hold arrays 'X' and 'y'; missing {absent}, found {found}",
+                f"an NPZ file must hold arrays 'X' and 'y'; missing {absent}, "
+                f"found {found or 'nothing'}",
                 type="missing_array",
             )
-        x_shape, x_dtype = _member_header(archive, members["X"], "X")
-        y_shape, y_dtype = _member_header(archive, members["y"], "y")
+        x_entry = _array_entry(archive, members["X"], "X")
+        y_entry = _array_entry(archive, members["y"], "y")
+        x_shape, x_dtype = x_entry.shape, x_entry.dtype
+        y_shape, y_dtype = y_entry.shape, y_entry.dtype
         _check_dtype(x_dtype, "array 'X'", ("file", "X"))
         _check_dtype(y_dtype, "array 'y'", ("file", "y"))
         if len(x_shape) != 2:
@@ -183,6 +213,14 @@ def parse_npz(
         if limits.cells_over(n_rows, n_features):
             raise too_many_cells(n_rows, n_features, limits, ("file", "X"))
         check_enough_rows(n_rows, 0, ("file", "X"))
+        entries = [x_entry, y_entry]
+        if "feature_names" in members:
+            entries.append(_array_entry(archive, members["feature_names"], "feature_names"))
+            _check_feature_names_header(entries[-1], n_features)
+        for entry in entries:
+            entry.check_size()
+        _check_decompressed_size(entries, limits)
+        # Every member read is now known to hold what its header says, within the limits.
         names = _feature_names(archive, members, n_features)
         X_raw = _load_member(archive, members["X"], "X")
         y_raw = _load_member(archive, members["y"], "y").reshape(n_rows)
@@ -223,22 +261,168 @@ def _read_header(f: BinaryIO, what: str, loc: Loc) -> Header:
     except _READ_ERRORS as e:
         raise invalid_at(loc, f"{what} is not a valid NPY file: {e}", type="corrupt_file") from None
     del fortran_order  # np.load handles either order
+    if any(n < 0 for n in shape):
+        raise invalid_at(
+            loc, f"{what} is not a valid NPY file: negative shape {shape}", type="corrupt_file"
+        )
     return tuple(int(n) for n in shape), dtype
 
 
-def _member_header(archive: zipfile.ZipFile, member: str, key: str) -> Header:
+def _open_npz(path: Path) -> zipfile.ZipFile:
+    """The archive at ``path``, once its end record shows a central directory small enough
+    for :mod:`zipfile` to read (it reads the whole directory into objects when opened)."""
     try:
-        with archive.open(member) as f:
-            return _read_header(f, f"array '{key}'", ("file", key))  # type: ignore[arg-type]
+        with path.open("rb") as f:
+            directory_bytes = _central_directory_bytes(f)
+        if directory_bytes > MAX_NPZ_DIRECTORY_BYTES:
+            msg = (
+                f"the NPZ archive's central directory is {directory_bytes} bytes, more than "
+                f"{MAX_NPZ_DIRECTORY_BYTES}: an NPZ dataset needs a few entries ('X', 'y' and "
+                f"optionally 'feature_names'); {_RESAVE}"
+            )
+            raise invalid_at(("file",), msg, type="too_many_members")
+        return zipfile.ZipFile(path)
     except _READ_ERRORS as e:
-        raise invalid_at(
-            ("file", key), f"cannot read array '{key}': {e}", type="corrupt_file"
-        ) from None
+        raise invalid_at(("file",), f"not a valid NPZ file: {e}", type="corrupt_file") from None
 
 
-def _load_member(archive: zipfile.ZipFile, member: str, key: str) -> np.ndarray:
+def _central_directory_bytes(f: BinaryIO) -> int:
+    """The central directory size a zip archive's end records declare, found as
+    ``zipfile._EndRecData`` finds them: the end record last in the file, else the last one
+    in its final 64 KiB (after which a comment may follow); a ZIP64 end record just before
+    its locator, which must point at it. 0 when there is no end record (``zipfile`` then
+    refuses the file)."""
+    file_size = f.seek(0, os.SEEK_END)
+    tail_start = max(0, file_size - _END.size - 0xFFFF)
+    f.seek(tail_start)
+    tail = f.read()
+    at = len(tail) - _END.size
+    if not (at >= 0 and tail[at:].startswith(_END_SIGNATURE) and tail.endswith(b"\0\0")):
+        at = tail.rfind(_END_SIGNATURE)
+        if at < 0 or len(tail) - at < _END.size:
+            return 0
+    directory_bytes: int = _END.unpack_from(tail, at)[5]
+    locator_at = tail_start + at - _ZIP64_LOCATOR.size
+    record_at = locator_at - _ZIP64_END.size
+    if record_at < 0:
+        return directory_bytes
+    f.seek(record_at)
+    record = f.read(_ZIP64_END.size + _ZIP64_LOCATOR.size)
+    signature, _, pointed_at, _ = _ZIP64_LOCATOR.unpack_from(record, _ZIP64_END.size)
+    if signature != _ZIP64_LOCATOR_SIGNATURE:
+        return directory_bytes
+    fields = _ZIP64_END.unpack_from(record)
+    if fields[0] != _ZIP64_END_SIGNATURE or pointed_at != record_at:
+        raise zipfile.BadZipFile("the ZIP64 end record is not where its locator points")
+    zip64_directory_bytes: int = fields[8]
+    return max(directory_bytes, zip64_directory_bytes)
+
+
+def _npz_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The entries of the arrays that are read (``X.npy`` or ``X`` gives ``X``), each checked
+    to be readable without surprises; others are left alone."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        key = info.filename.removesuffix(".npy")
+        if key not in _NPZ_ARRAYS:
+            continue
+        loc: Loc = ("file", key)
+        if key in members:
+            msg = (
+                f"the NPZ archive holds array '{key}' twice ('{members[key].filename}' and "
+                f"'{info.filename}'); {_RESAVE}"
+            )
+            raise invalid_at(loc, msg, type="duplicate_member")
+        if info.flag_bits & 0x1:
+            msg = f"array '{key}' is encrypted; upload an NPZ file without a password"
+            raise invalid_at(loc, msg, type="unsupported_compression")
+        if info.compress_type not in _NPZ_COMPRESSIONS:
+            msg = (
+                f"array '{key}' uses zip compression method {info.compress_type}; only stored "
+                f"(0) and deflated (8) members are read: {_RESAVE}"
+            )
+            raise invalid_at(loc, msg, type="unsupported_compression")
+        members[key] = info
+    return members
+
+
+@dataclass(frozen=True)
+class _ArrayEntry:
+    """An NPZ member read so far: its zip entry and its NPY header (``header_bytes`` long)."""
+
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype[np.generic]
+    header_bytes: int
+
+    def check_size(self) -> None:
+        """The entry must hold exactly the header and ``itemsize × Π shape`` bytes of data:
+        its size, which bounds what zipfile decompresses, then bounds the array too."""
+        data_bytes = math.prod(self.shape) * self.dtype.itemsize
+        if self.header_bytes + data_bytes != self.info.file_size:
+            held = self.info.file_size - self.header_bytes
+            msg = (
+                f"array '{self.key}' declares shape {self.shape} of {self.dtype.str} "
+                f"({data_bytes} bytes of data) but its zip entry holds {held} bytes after the "
+                f"header: the archive is corrupt; {_RESAVE}"
+            )
+            raise invalid_at(("file", self.key), msg, type="corrupt_file")
+
+
+def _array_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _ArrayEntry:
+    """A member's NPY header; only the header (a few hundred bytes) is decompressed."""
+    loc: Loc = ("file", key)
     try:
-        with archive.open(member) as f:
+        with archive.open(info) as f:
+            shape, dtype = _read_header(f, f"array '{key}'", loc)  # type: ignore[arg-type]
+            header_bytes = f.tell()
+    except _READ_ERRORS as e:
+        raise invalid_at(loc, f"cannot read array '{key}': {e}", type="corrupt_file") from None
+    return _ArrayEntry(key, info, shape, dtype, header_bytes)
+
+
+def _check_feature_names_header(entry: _ArrayEntry, n_features: int) -> None:
+    loc: Loc = ("file", "feature_names")
+    shape, dtype = entry.shape, entry.dtype
+    if dtype.kind not in "US" or shape != (n_features,):
+        raise invalid_at(
+            loc,
+            f"'feature_names' must be {n_features} strings (one per column of 'X'), "
+            f"found dtype {dtype} and shape {shape}",
+            type="wrong_shape",
+        )
+    chars = dtype.itemsize // 4 if dtype.kind == "U" else dtype.itemsize
+    if chars > MAX_FEATURE_NAME_CHARS:
+        raise invalid_at(
+            loc,
+            f"'feature_names' has dtype {dtype}: names of up to {chars} characters; at most "
+            f"{MAX_FEATURE_NAME_CHARS} are accepted (save them as "
+            f"numpy.array(names, dtype='<U{MAX_FEATURE_NAME_CHARS}') or shorter)",
+            type="name_too_long",
+        )
+
+
+def _check_decompressed_size(entries: list[_ArrayEntry], limits: IngestLimits) -> None:
+    """413 when the members read would decompress to more than ``max_decompressed_bytes``."""
+    total = sum(entry.info.file_size for entry in entries)
+    if limits.max_decompressed_bytes is None or total <= limits.max_decompressed_bytes:
+        return
+    largest = max(entries, key=lambda entry: entry.info.file_size)
+    sizes = ", ".join(f"'{entry.key}' {entry.info.file_size}" for entry in entries)
+    msg = (
+        f"the NPZ arrays hold {total} bytes once decompressed ({sizes}), more than "
+        f"{limits.max_decompressed_bytes}, the limit set by BATCHWISE_MAX_DECOMPRESSED_BYTES; "
+        "upload fewer rows or features, or a narrower dtype (float32)"
+    )
+    raise PayloadTooLarge(
+        msg, errors=[FieldError(loc=("file", largest.key), msg=msg, type="too_many_bytes")]
+    )
+
+
+def _load_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> np.ndarray:
+    try:
+        with archive.open(info) as f:
             return np.asarray(np.lib.format.read_array(f, allow_pickle=False))
     except _READ_ERRORS as e:
         raise invalid_at(
@@ -246,19 +430,15 @@ def _load_member(archive: zipfile.ZipFile, member: str, key: str) -> np.ndarray:
         ) from None
 
 
-def _feature_names(archive: zipfile.ZipFile, members: dict[str, str], n_features: int) -> list[str]:
+def _feature_names(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], n_features: int
+) -> list[str]:
+    """The names in ``feature_names`` (its header already checked), else ``x0`` … ."""
     if "feature_names" not in members:
         return [f"x{i}" for i in range(n_features)]
-    loc: Loc = ("file", "feature_names")
     raw = _load_member(archive, members["feature_names"], "feature_names")
-    if raw.dtype.kind not in "US" or raw.shape != (n_features,):
-        raise invalid_at(
-            loc,
-            f"'feature_names' must be {n_features} strings (one per column of 'X'), "
-            f"found dtype {raw.dtype} and shape {raw.shape}",
-        )
     names = [str(n.decode("utf-8", "replace") if isinstance(n, bytes) else n).strip() for n in raw]
-    check_names([*names, "y"], loc)
+    check_names([*names, "y"], ("file", "feature_names"))
     return names
 
 

@@ -24,6 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service.datasets import repository
@@ -45,7 +46,14 @@ from service.datasets.schemas import (
     SourceFormat,
 )
 from service.db import Dataset, utcnow
-from service.errors import BatchwiseError, Conflict, NotFound, StorageQuotaExceeded
+from service.errors import (
+    BatchwiseError,
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    StorageQuotaExceeded,
+)
 from service.pagination import decode_cursor, encode_cursor
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -102,11 +110,50 @@ def create_from_inline(
     """Validate and store a dataset sent inline as JSON, as ``tenant``'s (``max_stored_bytes``
     as for :func:`create_from_file`)."""
     parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
-    return _store(
+    return create_from_parsed(
         session,
         parsed,
         tenant=tenant,
         name=body.name,
+        work_dir=work_dir,
+        max_stored_bytes=max_stored_bytes,
+    )
+
+
+def parse_inline_json(raw: bytes, limits: IngestLimits) -> tuple[str, ParsedDataset]:
+    """A ``DatasetCreateJSON`` body decoded and validated, as its name and arrays; no database,
+    so a process without one can run it (the API decodes a large body in a child process and
+    passes the result to :func:`create_from_parsed`). :class:`InvalidInput` listing every
+    problem with its ``("body", ...)`` location otherwise."""
+    try:
+        body = DatasetCreateJSON.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+        raise InvalidInput(
+            f"The JSON body is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
+            errors=errors,
+        ) from None
+    parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
+    return body.name, parsed
+
+
+def create_from_parsed(
+    session: Session,
+    parsed: ParsedDataset,
+    *,
+    tenant: str,
+    name: str,
+    work_dir: Path,
+    max_stored_bytes: int | None = None,
+) -> DatasetRead:
+    """Store an inline dataset that :func:`~service.datasets.ingest.parse_inline` has already
+    validated (the API parses a large JSON body in a child process, see
+    :mod:`service.api.json_bodies`), as for :func:`create_from_inline`."""
+    return _store(
+        session,
+        parsed,
+        tenant=tenant,
+        name=name,
         source_format="json",
         work_dir=work_dir,
         max_stored_bytes=max_stored_bytes,
@@ -311,10 +358,12 @@ __all__ = [
     "check_storage_quota",
     "create_from_file",
     "create_from_inline",
+    "create_from_parsed",
     "delete_dataset",
     "ensure_not_in_use",
     "get_dataset",
     "list_datasets",
+    "parse_inline_json",
     "read_dataset_bytes",
     "to_read",
 ]

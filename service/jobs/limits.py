@@ -15,6 +15,12 @@ and how many of a tenant's jobs may wait in the queue. Every tenant gets the sam
   (:func:`service.jobs.repository.lock_tenant_queue`), on SQLite the database's write lock,
   which the first insert takes — so of two concurrent submits the second counts the first.
 
+- Memory: the bytes one job needs in a worker (:func:`service.core.estimate_job_bytes`:
+  parameters, gradient, optimizer state, checkpoints, a step's work arrays at the largest
+  batch the schedule reaches, the rows held, the stored model), from the config and the
+  dataset's shape. Over ``max_job_bytes``: 422 naming the fields that drive it
+  (``body.hidden_layers``, ``body.batch_size``, ``body.dataset_id``, …) with the bytes.
+
 The running-jobs limit is the claim's (:func:`service.jobs.queue.claim`).
 """
 
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.core import TrainConfig, split_sizes
+from service.core import Task, TrainConfig, estimate_job_bytes, model_outputs, split_sizes
 from service.errors import FieldError, InvalidInput, TooManyQueuedJobs
 from service.jobs import repository
 
@@ -107,6 +113,7 @@ class JobLimits:
     max_queued_jobs: int | None = None
     max_steps_per_job: int | None = None
     max_job_runtime_s: float | None = None
+    max_job_bytes: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobLimits:
@@ -114,6 +121,7 @@ class JobLimits:
             max_queued_jobs=settings.tenant_max_queued_jobs,
             max_steps_per_job=settings.max_steps_per_job,
             max_job_runtime_s=settings.max_job_runtime_s,
+            max_job_bytes=settings.resolved_max_job_bytes,
         )
 
     def runtime_for(self, requested: float | None) -> float | None:
@@ -170,6 +178,81 @@ class JobLimits:
                 FieldError(("body", "batch_size"), batch_msg, "too_many_steps"),
             ],
         )
+
+    def check_memory(
+        self,
+        config: TrainConfig,
+        *,
+        n_rows: int,
+        n_features: int,
+        task: Task,
+        n_classes: int | None,
+    ) -> None:
+        """A 422 when ``config`` would need more than ``max_job_bytes`` in a worker on this
+        dataset (metadata alone; the config must have passed ``check_config_for_dataset``),
+        naming every field that drives a quarter or more of it, largest first."""
+        limit = self.max_job_bytes
+        if limit is None:
+            return
+        need = estimate_job_bytes(
+            config,
+            n_rows=n_rows,
+            n_features=n_features,
+            n_outputs=model_outputs(config, task, n_classes),
+        )
+        total = need.total
+        if total <= limit:
+            return
+        errors = [
+            FieldError(
+                ("body", _BODY_FIELDS.get(part.field, part.field)),
+                f"{part.what}: {_size(part.bytes)} of the {_size(total)} the job needs, more "
+                f"than the {_size(limit)} one job may use (BATCHWISE_MAX_JOB_BYTES); "
+                f"{_remedy(part.field, config)}",
+                "job_too_large",
+            )
+            for part in need.parts
+            if part is need.parts[0] or 4 * part.bytes >= total
+        ]
+        breakdown = "; ".join(f"{part.what}: {_size(part.bytes)}" for part in need.parts)
+        raise InvalidInput(
+            f"The job would need about {_size(total)} in a worker, more than the "
+            f"{_size(limit)} one job may use (BATCHWISE_MAX_JOB_BYTES): {breakdown}. Use fewer "
+            "or narrower hidden layers, a smaller batch size or fewer rows, or ask the operator "
+            "to raise BATCHWISE_MAX_JOB_BYTES.",
+            errors=errors,
+        )
+
+
+#: The core's names of what drives a job's memory, as the request body spells them.
+_BODY_FIELDS = {"dataset": "dataset_id"}
+
+
+def _size(n_bytes: int) -> str:
+    """``3,221,225,472 bytes (3.0 GiB)``: exact, and readable."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n_bytes >= scale:
+            return f"{n_bytes:,} bytes ({n_bytes / scale:.1f} {unit})"
+    return f"{n_bytes:,} bytes"
+
+
+def _remedy(field: str, config: TrainConfig) -> str:
+    """What to change when ``field`` drives the size."""
+    if field == "hidden_layers":
+        return "use fewer or narrower hidden layers"
+    if field == "model":
+        return "a model with fewer outputs, or a dataset with fewer features or classes"
+    if field == "batch_size":
+        if config.batch_size_schedule.kind != "constant":
+            return "use a smaller batch size or batch_size_schedule.max_batch_size"
+        return "use a smaller batch size"
+    if field == "validation_split":
+        return "hold out fewer rows, or use narrower hidden layers"
+    if field == "noise_scale_samples":
+        return "measure the noise scale on fewer rows, or not at all"
+    if config.dtype == "float64":
+        return "train on fewer rows or features, or in float32"
+    return "train on fewer rows or features"
 
 
 def _queue_full(queued: int, limit: int, what: str) -> TooManyQueuedJobs:

@@ -12,11 +12,13 @@ the tenant's queued jobs).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from service.core import (
@@ -96,9 +98,10 @@ def submit(
     rows, ``softmax`` on a regression target), else a ``queued`` job row inserted in the
     caller's transaction.
 
-    ``limits`` (:mod:`service.jobs.limits`; None checks none): 422 for too many steps or a
-    ``max_runtime_s`` above the limit, which a job without one gets; 429 when ``tenant``'s
-    queue is full — found after the insert, which the caller's rollback then undoes."""
+    ``limits`` (:mod:`service.jobs.limits`; None checks none): 422 for too many steps, more
+    memory than one job may use, or a ``max_runtime_s`` above the limit, which a job without
+    one gets; 429 when ``tenant``'s queue is full — found after the insert, which the
+    caller's rollback then undoes."""
     config = _resolve_config(body)
     dataset = datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
     try:
@@ -120,6 +123,13 @@ def submit(
     if limits is not None:
         max_runtime_s = limits.runtime_for(body.max_runtime_s)
         limits.check_steps(config, n_rows=dataset.n_rows)
+        limits.check_memory(
+            config,
+            n_rows=dataset.n_rows,
+            n_features=dataset.n_features,
+            task=dataset.task,
+            n_classes=None if dataset.classes is None else len(dataset.classes),
+        )
     job = Job(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -427,10 +437,33 @@ def get_model_npz(session: Session, job_id: str, *, tenant: str) -> bytes:
 def predict(session: Session, job_id: str, body: PredictRequest, *, tenant: str) -> PredictResponse:
     """Predictions for ``body.X`` in the dataset's own labels (and class probabilities for
     classifiers); 422 naming the expected width when a row has the wrong number of values."""
-    _, _, npz = _model_row_bytes(session, job_id, tenant=tenant)
+    return predict_rows(get_model_npz(session, job_id, tenant=tenant), body.X)
+
+
+_PREDICT_JSON = TypeAdapter(PredictResponse)
+
+
+def predict_json(raw: bytes, npz: bytes) -> bytes:
+    """:func:`predict_rows` for a ``PredictRequest`` JSON body, answered as JSON bytes: the API
+    runs a large body in a child process, which then sends back only bytes. Invalid JSON or
+    rows are :class:`InvalidInput` with ``("body", ...)`` locations, as FastAPI reports them."""
+    try:
+        body = PredictRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+        raise InvalidInput(
+            f"The request is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
+            errors=errors,
+        ) from None
+    return _PREDICT_JSON.dump_json(predict_rows(npz, body.X), by_alias=True)
+
+
+def predict_rows(npz: bytes, rows: Sequence[Sequence[float]]) -> PredictResponse:
+    """:func:`predict` for the model in ``npz`` (:func:`get_model_npz`): no database, so a
+    process without one can run it (the API decodes large bodies in a child process)."""
     fitted = FittedModel.from_npz_bytes(npz)
     width = fitted.n_features
-    for i, row in enumerate(body.X):
+    for i, row in enumerate(rows):
         if len(row) != width:
             raise InvalidInput(
                 f"Each row of X must have {width} values (the dataset's features); "
@@ -443,7 +476,7 @@ def predict(session: Session, job_id: str, body: PredictRequest, *, tenant: str)
                     )
                 ],
             )
-    X = np.asarray(body.X, dtype=np.float64).reshape(len(body.X), width)
+    X = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
     # Finite input can still overflow the model's dtype (1e300 in float32): checked below.
     with np.errstate(over="ignore", invalid="ignore"):
         predictions = fitted.predict(X)
@@ -474,6 +507,8 @@ __all__ = [
     "links",
     "list_jobs",
     "predict",
+    "predict_json",
+    "predict_rows",
     "shown_config",
     "submit",
     "to_read",

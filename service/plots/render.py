@@ -10,6 +10,10 @@ Same data, same bytes. PNG from Agg is deterministic. SVG carries a date and ran
 the ids are hashed with ``rcParams["svg.hashsalt"]`` — matplotlib reads that salt only from
 the global ``rcParams`` (temporarily changing it with ``rc_context`` would race between
 threads), so this module sets it once, at import, and only if nobody else has chosen one.
+
+Titles, axis labels and legends are plain text: names that users chose reach them (a sweep
+named ``$\\frac{$``), and matplotlib would otherwise parse ``$…$`` as math, and fail on it.
+Tick labels keep math text: the log axes write their powers of ten with it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 PlotFormat = Literal["svg", "png"]
 PLOT_FORMATS: tuple[PlotFormat, ...] = ("svg", "png")
@@ -46,7 +51,9 @@ def new_figure(height_in: float) -> Figure:
 
 
 def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
-    """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes."""
+    """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes, its titles,
+    labels and legends drawn as plain text."""
+    _plain_text(figure)
     buffer = io.BytesIO()
     if fmt == "svg":
         FigureCanvasSVG(figure).print_figure(buffer, format="svg", metadata={"Date": None})
@@ -58,6 +65,20 @@ def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
     else:
         raise ValueError(f"unknown plot format {fmt!r}; expected one of {PLOT_FORMATS}")
     return buffer.getvalue()
+
+
+def _plain_text(figure: Figure) -> None:
+    """Draw every title, axis label and legend entry of ``figure`` literally: no math text
+    (``$…$``), no TeX."""
+    texts: list[Text] = []
+    for ax in figure.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [*legend.get_texts(), legend.get_title()]
+    for text in texts:
+        text.set_usetex(False)
+        text.set_parse_math(False)
 
 
 def spans_decades(values: Iterable[float | None], ratio: float = LOG_SPAN) -> bool:

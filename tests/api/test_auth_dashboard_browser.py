@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from data_files import write_line_csv
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy.orm import Session
 
 from service.db import create_engine_for, session_factory
@@ -60,7 +60,11 @@ def base_url(
 
 
 def test_sign_in_use_the_dashboard_and_sign_out(
-    browser: Browser, base_url: str, keys: tuple[str, dict[str, str]], tmp_path: Path
+    browser: Browser,
+    base_url: str,
+    keys: tuple[str, dict[str, str]],
+    tmp_path: Path,
+    csp_watch: Callable[[Page], list[str]],
 ) -> None:
     _, key = keys
     # Tenant b's dataset, which a must never see.
@@ -76,6 +80,7 @@ def test_sign_in_use_the_dashboard_and_sign_out(
     page = context.new_page()
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    csp_violations = csp_watch(page)
 
     page.goto(f"{base_url}/")
     assert page.url == f"{base_url}/ui/sign-in?next=%2F"
@@ -107,10 +112,12 @@ def test_sign_in_use_the_dashboard_and_sign_out(
     page.wait_for_url(f"{base_url}/ui/datasets/*")
     expect(page.locator("h1")).to_have_text("a-line")
 
+    # Signing out is a form's POST (a link could be followed by any page).
     page.locator("#sign-out").click()
     page.wait_for_url(f"{base_url}/ui/sign-in")
     assert context.cookies() == []
     page.goto(f"{base_url}/")
     assert page.url == f"{base_url}/ui/sign-in?next=%2F"
     assert script_errors == []
+    assert csp_violations == []
     context.close()

@@ -91,10 +91,11 @@ def image_loaded(page: Page, selector: str) -> bool:
 
 
 def test_upload_start_a_job_watch_it_finish_and_see_its_plot(
-    browser: Browser, base_url: str, tmp_path: Path
+    browser: Browser, base_url: str, tmp_path: Path, csp_watch: Callable[[Page], list[str]]
 ) -> None:
     page = browser.new_page(viewport={"width": 800, "height": 1000})
     watched = watch(page)
+    csp_violations = csp_watch(page)
     upload_from_the_form(page, base_url, write_csv(tmp_path / "line.csv"), "line <b>not bold</b>")
     expect(page.locator("h1 b")).to_have_count(0)  # the name is text, not markup
 
@@ -136,13 +137,15 @@ def test_upload_start_a_job_watch_it_finish_and_see_its_plot(
     assert watched.failed == []
     assert watched.script_errors == []
     assert watched.errors == []
+    assert csp_violations == []
 
 
 def test_upload_start_a_sweep_from_the_form_watch_it_finish_and_see_the_plots(
-    browser: Browser, base_url: str, tmp_path: Path
+    browser: Browser, base_url: str, tmp_path: Path, csp_watch: Callable[[Page], list[str]]
 ) -> None:
     page = browser.new_page(viewport={"width": 800, "height": 1000})
     watched = watch(page)
+    csp_violations = csp_watch(page)
     upload_from_the_form(page, base_url, write_csv(tmp_path / "line.csv"), "line")
 
     form = page.locator("#sweep-form")
@@ -202,3 +205,4 @@ def test_upload_start_a_sweep_from_the_form_watch_it_finish_and_see_the_plots(
     assert watched.failed == []
     assert watched.script_errors == []
     assert watched.errors == []
+    assert csp_violations == []

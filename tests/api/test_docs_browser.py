@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
@@ -25,8 +25,11 @@ def base_url(
         yield url
 
 
-def test_docs_lists_operations_from_local_assets_only(browser: Browser, base_url: str) -> None:
+def test_docs_lists_operations_from_local_assets_only(
+    browser: Browser, base_url: str, csp_watch: Callable[[Page], list[str]]
+) -> None:
     page = browser.new_page()
+    csp_violations = csp_watch(page)
     requested_hosts: set[str] = set()
     page.on("request", lambda request: requested_hosts.add(urlsplit(request.url).netloc))
     failed: list[str] = []
@@ -43,10 +46,14 @@ def test_docs_lists_operations_from_local_assets_only(browser: Browser, base_url
         assert expected in operations, f"{expected} not rendered; saw {sorted(operations)}"
     assert requested_hosts == {urlsplit(base_url).netloc}
     assert failed == []
+    assert csp_violations == []  # the page's Content-Security-Policy lets Swagger UI run
 
 
-def test_docs_try_it_out_calls_the_api(browser: Browser, base_url: str) -> None:
+def test_docs_try_it_out_calls_the_api(
+    browser: Browser, base_url: str, csp_watch: Callable[[Page], list[str]]
+) -> None:
     page = browser.new_page()
+    csp_violations = csp_watch(page)
     page.goto(f"{base_url}/docs")
     health = page.locator(
         ".opblock", has=page.locator(".opblock-summary-path", has_text="/healthz")
@@ -61,3 +68,4 @@ def test_docs_try_it_out_calls_the_api(browser: Browser, base_url: str) -> None:
     assert (
         '"status": "ok"' in health.locator(".live-responses-table .microlight").first.inner_text()
     )
+    assert csp_violations == []

@@ -25,9 +25,16 @@ MEASURED_REQUESTS = 20
 MAX_RSS_GROWTH = 4 * 1024 * 1024
 TOO_LARGE = (
     f"The request body is larger than the limit of {MAX_REQUEST_BYTES} bytes "
-    "(BATCHWISE_MAX_REQUEST_BYTES); datasets go to POST /v1/datasets, which has a limit of its "
-    "own."
+    "(BATCHWISE_MAX_REQUEST_BYTES): "
 )
+#: What each route's refusal tells the client to do instead.
+ADVICE = {
+    "/v1/jobs": "a job is a training config of a few hundred bytes; upload its data to "
+    "POST /v1/datasets and name them with dataset_id.",
+    "/v1/sweeps": "a sweep is a training config and lists of batch sizes and rates; upload its "
+    "data to POST /v1/datasets and name them with dataset_id.",
+    "/v1/jobs/j-missing/predict": "send the rows to predict in several smaller requests.",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,8 @@ def test_a_body_over_the_request_limit_is_413_early_without_memory_growth(
             port, ATTACK, content_length=length, content_type="application/json", path=path
         )
         problem = answer.problem()
-        assert (answer.status, problem["detail"], problem["instance"]) == (413, TOO_LARGE, path)
+        expected = (413, TOO_LARGE + ADVICE[path], path)
+        assert (answer.status, problem["detail"], problem["instance"]) == expected
         assert answer.headers["connection"] == "close"
         return answer.status, answer.sent, answer.total
 

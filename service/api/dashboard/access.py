@@ -1,5 +1,10 @@
 """Signing in to the dashboard: ``/ui/sign-in`` (paste an API key; it is kept in the HttpOnly,
-``SameSite=Strict`` cookie :data:`~service.api.auth.KEY_COOKIE`) and ``/ui/sign-out``.
+``SameSite=Strict`` cookie :data:`~service.api.auth.KEY_COOKIE`) and ``/ui/sign-out`` (a POST,
+from the button in every page's header; a GET shows that button).
+
+A sign-in or sign-out posted from another origin is refused before it gets here
+(:mod:`service.api.same_origin`): another page can neither sign a visitor in with its own key
+nor sign them out.
 
 With auth on, a page asked for without a valid cookie answers 303 to the sign-in page, which
 sends the user back where they were once signed in; every page shows the signed-in tenant's
@@ -117,27 +122,12 @@ def sign_in_form(request: Request, next: str | None = None) -> Response:
     return response
 
 
-def _same_origin(request: Request) -> bool:
-    """Whether a form post comes from this site: its ``Origin`` (sent by browsers on every
-    POST) names our host. Stops another site from signing a visitor in with its own key."""
-    origin = request.headers.get("origin")
-    if origin is None:  # not a browser: nothing to forge
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
-
-
 @router.post(SIGN_IN_PATH, response_class=HTMLResponse)
 async def sign_in(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=4, max_part_size=4 * MAX_FORM_KEY)
     next_path = _local_path(str(form.get("next") or ""))
     if not _auth_on(request):
         return RedirectResponse(next_path, 303)
-    if not _same_origin(request):
-        return _form(
-            next_path="/",
-            error="This sign-in was posted from another site; sign in from this page.",
-            status_code=403,
-        )
     key = str(form.get("key") or "").strip()
     if not key:
         return _form(next_path=next_path, error="Paste an API key.", status_code=401)
@@ -163,7 +153,14 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
-@router.get(SIGN_OUT_PATH)
+@router.get(SIGN_OUT_PATH, response_class=HTMLResponse)
+def sign_out_form() -> HTMLResponse:
+    """A page with the sign-out button: signing out is a POST, so that no link or image of
+    another page can do it."""
+    return render_page("sign_out.html", title="Sign out", signed_in=None)
+
+
+@router.post(SIGN_OUT_PATH)
 def sign_out() -> Response:
     response = RedirectResponse(SIGN_IN_PATH, 303)
     response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")

@@ -27,7 +27,7 @@ from service.api.deps import SessionDep
 from service.datasets import service as datasets_service
 from service.errors import NotFound
 from service.jobs import service as jobs_service
-from service.jobs.schemas import FINISHED_STATUSES, JobRead
+from service.jobs.schemas import FINISHED_STATUSES, SWEEP_TAG_PREFIX, JobRead
 from service.sweeps import job_advice
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import FINISHED_SWEEP_STATUSES
@@ -39,7 +39,6 @@ OVERVIEW_ROWS, DATASET_ROWS = 20, 50
 #: Sweeps have no dataset filter, and jobs none for "not a sweep point": pages look through
 #: this many of the newest (the API's largest page) and keep what they show.
 SWEEPS_SCANNED = JOBS_SCANNED = 100
-SWEEP_TAG_PREFIX = "sweep:"
 CURVE_AXES = ("step", "epoch", "samples", "time")
 
 PageId = Annotated[str, Path(description="An id; an unknown one gets the 404 page.")]

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
+from service.api.offload import decode_body
 from service.api.problems import problem_responses
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
 from service.config import Settings
@@ -105,6 +106,7 @@ def _limits(settings: Settings) -> IngestLimits:
         max_rows=settings.max_rows,
         max_features=settings.max_features,
         max_cells=settings.max_cells,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
     )
 
 
@@ -192,23 +194,21 @@ async def create_dataset(
         limit_name = (
             "BATCHWISE_MAX_UPLOAD_BYTES"
             if json_limit == settings.max_upload_bytes
-            else "the JSON body limit; upload larger datasets as a multipart file"
+            else "the limit of an inline JSON dataset: upload the data as a file to "
+            "POST /v1/datasets, as multipart/form-data (CSV, NPY or NPZ), which streams"
         )
         raw = await read_body(request, max_bytes=json_limit, limit_name=limit_name)
-        try:
-            body = DatasetCreateJSON.model_validate_json(raw)
-        except ValidationError as exc:
-            errors = _body_errors(exc)
-            raise InvalidInput(
-                f"The JSON body is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
-                errors=errors,
-            ) from None
+        # A large body is decoded in a child process (service.api.offload): on the event loop,
+        # or in a thread holding the GIL, it would stall every other request for seconds.
+        name, parsed = await decode_body(
+            request, datasets_service.parse_inline_json, raw, _limits(settings)
+        )
         dataset = await run_in_threadpool(
-            datasets_service.create_from_inline,
+            datasets_service.create_from_parsed,
             session,
-            body,
+            parsed,
             tenant=tenant,
-            limits=_limits(settings),
+            name=name,
             work_dir=work_dir,
             max_stored_bytes=settings.tenant_max_stored_bytes,
         )

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
+from service.api.offload import decode_body
 from service.api.problems import problem_responses
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits
@@ -24,10 +25,10 @@ from service.jobs.schemas import (
     EXAMPLE_DATASET_ID,
     EXAMPLE_JOB_ID,
     HistoryRead,
-    JobCreate,
     JobPage,
     JobRead,
     JobStatus,
+    JobSubmit,
     ModelRead,
     PredictRequest,
     PredictResponse,
@@ -156,7 +157,7 @@ _CREATE_EXAMPLES = {
     },
 )
 def submit_job(
-    body: JobCreate,
+    body: JobSubmit,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -362,10 +363,20 @@ def get_model(
     "a succeeded job's model: values for regression, the dataset's own class labels for "
     "classifiers, with `probabilities` (columns in the order of `classes`). A row of the "
     "wrong width is refused with 422 naming the expected width; 409 until the job has "
-    "succeeded.",
-    responses=problem_responses(400, 404, 409, 422),
+    "succeeded. At most 100,000 rows, and a body of at most `BATCHWISE_MAX_REQUEST_BYTES` "
+    "(413 above it): send more rows in several requests.",
+    response_model=PredictResponse,
+    responses=problem_responses(400, 404, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    },
 )
-def predict(
-    job_id: JobId, body: PredictRequest, session: SessionDep, tenant: TenantDep
-) -> PredictResponse:
-    return jobs_service.predict(session, job_id, body, tenant=tenant)
+async def predict(job_id: JobId, request: Request, tenant: TenantDep) -> Response:
+    # FastAPI would decode the body on the event loop; offload decodes it (a large one in a
+    # child process, which also predicts and serializes the answer), once the model is found.
+    raw = await request.body()  # under its cap: service.api.body_limit
+    npz = _read(request, lambda session: jobs_service.get_model_npz(session, job_id, tenant=tenant))
+    return _json(await decode_body(request, jobs_service.predict_json, raw, npz))

@@ -1,0 +1,78 @@
+"""Large request bodies decoded in a child process, where they cannot stall the event loop.
+
+Pydantic decodes and validates a JSON document in one C call that holds the GIL from its first
+byte to its last, and so does ``np.asarray`` on the lists it makes: moved to the thread pool, the
+call still stops the event loop for as long (16 MiB of inline rows: ~1.2 s of GIL, and
+``/healthz`` waited as long; ``benchmarks.attacks`` measures it). So a body of up to
+``THREAD_BYTES`` (a few ms of GIL) is decoded in the thread pool, and a larger one in a child
+process, which sends back only what is cheap to unpickle: NumPy arrays, or an answer already
+serialized as JSON bytes.
+
+One child per API process, started (``spawn``: the API process has threads) at the first large
+body, and replaced after each one, since a decoded body leaves hundreds of MB of freed Python
+floats that the allocator keeps (the replacement starts while the API answers other requests).
+Large bodies take turns in it: four 16 MiB datasets at once peak at one decode's memory, not
+four, and a large body never holds the event loop however many arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from service.errors import ServiceUnavailable
+
+#: Bodies up to this size are decoded in the thread pool: ~15 ms of GIL for 256 KiB of rows.
+THREAD_BYTES = 256 * 1024
+
+T = TypeVar("T")
+
+
+class BodyDecoder:
+    """Runs ``decode(raw, *args)`` in the thread pool or the child process, by ``len(raw)``.
+    ``decode`` must be a module-level function (it is pickled by name) whose arguments and
+    result pickle cheaply; the errors it raises reach the caller."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def run(self, decode: Callable[..., T], raw: bytes, *args: object) -> T:
+        if len(raw) <= THREAD_BYTES:
+            return await run_in_threadpool(decode, raw, *args)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                max_tasks_per_child=1,
+            )
+        try:
+            return await asyncio.wrap_future(self._pool.submit(decode, raw, *args))
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            raise ServiceUnavailable(
+                "The process that decodes large request bodies ended before this one was "
+                "decoded (out of memory?). Retry; a smaller body is more likely to succeed."
+            ) from None
+
+    def close(self) -> None:
+        """Stop the child (after the body it is decoding, if any)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+async def decode_body(request: Request, decode: Callable[..., T], raw: bytes, *args: object) -> T:
+    """:meth:`BodyDecoder.run` with the app's decoder (``create_app`` makes it)."""
+    decoder: BodyDecoder = request.app.state.body_decoder
+    return await decoder.run(decode, raw, *args)
+
+
+__all__ = ["THREAD_BYTES", "BodyDecoder", "decode_body"]
