@@ -397,9 +397,18 @@ def _fast_rows(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
     """
     if not block.strip(b" \t\r\n") or block.translate(None, _FAST_PATH_BYTES):
         return None
+    rows = _loadtxt(block)
+    if rows is None or rows.shape != (n_lines, ncols) or not np.isfinite(rows).all():
+        return None
+    return rows
+
+
+def _loadtxt(data: bytes) -> np.ndarray | None:
+    """``data`` as float64 rows by NumPy's C parser (plain commas, no quotes or comments), or
+    ``None`` where it cannot read it."""
     try:
-        rows = np.loadtxt(
-            io.BytesIO(block),
+        rows: np.ndarray = np.loadtxt(
+            io.BytesIO(data),
             dtype=np.float64,
             delimiter=",",
             comments=None,
@@ -408,8 +417,6 @@ def _fast_rows(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
             encoding="latin1",
         )
     except ValueError:
-        return None
-    if rows.shape != (n_lines, ncols) or not np.isfinite(rows).all():
         return None
     return rows
 
@@ -430,19 +437,8 @@ def _rows_to_drop_from(block: bytes, n_lines: int, ncols: int) -> np.ndarray | N
     lines = block[:-1] if block.endswith(b"\n") else block  # no line after the last break
     if _BLANK_LINE.search(lines):
         return None
-    try:
-        rows = np.loadtxt(
-            io.BytesIO(_empty_cells_as_nan(lines)),
-            dtype=np.float64,
-            delimiter=",",
-            comments=None,
-            quotechar=None,
-            ndmin=2,
-            encoding="latin1",
-        )
-    except ValueError:
-        return None
-    return rows if rows.shape == (n_lines, ncols) else None
+    rows = _loadtxt(_empty_cells_as_nan(lines))
+    return rows if rows is not None and rows.shape == (n_lines, ncols) else None
 
 
 def _empty_cells_as_nan(lines: bytes) -> bytes:
