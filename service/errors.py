@@ -5,8 +5,9 @@ Standard library only, so every layer above may raise them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ class BatchwiseError(Exception):
 
 class InvalidInput(BatchwiseError):
     status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+def invalid_body(problems: Iterable[Mapping[str, Any]]) -> InvalidInput:
+    """A request body that Pydantic rejected (``problems``: its ``ValidationError.errors()``),
+    reported as FastAPI reports one: every problem at its ``("body", ...)`` location. For the
+    bodies the API decodes itself, off the event loop."""
+    errors = [FieldError(("body", *p["loc"]), p["msg"], p["type"]) for p in problems]
+    count = len(errors)
+    return InvalidInput(
+        f"The request is invalid: {count} error{'s' if count != 1 else ''}.", errors=errors
+    )
 
 
 class BadRequest(BatchwiseError):

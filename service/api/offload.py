@@ -1,4 +1,5 @@
-"""Large request bodies decoded in a child process, where they cannot stall the event loop.
+"""Large request bodies decoded, parsed and prepared in a child process, where they cannot
+stall the event loop.
 
 Pydantic decodes and validates a JSON document in one C call that holds the GIL from its first
 byte to its last, and so does ``np.asarray`` on the lists it makes: moved to the thread pool, the
@@ -6,7 +7,10 @@ call still stops the event loop for as long (16 MiB of inline rows: ~1.2 s of GI
 ``/healthz`` waited as long; ``benchmarks.attacks`` measures it). So a body of up to
 ``THREAD_BYTES`` (a few ms of GIL) is decoded in the thread pool, and a larger one in a child
 process, which sends back only what is cheap to unpickle: NumPy arrays, or an answer already
-serialized as JSON bytes.
+serialized as JSON bytes, or a dataset already summarised and written to a file in the spool
+directory (:func:`service.datasets.service.prepare_inline_json`). An uploaded file is prepared
+the same way, by its size: parsing 18 MB of CSV, computing its statistics and writing its
+canonical form holds the GIL in 20-50 ms steps, and ``/healthz`` must answer within 100 ms.
 
 One child per API process, started (``spawn``: the API process has threads) at the first large
 body, and replaced after each one, since a decoded body leaves hundreds of MB of freed Python
@@ -18,6 +22,7 @@ four, and a large body never holds the event loop however many arrive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -36,16 +41,18 @@ T = TypeVar("T")
 
 
 class BodyDecoder:
-    """Runs ``decode(raw, *args)`` in the thread pool or the child process, by ``len(raw)``.
-    ``decode`` must be a module-level function (it is pickled by name) whose arguments and
-    result pickle cheaply; the errors it raises reach the caller."""
+    """Runs ``work(*args, **kwargs)`` in the thread pool or the child process, by ``size``
+    (the bytes of the body it works on). ``work`` must be a module-level function (it is
+    pickled by name) whose arguments and result pickle cheaply; the errors it raises reach the
+    caller."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
 
-    async def run(self, decode: Callable[..., T], raw: bytes, *args: object) -> T:
-        if len(raw) <= THREAD_BYTES:
-            return await run_in_threadpool(decode, raw, *args)
+    async def run(self, size: int, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        call = functools.partial(work, *args, **kwargs)
+        if size <= THREAD_BYTES:
+            return await run_in_threadpool(call)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
@@ -53,7 +60,7 @@ class BodyDecoder:
                 max_tasks_per_child=1,
             )
         try:
-            return await asyncio.wrap_future(self._pool.submit(decode, raw, *args))
+            return await asyncio.wrap_future(self._pool.submit(call))
         except BrokenProcessPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -69,10 +76,12 @@ class BodyDecoder:
             self._pool = None
 
 
-async def decode_body(request: Request, decode: Callable[..., T], raw: bytes, *args: object) -> T:
+async def offload(
+    request: Request, size: int, work: Callable[..., T], *args: object, **kwargs: object
+) -> T:
     """:meth:`BodyDecoder.run` with the app's decoder (``create_app`` makes it)."""
     decoder: BodyDecoder = request.app.state.body_decoder
-    return await decoder.run(decode, raw, *args)
+    return await decoder.run(size, work, *args, **kwargs)
 
 
-__all__ = ["THREAD_BYTES", "BodyDecoder", "decode_body"]
+__all__ = ["THREAD_BYTES", "BodyDecoder", "offload"]

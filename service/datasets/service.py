@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from service.datasets import repository
 from service.datasets.arrays import canonical_header, write_canonical
 from service.datasets.ingest import (
+    DatasetSummary,
     IngestLimits,
     ParsedDataset,
     detect_format,
@@ -49,10 +51,9 @@ from service.db import Dataset, utcnow
 from service.errors import (
     BatchwiseError,
     Conflict,
-    FieldError,
-    InvalidInput,
     NotFound,
     StorageQuotaExceeded,
+    invalid_body,
 )
 from service.pagination import decode_cursor, encode_cursor
 
@@ -66,11 +67,24 @@ class StoredBytesCorruptError(BatchwiseError):
     status, title, slug = 500, "Stored dataset corrupt", "stored-dataset-corrupt"
 
 
-def create_from_file(
-    session: Session,
-    *,
-    tenant: str,
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset parsed, summarised and written in the canonical form to ``path``: all the CPU
+    work of a create, and no database, so a child process can do it (the API does, for a large
+    body: see :mod:`service.api.offload`). :func:`store_prepared` stores it and deletes
+    ``path``."""
+
+    name: str
+    source_format: SourceFormat
+    summary: DatasetSummary
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def prepare_file(
     path: Path,
+    *,
     filename: str | None,
     content_type: str | None,
     name: str | None,
@@ -78,24 +92,32 @@ def create_from_file(
     invalid_rows: InvalidRows,
     limits: IngestLimits,
     work_dir: Path,
-    max_stored_bytes: int | None = None,
-) -> DatasetRead:
+) -> PreparedDataset:
     """Parse the uploaded file at ``path`` (CSV, NPY or NPZ, detected from its first bytes,
-    then its name and content type) and store it as ``tenant``'s. ``name`` defaults to
-    ``filename``. ``max_stored_bytes``: the tenant's storage quota (None: none)."""
+    then its name and content type). ``name`` defaults to ``filename``."""
     with path.open("rb") as file:
         head = file.read(HEAD_BYTES)
     fmt = detect_format(filename, content_type, head)
     parsed = parse_file(path, fmt, target=target, limits=limits, invalid_rows=invalid_rows)
-    return _store(
-        session,
-        parsed,
-        tenant=tenant,
-        name=name or filename or "upload",
-        source_format=fmt,
-        work_dir=work_dir,
-        max_stored_bytes=max_stored_bytes,
-    )
+    return _prepare(parsed, name=name or filename or "upload", source_format=fmt, work_dir=work_dir)
+
+
+def prepare_inline_json(raw: bytes, limits: IngestLimits, work_dir: Path) -> PreparedDataset:
+    """A ``DatasetCreateJSON`` body decoded, validated and prepared. :class:`InvalidInput`
+    listing every problem with its ``("body", ...)`` location otherwise."""
+    try:
+        body = DatasetCreateJSON.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_body(exc.errors()) from None
+    return prepare_inline(body, limits=limits, work_dir=work_dir)
+
+
+def prepare_inline(
+    body: DatasetCreateJSON, *, limits: IngestLimits, work_dir: Path
+) -> PreparedDataset:
+    """A dataset sent inline as JSON, validated and prepared."""
+    parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
+    return _prepare(parsed, name=body.name, source_format="json", work_dir=work_dir)
 
 
 def create_from_inline(
@@ -107,57 +129,10 @@ def create_from_inline(
     work_dir: Path,
     max_stored_bytes: int | None = None,
 ) -> DatasetRead:
-    """Validate and store a dataset sent inline as JSON, as ``tenant``'s (``max_stored_bytes``
-    as for :func:`create_from_file`)."""
-    parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
-    return create_from_parsed(
-        session,
-        parsed,
-        tenant=tenant,
-        name=body.name,
-        work_dir=work_dir,
-        max_stored_bytes=max_stored_bytes,
-    )
-
-
-def parse_inline_json(raw: bytes, limits: IngestLimits) -> tuple[str, ParsedDataset]:
-    """A ``DatasetCreateJSON`` body decoded and validated, as its name and arrays; no database,
-    so a process without one can run it (the API decodes a large body in a child process and
-    passes the result to :func:`create_from_parsed`). :class:`InvalidInput` listing every
-    problem with its ``("body", ...)`` location otherwise."""
-    try:
-        body = DatasetCreateJSON.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
-        raise InvalidInput(
-            f"The JSON body is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
-            errors=errors,
-        ) from None
-    parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
-    return body.name, parsed
-
-
-def create_from_parsed(
-    session: Session,
-    parsed: ParsedDataset,
-    *,
-    tenant: str,
-    name: str,
-    work_dir: Path,
-    max_stored_bytes: int | None = None,
-) -> DatasetRead:
-    """Store an inline dataset that :func:`~service.datasets.ingest.parse_inline` has already
-    validated (the API parses a large JSON body in a child process, see
-    :mod:`service.api.json_bodies`), as for :func:`create_from_inline`."""
-    return _store(
-        session,
-        parsed,
-        tenant=tenant,
-        name=name,
-        source_format="json",
-        work_dir=work_dir,
-        max_stored_bytes=max_stored_bytes,
-    )
+    """Validate and store a dataset sent inline as JSON, as ``tenant``'s, in one call
+    (``max_stored_bytes`` as for :func:`store_prepared`)."""
+    prepared = prepare_inline(body, limits=limits, work_dir=work_dir)
+    return store_prepared(session, prepared, tenant=tenant, max_stored_bytes=max_stored_bytes)
 
 
 def canonical_size(n_rows: int, n_features: int) -> int:
@@ -178,31 +153,48 @@ def check_storage_quota(used_bytes: int, new_bytes: int, max_stored_bytes: int) 
     )
 
 
-def _store(
-    session: Session,
-    parsed: ParsedDataset,
-    *,
-    tenant: str,
-    name: str,
-    source_format: SourceFormat,
-    work_dir: Path,
-    max_stored_bytes: int | None,
-) -> DatasetRead:
+def _prepare(
+    parsed: ParsedDataset, *, name: str, source_format: SourceFormat, work_dir: Path
+) -> PreparedDataset:
     summary = summarize(parsed)
-    new_bytes = canonical_size(parsed.n_rows, parsed.n_features)
-    if max_stored_bytes is not None:
-        # Early and unlocked: refuse before writing anything (re-checked, exactly, below).
-        check_storage_quota(repository.stored_bytes(session, tenant), new_bytes, max_stored_bytes)
     work_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=work_dir, prefix="canonical-", suffix=".npy")
     os.close(fd)
     canonical = Path(tmp_name)
     try:
         sha256, size_bytes = write_canonical(parsed, canonical)
+    except BaseException:
+        canonical.unlink(missing_ok=True)
+        raise
+    return PreparedDataset(
+        name=name[:200],
+        source_format=source_format,
+        summary=summary,
+        path=canonical,
+        sha256=sha256,
+        size_bytes=size_bytes,
+    )
+
+
+def store_prepared(
+    session: Session,
+    prepared: PreparedDataset,
+    *,
+    tenant: str,
+    max_stored_bytes: int | None = None,
+) -> DatasetRead:
+    """Store ``prepared`` as ``tenant``'s, in the caller's transaction, and delete its file
+    (whatever happens). ``max_stored_bytes``: the tenant's storage quota (None: none)."""
+    summary, size_bytes = prepared.summary, prepared.size_bytes
+    try:
+        if max_stored_bytes is not None:
+            # Early and unlocked: refuse before writing anything (re-checked, exactly, below).
+            used = repository.stored_bytes(session, tenant)
+            check_storage_quota(used, size_bytes, max_stored_bytes)
         dataset = Dataset(
             id=str(uuid.uuid4()),
             tenant=tenant,
-            name=name[:200],
+            name=prepared.name,
             n_rows=summary.n_rows,
             n_features=summary.n_features,
             feature_names=list(summary.feature_names),
@@ -215,9 +207,9 @@ def _store(
                     for s in summary.stats
                 ]
             },
-            source_format=source_format,
-            dropped_rows=parsed.dropped_rows,
-            sha256=sha256,
+            source_format=prepared.source_format,
+            dropped_rows=summary.dropped_rows,
+            sha256=prepared.sha256,
             size_bytes=size_bytes,
             chunk_count=-(-size_bytes // CHUNK_BYTES),
             created_at=utcnow(),
@@ -229,14 +221,14 @@ def _store(
             # Under the lock, counting this dataset's own row: exact (see the module docstring).
             used = repository.stored_bytes(session, tenant) - size_bytes
             check_storage_quota(used, size_bytes, max_stored_bytes)
-        with canonical.open("rb") as file:
+        with prepared.path.open("rb") as file:
             seq = 0
             while data := file.read(CHUNK_BYTES):
                 repository.add_chunk(session, dataset.id, seq, data)
                 seq += 1
         session.flush()
     finally:
-        canonical.unlink(missing_ok=True)
+        prepared.path.unlink(missing_ok=True)
     return to_read(dataset)
 
 
@@ -353,17 +345,19 @@ def read_dataset_bytes(session: Session, dataset_id: str, dest_path: Path) -> Da
 
 __all__ = [
     "CHUNK_BYTES",
+    "PreparedDataset",
     "StoredBytesCorruptError",
     "canonical_size",
     "check_storage_quota",
-    "create_from_file",
     "create_from_inline",
-    "create_from_parsed",
     "delete_dataset",
     "ensure_not_in_use",
     "get_dataset",
     "list_datasets",
-    "parse_inline_json",
+    "prepare_file",
+    "prepare_inline",
+    "prepare_inline_json",
     "read_dataset_bytes",
+    "store_prepared",
     "to_read",
 ]

@@ -31,7 +31,7 @@ from service.core import (
 )
 from service.datasets import service as datasets_service
 from service.db import Job, utcnow
-from service.errors import Conflict, FieldError, InvalidInput, NotFound
+from service.errors import Conflict, FieldError, InvalidInput, NotFound, invalid_body
 from service.jobs import repository
 from service.jobs.history import (
     Steps,
@@ -450,11 +450,7 @@ def predict_json(raw: bytes, npz: bytes) -> bytes:
     try:
         body = PredictRequest.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
-        raise InvalidInput(
-            f"The request is invalid: {len(errors)} error{'s' if len(errors) != 1 else ''}.",
-            errors=errors,
-        ) from None
+        raise invalid_body(exc.errors()) from None
     return _PREDICT_JSON.dump_json(predict_rows(npz, body.X), by_alias=True)
 
 

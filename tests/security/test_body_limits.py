@@ -33,15 +33,15 @@ from faults.rawhttp import Exchange, listening_pid, rss_bytes, send
 from jobs.factories import regression_data, run_like_a_worker
 from sqlalchemy import create_engine
 
+from security.archives import declared_member, npz, training_arrays
 from service.api.offload import BodyDecoder
 from service.core import FittedModel
 from service.db import session_factory
 from service.errors import ServiceUnavailable
 
-#: The issue asks for 100 ms. On a shared 2-core machine at load 8-9, a /healthz poll took up
-#: to 250 ms with no body in flight at all (scheduling alone), so the bound is set where
-#: noise does not reach and a stalled loop does: parsing 16 MB there held it 1.2 to 8 s.
-HEALTHZ_MAX_S = 0.500
+#: What the issue asks for. Parsing 16 MB on the event loop held it 1.2 to 8 s, and storing a
+#: parsed dataset in the API process (statistics, canonical file) 20-50 ms at a time.
+HEALTHZ_MAX_S = 0.100
 POLL_INTERVAL_S = 0.010
 MiB = 1024**2
 MAX_RSS_GROWTH = 8 * MiB
@@ -246,6 +246,46 @@ def test_an_inline_dataset_over_16_mib_is_413_naming_the_file_upload(port: int) 
     assert answer.sent < 2 * MiB
 
 
+BOUNDARY = "body-limits-boundary"
+
+
+def post_upload(port: int, filename: str, data: bytes, **fields: str) -> Callable[[], Exchange]:
+    """A ``multipart/form-data`` dataset upload of ``data`` as the file part, then ``fields``."""
+    parts = "".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    )
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n{parts}--{BOUNDARY}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    return lambda: send(port, body, content_length=len(body), content_type=content_type)
+
+
+def test_18_mb_of_csv_with_half_its_rows_to_drop_is_stored_while_healthz_answers(
+    port: int,
+) -> None:
+    invalid = ["", "nan", "inf"]
+    n_rows = 1_000_000
+    rows = [f"{i},{invalid[i % 3] if i % 2 else 1.5},-2.25,1\n" for i in range(n_rows)]
+    data = ("a,b,c,y\n" + "".join(rows)).encode()
+    assert len(data) > 16 * MiB
+    (answer,), _ = attack(port, [post_upload(port, "rows.csv", data, invalid_rows="drop")])
+    assert answer.status == 201, answer.body
+    created = json.loads(answer.body)
+    assert (created["n_rows"], created["dropped_rows"]) == (n_rows // 2, n_rows // 2)
+
+
+def test_three_archive_bombs_at_once_are_422_while_healthz_answers(port: int) -> None:
+    bomb = npz(*training_arrays(100), declared_member("feature_names.npy", (250_000_000,), "<U1"))
+    answers, _ = attack(port, [post_upload(port, "bomb.npz", bomb)] * 3)
+    assert [answer.status for answer in answers] == [422] * 3
+    for answer in answers:
+        assert [e["loc"] for e in answer.problem()["errors"]] == [["file", "feature_names"]]
+
+
 def test_15_6_mb_of_rows_to_predict_is_422_over_100k_rows_while_healthz_answers(
     port: int, job_id: str
 ) -> None:
@@ -305,8 +345,8 @@ def test_a_decoder_child_that_dies_is_503_and_the_next_large_body_gets_a_new_chi
 
     async def run() -> int:
         with pytest.raises(ServiceUnavailable, match="ended before this one was decoded"):
-            await decoder.run(_die_in_the_child, large)
-        return await decoder.run(_length, large)
+            await decoder.run(len(large), _die_in_the_child, large)
+        return await decoder.run(len(large), _length, large)
 
     try:
         assert anyio.run(run) == len(large)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
-from service.api.offload import decode_body
+from service.api.offload import offload
 from service.api.problems import problem_responses
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
 from service.config import Settings
@@ -189,6 +189,8 @@ async def create_dataset(
 ) -> DatasetRead:
     media_type = _media_type(request)
     work_dir = spool_dir(settings.data_dir)
+    limits = _limits(settings)
+    prepared: datasets_service.PreparedDataset
     if media_type == "application/json":
         json_limit = min(settings.max_upload_bytes, MAX_JSON_BYTES)
         limit_name = (
@@ -198,19 +200,10 @@ async def create_dataset(
             "POST /v1/datasets, as multipart/form-data (CSV, NPY or NPZ), which streams"
         )
         raw = await read_body(request, max_bytes=json_limit, limit_name=limit_name)
-        # A large body is decoded in a child process (service.api.offload): on the event loop,
-        # or in a thread holding the GIL, it would stall every other request for seconds.
-        name, parsed = await decode_body(
-            request, datasets_service.parse_inline_json, raw, _limits(settings)
-        )
-        dataset = await run_in_threadpool(
-            datasets_service.create_from_parsed,
-            session,
-            parsed,
-            tenant=tenant,
-            name=name,
-            work_dir=work_dir,
-            max_stored_bytes=settings.tenant_max_stored_bytes,
+        # A large body is decoded and prepared in a child process (service.api.offload): on
+        # the event loop, or in a thread holding the GIL, it would stall every other request.
+        prepared = await offload(
+            request, len(raw), datasets_service.prepare_inline_json, raw, limits, work_dir
         )
     elif media_type == "multipart/form-data":
         async with receive_multipart(
@@ -220,19 +213,18 @@ async def create_dataset(
             file_fields=(FILE_FIELD,),
         ) as form:
             fields, upload = _upload_fields(form)
-            dataset = await run_in_threadpool(
-                datasets_service.create_from_file,
-                session,
-                tenant=tenant,
-                path=upload.path,
+            prepared = await offload(
+                request,
+                upload.path.stat().st_size,
+                datasets_service.prepare_file,
+                upload.path,
                 filename=upload.filename,
                 content_type=upload.content_type,
                 name=fields.name,
                 target=fields.target,
                 invalid_rows=fields.invalid_rows,
-                limits=_limits(settings),
+                limits=limits,
                 work_dir=work_dir,
-                max_stored_bytes=settings.tenant_max_stored_bytes,
             )
     else:
         shown = media_type or "no Content-Type"
@@ -240,6 +232,14 @@ async def create_dataset(
             f"Cannot read a request body of type {shown!r}: send multipart/form-data (a file "
             "part named 'file') or application/json."
         )
+    # What is left is database work, which mostly waits on I/O without the GIL.
+    dataset = await run_in_threadpool(
+        datasets_service.store_prepared,
+        session,
+        prepared,
+        tenant=tenant,
+        max_stored_bytes=settings.tenant_max_stored_bytes,
+    )
     response.headers["Location"] = f"{router.prefix}/{dataset.id}"
     return dataset
 

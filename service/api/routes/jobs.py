@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
-from service.api.offload import decode_body
+from service.api.offload import offload
 from service.api.problems import problem_responses
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits
@@ -379,4 +379,4 @@ async def predict(job_id: JobId, request: Request, tenant: TenantDep) -> Respons
     # child process, which also predicts and serializes the answer), once the model is found.
     raw = await request.body()  # under its cap: service.api.body_limit
     npz = _read(request, lambda session: jobs_service.get_model_npz(session, job_id, tenant=tenant))
-    return _json(await decode_body(request, jobs_service.predict_json, raw, npz))
+    return _json(await offload(request, len(raw), jobs_service.predict_json, raw, npz))
