@@ -7,10 +7,11 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY service ./service
 COPY migrations ./migrations
-# `pip wheel .` builds the project exactly as the README's `pip install` does (migrations included).
+# `pip wheel .` builds the project exactly as the README's `pip install` does (migrations/ ships
+# inside the package as service/_migrations, setup.py says how).
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- runtime: the README's install (a venv, pip install of the project), no compilers ----------

@@ -81,6 +81,15 @@ def _failed(what: str, process: subprocess.Popen[bytes], log_path: Path) -> Proc
     return ProcessFailedError(f"{what} (exit {process.poll()}); output:\n{output}")
 
 
+def answers_healthz(base_url: str) -> bool:
+    """Whether the server at ``base_url`` answers ``GET /healthz`` with 200 right now."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @contextmanager
 def serve(database_url: str, data_dir: Path) -> Iterator[str]:
     """A real ``batchwise serve`` (uvicorn, no embedded workers); yields its base URL once
@@ -98,12 +107,8 @@ def serve(database_url: str, data_dir: Path) -> Iterator[str]:
         while True:
             if process.poll() is not None:
                 raise _failed("serve exited before answering /healthz", process, log_path)
-            try:
-                with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
+            if answers_healthz(base_url):
+                break
             if time.monotonic() > deadline:
                 raise _failed(f"serve not healthy after {STARTUP_TIMEOUT_S:g} s", process, log_path)
             time.sleep(0.05)

@@ -93,9 +93,9 @@ def _upload(filename: str, data: bytes, **fields: str) -> bytes:
 
 
 def _archives() -> ModuleType:
-    """The hostile-archive builders of the security tests (``tests/security/archives.py``),
+    """The hostile-archive builders of the security tests (``tests/support/archives.py``),
     loaded by path: one writer of crafted zip records for the tests and this benchmark."""
-    path = _processes.REPO_ROOT / "tests" / "security" / "archives.py"
+    path = _processes.REPO_ROOT / "tests" / "support" / "archives.py"
     spec = importlib.util.spec_from_file_location("_security_archives", path)
     assert spec is not None
     assert spec.loader is not None

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from benchmarks.machine import print_machine
-from service.sweeps import SweepPoint, TargetCrossing, fit_critical_batch
+from service.science import SweepPoint, TargetCrossing, fit_critical_batch
 
 BATCH_SIZES = [2**k for k in range(3, 13)]
 S_MIN, B_NOISE, SIGMA = 100.0, 300.0, 0.15

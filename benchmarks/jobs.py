@@ -31,7 +31,7 @@ empty PostgreSQL database that you create before and drop after: the run leaves 
    (job ``finished_at − started_at`` against the in-process construction + all epochs) is
    reported beside it.
 3. History reads: a job with ``--steps`` step losses (100 epochs) written straight into the
-   service's tables (as ``tests/jobs/factories.py`` does), read over HTTP from ``serve``: JSON
+   service's tables (as ``tests/support/factories.py`` does), read over HTTP from ``serve``: JSON
    and CSV, at ``max_points=2000`` and in full; median of several reads with a warm-up read
    first; the time is the client's, request sent to last byte received (no client parsing).
 """

@@ -64,8 +64,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -303,12 +301,8 @@ def serve_with_workers(
                 raise _processes.ProcessFailedError(
                     f"serve did not answer /healthz (exit {process.poll()}); output:\n{output}"
                 )
-            try:
-                with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
+            if _processes.answers_healthz(base_url):
+                break
             time.sleep(0.05)
         api_pids = _api_pids(process.pid, api_processes, deadline)
         yield Server(base_url, port, process.pid, api_pids)

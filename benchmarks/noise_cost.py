@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from benchmarks.machine import print_machine
 from service.core import EpochRecord, TrainConfig, Training
-from service.core.train import EXACT_NOISE_MAX_ROW_PARAMS, EXACT_NOISE_MAX_ROWS
+from service.core.measurements import EXACT_NOISE_MAX_ROW_PARAMS, EXACT_NOISE_MAX_ROWS
 
 MLP_FEATURES, MLP_HIDDEN, MLP_CLASSES = 64, (64,), 10
 MLP_PARAMS = MLP_FEATURES * 64 + 64 + 64 * MLP_CLASSES + MLP_CLASSES  # 4,810

@@ -43,7 +43,7 @@ from benchmarks.machine import print_machine
 from service.core import TrainConfig, Training, TrainingDiverged
 from service.core.config import Evaluation as EvaluationConfig
 from service.core.config import ModelKind
-from service.sweeps import (
+from service.science import (
     CriticalBatchFit,
     EpochNoise,
     Evaluation,

@@ -33,7 +33,7 @@ from sklearn.datasets import (  # type: ignore[import-untyped]
 from benchmarks._processes import serve, workers
 from benchmarks.machine import print_machine
 from service.client import BatchwiseClient
-from service.demo import FULL, make_dataset
+from service.client.demo import FULL, make_dataset
 
 Arrays = tuple[np.ndarray, np.ndarray]
 

@@ -2,6 +2,8 @@
 
 Every list route pages the same way: ``ORDER BY created_at DESC, id DESC`` and a cursor that
 names the last row of the previous page, so rows created meanwhile never shift later pages.
+A repository narrows its query with :func:`newest_first`; its service asks for one row more
+than the page and cuts it with :func:`page_of`, which also makes the next cursor.
 """
 
 from __future__ import annotations
@@ -9,9 +11,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from service.errors import BadRequest, FieldError
+
+S = TypeVar("S", bound=Select[Any])
+
+
+class Keyed(Protocol):
+    """A row with a keyset position."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Keyed)
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -50,4 +71,34 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, row_id
 
 
-__all__ = ["decode_cursor", "encode_cursor"]
+def newest_first(
+    query: S,
+    created_at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[str],
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> S:
+    """``query`` ordered newest first (``created_at`` desc, ``row_id`` desc to break ties),
+    cut to ``limit`` rows strictly after the keyset position ``after = (created_at, id)``."""
+    query = query.order_by(created_at.desc(), row_id.desc()).limit(limit)
+    if after is not None:
+        after_created_at, after_id = after
+        query = query.where(
+            or_(
+                created_at < after_created_at,
+                and_(created_at == after_created_at, row_id < after_id),
+            )
+        )
+    return query
+
+
+def page_of(rows: Sequence[R], limit: int) -> tuple[list[R], str | None]:
+    """The first ``limit`` of ``rows`` (read with ``limit + 1``) and the next page's cursor,
+    ``None`` on the last page."""
+    page = list(rows[:limit])
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return page, next_cursor
+
+
+__all__ = ["Keyed", "decode_cursor", "encode_cursor", "newest_first", "page_of"]

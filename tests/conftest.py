@@ -17,69 +17,38 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db import create_engine_for, normalize_url, session_factory
-from service.db.migrate import head_revision, upgrade
-
-POSTGRES_URL_ENV = "BATCHWISE_TEST_POSTGRES_URL"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# A per-run prefix keeps concurrent runs against one PostgreSQL server apart.
-_RUN_ID = f"bw_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
+from service.db import normalize_url, session_factory
+from service.db.migrate import upgrade
+from tests.support.databases import (
+    BACKENDS,
+    POSTGRES_URL_ENV,
+    RUN_ID,
+    PostgresServer,
+    PostgresTestDatabase,
+    engine_on,
+    in_ci,
+    sqlite_url,
+)
+from tests.support.processes import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ServeProcess,
+    find_free_port,
+    run_server,
+)
 
 # --- PostgreSQL -----------------------------------------------------------------------------
-
-
-@dataclass
-class PostgresServer:
-    """The test PostgreSQL server: creates and drops the databases of this run."""
-
-    base_url: URL
-    admin: Engine  # AUTOCOMMIT: CREATE/DROP DATABASE cannot run in a transaction
-    created: list[str] = field(default_factory=list)
-
-    def url_of(self, database: str) -> str:
-        return self.base_url.set(database=database).render_as_string(hide_password=False)
-
-    def create(self, database: str, *, template: str | None = None) -> str:
-        clone = f' TEMPLATE "{template}"' if template else ""
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{database}"{clone}')
-        self.created.append(database)
-        return self.url_of(database)
-
-    def drop(self, database: str) -> None:
-        # FORCE ends sessions a server process or a leaked pool still holds.
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        if database in self.created:
-            self.created.remove(database)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +59,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         reason = (
             f"{POSTGRES_URL_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
         )
-        if _in_ci():
+        if in_ci():
             pytest.fail(
                 f"CI is set but {reason}: PostgreSQL tests must run, not skip", pytrace=False
             )
@@ -120,74 +89,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: PostgresServer) -> str:
     """Name of this run's migrated, empty PostgreSQL template database."""
-    name = f"{_RUN_ID}_template"
+    name = f"{RUN_ID}_template"
     upgrade(postgres_server.create(name))
     return name
-
-
-class PostgresTestDatabase:
-    """This run's working PostgreSQL database, emptied before each test that takes it.
-
-    Cloning the template per test (``CREATE DATABASE … TEMPLATE``) costs 20-300 ms depending
-    on the server's load; emptying one database costs ~5 ms. Emptying is made as isolating as a
-    clone: other sessions on it (a test's server, a leaked pool) are terminated first, so no
-    lock survives a test; a database whose schema a test changed is re-cloned.
-    """
-
-    def __init__(self, server: PostgresServer, template: str) -> None:
-        self.server, self.template = server, template
-        self.name = f"{_RUN_ID}_db"
-        self.url = server.create(self.name, template=template)
-        self._engine = self._connect()
-        self.expected_tables = self._tables()
-
-    def _connect(self) -> Engine:
-        return create_engine(
-            self.url, isolation_level="AUTOCOMMIT", pool_size=1, pool_pre_ping=True
-        )
-
-    def _tables(self) -> set[str]:
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-            )
-            return set(rows.scalars())
-
-    def reset(self) -> str:
-        """Empty every table but ``alembic_version``; return the database's URL."""
-        head = head_revision()
-        with self._engine.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-            connection.exec_driver_sql("SET lock_timeout = '10s'")
-            tables = {
-                name
-                for (name,) in connection.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                )
-            }
-            version = (
-                connection.exec_driver_sql("SELECT max(version_num) FROM alembic_version").scalar()
-                if "alembic_version" in tables
-                else None
-            )
-            if tables == self.expected_tables and version == head:
-                data_tables = ", ".join(f'"{t}"' for t in sorted(tables - {"alembic_version"}))
-                connection.exec_driver_sql(f"TRUNCATE {data_tables} RESTART IDENTITY CASCADE")
-                return self.url
-        # A test changed the schema: start again from the template.
-        self._engine.dispose()
-        self.server.drop(self.name)
-        self.url = self.server.create(self.name, template=self.template)
-        self._engine = self._connect()
-        return self.url
-
-    def close(self) -> None:
-        self._engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -205,11 +109,6 @@ def postgres_database(
 # --- SQLite ---------------------------------------------------------------------------------
 
 
-def sqlite_url(path: Path) -> str:
-    """The SQLAlchemy URL of the SQLite file at ``path``."""
-    return f"sqlite:///{path.as_posix()}"
-
-
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, empty SQLite file, checkpointed so the one file holds everything."""
@@ -225,8 +124,6 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- the databases a test gets --------------------------------------------------------------
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -249,7 +146,7 @@ def blank_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield sqlite_url(tmp_path / "blank" / "batchwise.db")  # the engine creates the folder
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = f"{_RUN_ID}_{uuid.uuid4().hex[:10]}"
+    name = f"{RUN_ID}_{uuid.uuid4().hex[:10]}"
     url = server.create(name)
     try:
         yield url
@@ -260,11 +157,8 @@ def blank_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on ``db_url`` (as the service builds it); disposed after the test."""
-    engine = create_engine_for(db_url)
-    try:
+    with engine_on(db_url) as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -286,140 +180,10 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 # --- real server processes ------------------------------------------------------------------
 
 
-def find_free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     return find_free_port()
-
-
-def run_batchwise(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``python -m service ARGS`` as a real process with only the given ``BATCHWISE_*``
-    variables (none of the caller's); output captured as text, any exit status returned."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=child_env | dict(env or {}),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-class ServerFailedError(AssertionError):
-    """The server process did not come up, or did not stop cleanly; carries its output."""
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-@contextmanager
-def run_server(
-    *,
-    database_url: str,
-    data_dir: Path,
-    env: Mapping[str, str] | None = None,
-    startup_timeout: float = 30.0,
-) -> Iterator[str]:
-    """Run ``python -m service serve`` as a real process; yield its base URL.
-
-    The process gets ``BATCHWISE_DATABASE_URL``, ``BATCHWISE_DATA_DIR``, ``BATCHWISE_WORKERS=0``,
-    ``BATCHWISE_AUTH=off`` (``env`` adds or overrides) and none of the caller's other
-    ``BATCHWISE_*`` variables. Ready when ``GET /healthz`` answers 200. On exit: SIGTERM, then
-    SIGKILL after 10 s. Its output is printed (pytest shows it for failed tests) and carried by
-    the :class:`ServerFailedError` raised when it does not start or exits uncleanly.
-    """
-    port = find_free_port()
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    child_env |= {
-        "BATCHWISE_DATABASE_URL": database_url,
-        "BATCHWISE_DATA_DIR": str(data_dir),
-        "BATCHWISE_WORKERS": "0",
-        "BATCHWISE_AUTH": "off",  # on loopback, as serve allows; the auth tests turn it on
-        "PYTHONUNBUFFERED": "1",
-    }
-    child_env |= dict(env or {})
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="batchwise-serve-") as scratch:
-        log_path = Path(scratch) / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    f"{port}",
-                ],
-                env=child_env,
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        body_failed = False
-        try:
-            _wait_healthy(process, base_url, log_path, startup_timeout)
-            yield base_url
-        except BaseException:
-            body_failed = True
-            raise
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            output = _read(log_path)
-            print(f"--- batchwise serve on {base_url} (exit {process.returncode}) ---\n{output}")
-            if not body_failed and process.returncode not in (0, -signal.SIGTERM):
-                raise ServerFailedError(
-                    f"server on {base_url} exited with {process.returncode}; output:\n{output}"
-                )
-
-
-def _wait_healthy(
-    process: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerFailedError(
-                f"server exited with {process.returncode} before answering /healthz; output:\n"
-                + _read(log_path)
-            )
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-                last_error = f"HTTP {response.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = str(exc)
-        time.sleep(0.05)
-    raise ServerFailedError(
-        f"server on {base_url} did not answer /healthz within {timeout} s ({last_error}); "
-        f"output:\n{_read(log_path)}"
-    )
-
-
-ServeProcess = Callable[..., AbstractContextManager[str]]
 
 
 @pytest.fixture
@@ -441,9 +205,6 @@ def live_server(settings: Settings) -> Iterator[str]:
 
 
 # --- a real browser -------------------------------------------------------------------------
-
-CHROMIUM = os.environ.get("BATCHWISE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 
 from service.db import migrate as migrations
+from tests.support.processes import run_batchwise
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m service ARGS`` with only the given ``BATCHWISE_*`` variables."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    child_env |= dict(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_batchwise(*args, env=env, timeout=60)
 
 
 def test_help_describes_the_commands_and_environment() -> None:

@@ -1,4 +1,4 @@
-"""``batchwise datasets|jobs …`` (service.cli_client) against a real ``batchwise serve``: the
+"""``batchwise datasets|jobs …`` (service.cli.remote) against a real ``batchwise serve``: the
 main paths as real ``python -m service`` processes, the many smaller checks through
 :func:`service.cli.main` in this process (the same code, without an interpreter start-up
 each); and the client methods they stand on (pages, models, predictions, deletes)."""
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_batchwise
-from data_files import write_line_csv
 
 from service.cli import build_parser, main
-from service.cli_client import build_job_body
+from service.cli.remote.jobs import build_job_body
 from service.client import BatchwiseAPIError, BatchwiseClient
+from tests.support.data import write_line_csv
+from tests.support.processes import run_batchwise
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import run_batchwise
-from data_files import write_line_csv
 from sqlalchemy import create_engine, text
 
-from service.cli import is_loopback
+from service.cli.server import is_loopback
 from service.keys.service import hash_key
+from tests.support.data import write_line_csv
+from tests.support.processes import run_batchwise
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from data_files import write_line_csv
-from plots.images import svg_root
 
 from service.client import (
     BatchwiseAPIError,
@@ -25,6 +23,8 @@ from service.client import (
     Sweep,
     SweepPoint,
 )
+from tests.support.data import write_line_csv
+from tests.support.images import svg_root
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
 

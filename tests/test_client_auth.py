@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ServeProcess, run_batchwise
 
 from service.client import API_KEY_ENV, BatchwiseAPIError, BatchwiseClient
+from tests.support.processes import ServeProcess, run_batchwise
 
 
 @pytest.fixture

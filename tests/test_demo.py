@@ -16,21 +16,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from plots.images import svg_root
 
-from service.core import TrainConfig, Training, TrainingDiverged
-from service.core.config import Evaluation as EvaluationConfig
-from service.demo import (
+from service.client.demo import (
     FULL,
     QUICK,
     DemoDataset,
-    ProgressLine,
-    format_table,
     make_dataset,
     run_demo,
     sweep_batch_sizes,
 )
-from service.sweeps import (
+from service.client.formatting import format_table
+from service.client.progress import ProgressLine
+from service.core import TrainConfig, Training, TrainingDiverged
+from service.core.config import Evaluation as EvaluationConfig
+from service.science import (
     MIN_S_MIN,
     Evaluation,
     SweepPoint,
@@ -38,7 +37,8 @@ from service.sweeps import (
     fit_critical_batch,
     steps_to_target,
 )
-from service.sweeps.fit import EASY_STEPS
+from service.science.fit import EASY_STEPS
+from tests.support.images import svg_root
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
 REPO_ROOT = Path(__file__).resolve().parents[1]

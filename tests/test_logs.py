@@ -9,22 +9,21 @@ import logging
 import os
 import pty
 import re
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, ServeProcess, sqlite_url
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
-from worker.helpers import add_dataset, regression_data, submit, workers
 
 from service.api import create_app
 from service.config import Settings
 from service.logs import configure_logging, log_context, resolve_format
+from tests.support.databases import sqlite_url
+from tests.support.factories import add_dataset, regression_data, submit
+from tests.support.processes import ServeProcess, run_batchwise, workers
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: .*$")
 
@@ -164,7 +163,7 @@ def test_worker_lines_follow_a_job_from_claim_to_finish(
 ) -> None:
     X, y = regression_data(64)
     dataset_id = add_dataset(session, X, y, settings.data_dir)
-    job_id = submit(session, dataset_id, batch_size=16, epochs=2)
+    job_id = submit(session, dataset_id, batch_size=16, epochs=2, commit=True)
     env = {"BATCHWISE_LOG_LEVEL": "debug", "BATCHWISE_WORKER_THREADS": "1"}
     with workers(settings.resolved_database_url, settings.data_dir, burst=True, env=env) as (
         worker,
@@ -192,21 +191,12 @@ def test_worker_lines_follow_a_job_from_claim_to_finish(
 
 
 def test_migrate_writes_text_when_forced(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    env |= {
+    env = {
         "BATCHWISE_DATABASE_URL": sqlite_url(tmp_path / "m.db"),
         "BATCHWISE_DATA_DIR": str(tmp_path),
         "BATCHWISE_LOG_FORMAT": "text",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_batchwise("migrate", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines
@@ -214,14 +204,6 @@ def test_migrate_writes_text_when_forced(tmp_path: Path) -> None:
     assert "INFO service.cli: database" in lines[-1]
 
     env["BATCHWISE_LOG_FORMAT"] = "yaml"
-    refused = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = run_batchwise("migrate", env=env)
     assert refused.returncode == 1
     assert "invalid settings: log_format" in refused.stderr

@@ -9,7 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import REPO_ROOT, run_server, sqlite_url
+from tests.support.databases import sqlite_url
+from tests.support.processes import REPO_ROOT, run_server
 
 README = REPO_ROOT / "README.md"
 

@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.problems import problem_response
+from service.api.problems import error_response
 from service.config import Settings
 from service.errors import Unauthorized
 from service.keys import DEFAULT_TENANT
@@ -89,9 +89,7 @@ def tenant_of_key(request: Request, key: str) -> str:
 
     Called on the event loop, not the thread pool: it is one primary-key lookup, shorter than
     the hop to a pool thread and back, which under load costs far more than itself (the pool's
-    threads and the event loop take turns at the GIL). Measured with 50 concurrent clients of
-    ``GET /v1/jobs/{id}`` (``benchmarks.load``): this hop alone halved the requests per
-    second of the process."""
+    threads and the event loop take turns at the GIL; figures in docs/performance.md)."""
     factory: sessionmaker[Session] = request.app.state.read_session_factory
     with factory() as session:
         return keys_service.authenticate(session, key)
@@ -134,14 +132,7 @@ class AuthenticateFirst:
                 key = presented_key(request)
                 tenant = tenant_of_key(request, key)
             except Unauthorized as exc:
-                response = problem_response(
-                    status=exc.status,
-                    title=exc.title,
-                    detail=exc.detail,
-                    type_=exc.type,
-                    instance=path,
-                    headers=exc.headers | closing_if_body(request),
-                )
+                response = error_response(exc, instance=path, headers=closing_if_body(request))
                 await response(scope, receive, send)
                 return
             except Exception:

@@ -3,20 +3,19 @@ stall the event loop.
 
 Pydantic decodes and validates a JSON document in one C call that holds the GIL from its first
 byte to its last, and so does ``np.asarray`` on the lists it makes: moved to the thread pool, the
-call still stops the event loop for as long (16 MiB of inline rows: ~1.2 s of GIL, and
-``/healthz`` waited as long; ``benchmarks.attacks`` measures it). So a body of up to
-``THREAD_BYTES`` (a few ms of GIL) is decoded in the thread pool, and a larger one in a child
-process, which sends back only what is cheap to unpickle: NumPy arrays, or an answer already
-serialized as JSON bytes, or a dataset already summarised and written to a file in the spool
-directory (:func:`service.datasets.service.prepare_inline_json`). An uploaded file is prepared
-the same way, by its size: parsing 18 MB of CSV, computing its statistics and writing its
-canonical form holds the GIL in 20-50 ms steps, and ``/healthz`` must answer within 100 ms.
+call still stops the event loop for as long. So a body of up to ``THREAD_BYTES`` is decoded in
+the thread pool, and a larger one in a child process, which sends back only what is cheap to
+unpickle: NumPy arrays, or an answer already serialized as JSON bytes, or a dataset already
+summarised and written to a file in the spool directory
+(:func:`service.datasets.service.prepare_inline_json`). An uploaded file is prepared the same
+way, by its size: parsing, summarising and writing it hold the GIL too, and ``/healthz`` must
+answer within 100 ms.
 
 One child per API process, started (``spawn``: the API process has threads) at the first large
-body, and replaced after each one, since a decoded body leaves hundreds of MB of freed Python
-floats that the allocator keeps (the replacement starts while the API answers other requests).
-Large bodies take turns in it: four 16 MiB datasets at once peak at one decode's memory, not
-four, and a large body never holds the event loop however many arrive.
+body, and replaced after each one, since the freed Python floats of a decoded body stay with
+the allocator (the replacement starts while the API answers other requests). Large bodies take
+turns in it: several at once peak at one decode's memory, and a large body never holds the
+event loop however many arrive. The measurements behind this are in docs/performance.md.
 """
 
 from __future__ import annotations

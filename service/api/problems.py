@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import BatchwiseError, FieldError, InsufficientStorage
+from service.errors import BatchwiseError, FieldError, InsufficientStorage, ServiceUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 #: What a 503 for a lost database tells clients to wait: a PostgreSQL restart takes seconds.
@@ -129,19 +129,27 @@ def field_errors(errors: Sequence[FieldError]) -> list[dict[str, Any]]:
     return [{"loc": list(e.loc), "msg": e.msg, "type": e.type} for e in errors]
 
 
+def error_response(
+    error: BatchwiseError, *, instance: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The problem document of a domain ``error`` (its field errors included), with the
+    error's own headers and then ``headers``. The middlewares answer with it too."""
+    return problem_response(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        type_=error.type,
+        instance=instance,
+        errors=field_errors(error.errors) if error.errors else None,
+        headers={**error.headers, **(headers or {})},
+    )
+
+
 def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BatchwiseError)
     if exc.status >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
-    return problem_response(
-        status=exc.status,
-        title=exc.title,
-        detail=exc.detail,
-        type_=exc.type,
-        instance=request.url.path,
-        errors=field_errors(exc.errors) if exc.errors else None,
-        headers=exc.headers or None,
-    )
+    return error_response(exc, instance=request.url.path)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -219,15 +227,11 @@ def _storage_full(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the cause (which file or database), which the client is not told.
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     logger.error("%s %s: the storage is full: %s", request.method, request.url.path, cause)
-    error = InsufficientStorage(STORAGE_FULL_DETAIL)
-    return problem_response(
-        status=error.status,
-        title=error.title,
-        detail=error.detail,
-        type_=error.type,
+    # A spool that filled up leaves the rest of the body unread: the connection cannot
+    # carry another request (as upload.py's own refusals).
+    return error_response(
+        InsufficientStorage(STORAGE_FULL_DETAIL),
         instance=request.url.path,
-        # A spool that filled up leaves the rest of the body unread: the connection cannot
-        # carry another request (as upload.py's own refusals).
         headers={"Connection": "close"},
     )
 
@@ -249,26 +253,18 @@ def _database_error(request: Request, exc: Exception) -> JSONResponse:
     logger.warning(
         "%s %s: the database is unreachable (%s)", request.method, request.url.path, cause
     )
-    return problem_response(
-        status=503,
-        title="Service unavailable",
-        detail=f"The database is unreachable ({cause}); the request was not completed. "
+    unavailable = ServiceUnavailable(
+        f"The database is unreachable ({cause}); the request was not completed. "
         f"Retry in {DATABASE_RETRY_AFTER_S} s.",
-        type_="/problems/service-unavailable",
-        instance=request.url.path,
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
     )
+    return error_response(unavailable, instance=request.url.path)
 
 
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(
-        status=500,
-        title="Internal Server Error",
-        detail="The server met an unexpected error; it has been logged.",
-        type_="/problems/internal-error",
-        instance=request.url.path,
-    )
+    unexpected = BatchwiseError("The server met an unexpected error; it has been logged.")
+    return error_response(unexpected, instance=request.url.path)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -312,6 +308,7 @@ __all__ = [
     "STORAGE_FULL_DETAIL",
     "Problem",
     "ProblemFieldError",
+    "error_response",
     "field_errors",
     "install_problem_handlers",
     "is_database_unreachable",

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.auth import KEY_COOKIE, closing_if_body
-from service.api.problems import problem_response
+from service.api.problems import error_response
 from service.errors import CrossOriginRefused
 
 #: Methods that change nothing, so a forged one can do no harm.
@@ -137,14 +137,7 @@ class SameOriginWrites:
             f"Refused {scope['method']} {path}: the same-origin check failed: {reason}. "
             + _WHAT_TO_DO
         )
-        response = problem_response(
-            status=refused.status,
-            title=refused.title,
-            detail=refused.detail,
-            type_=refused.type,
-            instance=path,
-            headers=closing_if_body(request),
-        )
+        response = error_response(refused, instance=path, headers=closing_if_body(request))
         await response(scope, receive, send)
 
 

@@ -16,7 +16,7 @@ A refusal raised before the body has been read to its end carries ``Connection: 
 rest is never read, so the connection cannot carry another request (RFC 9112 §9.6). Closing
 at once stops the server from reading on: uvicorn would otherwise drain the unread rest of a
 large body, and keep the bytes past a lying ``Content-Length`` buffered in the connection for
-its keep-alive timeout (measured: 0.5 MB per such request, for 5 s).
+its keep-alive timeout (figures in docs/performance.md).
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ from service.core.config import (
 )
 from service.core.errors import CoreConfigError, CoreError, TrainingDiverged
 from service.core.fitted import FittedModel
+from service.core.records import EpochRecord, NoiseRecord, StopReason
 from service.core.schedules import BatchSizeSchedule, LRSchedule
 from service.core.tasks import Task, infer_task
-from service.core.train import EpochRecord, NoiseRecord, StopReason, Training, train
+from service.core.train import Training, train
 
 __all__ = [
     "BatchSizeSchedule",

@@ -40,14 +40,14 @@ from dataclasses import dataclass
 
 from service.core.config import TrainConfig, effective_task, split_sizes
 from service.core.data import AUGMENTED_CHUNK_BYTES, CHUNK_BYTES, chunk_rows
-from service.core.models import AUGMENTED_MAX_BATCH
-from service.core.tasks import Task
-from service.core.train import (
+from service.core.fused_sgd import AUGMENTED_MAX_BATCH
+from service.core.measurements import (
     EVALUATION_ROWS,
     EXACT_NOISE_MAX_ROW_PARAMS,
     EXACT_NOISE_MAX_ROWS,
     NOISE_SMALL_BATCHES,
 )
+from service.core.tasks import Task
 
 __all__ = [
     "MODEL_JSON_BYTES_PER_PARAM",

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 from service.core.errors import CoreConfigError
 from service.core.schedules import BatchSizeSchedule, LRSchedule
 from service.core.tasks import Task
+from service.core.validation import check_choice, check_int, check_real
 
 ModelKind = Literal["linear", "logistic", "softmax", "mlp"]
 Activation = Literal["relu", "tanh"]
@@ -33,39 +34,10 @@ EvaluationOn = Literal["train", "validation"]
 GiB = 1024**3
 
 
-def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise CoreConfigError(name, f"must be one of {allowed}; got {value!r}")
-
-
-def _int(name: str, value: object, *, minimum: int, null_means: str | None = None) -> None:
-    # bool is an int in Python; a JSON `true` for a batch size is a client bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        extra = f" or null for {null_means}" if null_means else ""
-        raise CoreConfigError(name, f"must be an integer ≥ {minimum}{extra}; got {value!r}")
-
-
-def _float(
-    obj: object,
-    name: str,
-    attr: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    min_open: bool = False,
-    max_open: bool = False,
-) -> None:
-    """Validate ``obj.attr`` as a finite real in the given range and store it as a ``float``."""
-    value = getattr(obj, attr)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CoreConfigError(name, f"must be a finite number; got {value!r}")
-    if minimum is not None and (value <= minimum if min_open else value < minimum):
-        raise CoreConfigError(name, f"must be {'>' if min_open else '≥'} {minimum}; got {value!r}")
-    if maximum is not None and (value >= maximum if max_open else value > maximum):
-        raise CoreConfigError(name, f"must be {'<' if max_open else '≤'} {maximum}; got {value!r}")
-    # Store ints as floats so that to_dict/from_dict round-trips to equal objects.
-    object.__setattr__(obj, attr, float(value))
+def _real(obj: object, field: str, attr: str, **bounds: Any) -> None:
+    """Check ``obj.attr`` with ``check_real`` and store it as a ``float``, so that
+    ``to_dict``/``from_dict`` round-trips to an equal object."""
+    object.__setattr__(obj, attr, check_real(field, getattr(obj, attr), **bounds))
 
 
 @dataclass(frozen=True)
@@ -82,9 +54,9 @@ class EarlyStopping:
     restore_best_weights: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("early_stopping.monitor", self.monitor, get_args(Monitor))
-        _int("early_stopping.patience", self.patience, minimum=1)
-        _float(self, "early_stopping.min_delta", "min_delta", minimum=0.0)
+        check_choice("early_stopping.monitor", self.monitor, get_args(Monitor))
+        check_int("early_stopping.patience", self.patience, minimum=1)
+        _real(self, "early_stopping.min_delta", "min_delta", minimum=0.0)
         if not isinstance(self.restore_best_weights, bool):
             raise CoreConfigError("early_stopping.restore_best_weights", "must be true or false")
 
@@ -104,13 +76,13 @@ class Evaluation:
     max_rows: int = 8192
 
     def __post_init__(self) -> None:
-        _check_choice("evaluation.on", self.on, get_args(EvaluationOn))
-        _int("evaluation.per_decade", self.per_decade, minimum=1)
+        check_choice("evaluation.on", self.on, get_args(EvaluationOn))
+        check_int("evaluation.per_decade", self.per_decade, minimum=1)
         if self.per_decade > 1000:
             raise CoreConfigError(
                 "evaluation.per_decade", f"must be ≤ 1000; got {self.per_decade!r}"
             )
-        _int("evaluation.max_rows", self.max_rows, minimum=1)
+        check_int("evaluation.max_rows", self.max_rows, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -174,58 +146,56 @@ class TrainConfig:
     evaluation: Evaluation | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.model, get_args(ModelKind))
+        check_choice("model", self.model, get_args(ModelKind))
         if isinstance(self.hidden_layers, list):
             object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
         if not isinstance(self.hidden_layers, tuple):
             raise CoreConfigError("hidden_layers", "must be a list of layer widths")
         for i, width in enumerate(self.hidden_layers):
-            _int(f"hidden_layers[{i}]", width, minimum=1)
+            check_int(f"hidden_layers[{i}]", width, minimum=1)
         if self.model == "mlp" and not self.hidden_layers:
             raise CoreConfigError("hidden_layers", "model 'mlp' needs at least one hidden layer")
         if self.model != "mlp" and self.hidden_layers:
             raise CoreConfigError(
                 "hidden_layers", f"only model 'mlp' has hidden layers, not {self.model!r}"
             )
-        _check_choice("activation", self.activation, get_args(Activation))
+        check_choice("activation", self.activation, get_args(Activation))
         if self.loss is not None:
-            _check_choice("loss", self.loss, get_args(LossName))
+            check_choice("loss", self.loss, get_args(LossName))
             if self.model in ("logistic", "softmax"):
                 raise CoreConfigError(
                     "loss",
                     f"model {self.model!r} always uses cross-entropy; leave loss null",
                 )
-        _float(self, "huber_delta", "huber_delta", minimum=0.0, min_open=True)
-        _check_choice("optimizer", self.optimizer, get_args(OptimizerName))
-        _float(self, "learning_rate", "learning_rate", minimum=0.0, min_open=True)
-        _float(self, "momentum", "momentum", minimum=0.0, maximum=1.0, max_open=True)
-        _float(self, "beta1", "beta1", minimum=0.0, maximum=1.0, max_open=True)
-        _float(self, "beta2", "beta2", minimum=0.0, maximum=1.0, max_open=True)
-        _float(self, "eps", "eps", minimum=0.0, min_open=True)
-        _float(self, "weight_decay", "weight_decay", minimum=0.0)
+        _real(self, "huber_delta", "huber_delta", minimum=0.0, min_open=True)
+        check_choice("optimizer", self.optimizer, get_args(OptimizerName))
+        _real(self, "learning_rate", "learning_rate", minimum=0.0, min_open=True)
+        _real(self, "momentum", "momentum", minimum=0.0, maximum=1.0, max_open=True)
+        _real(self, "beta1", "beta1", minimum=0.0, maximum=1.0, max_open=True)
+        _real(self, "beta2", "beta2", minimum=0.0, maximum=1.0, max_open=True)
+        _real(self, "eps", "eps", minimum=0.0, min_open=True)
+        _real(self, "weight_decay", "weight_decay", minimum=0.0)
         if self.clip_norm is not None:
-            _float(self, "clip_norm", "clip_norm", minimum=0.0, min_open=True)
+            _real(self, "clip_norm", "clip_norm", minimum=0.0, min_open=True)
         if self.batch_size is not None:
-            _int("batch_size", self.batch_size, minimum=1, null_means="the whole training set")
-        _int("epochs", self.epochs, minimum=1)
+            check_int("batch_size", self.batch_size, minimum=1, null_means="the whole training set")
+        check_int("epochs", self.epochs, minimum=1)
         for flag in ("shuffle", "drop_last", "standardize", "noise_scale"):
             if not isinstance(getattr(self, flag), bool):
                 raise CoreConfigError(flag, f"must be true or false; got {getattr(self, flag)!r}")
-        _int("seed", self.seed, minimum=0)
-        _float(
-            self, "validation_split", "validation_split", minimum=0.0, maximum=1.0, max_open=True
-        )
-        _check_choice("dtype", self.dtype, get_args(DType))
-        _int("noise_scale_samples", self.noise_scale_samples, minimum=2)
+        check_int("seed", self.seed, minimum=0)
+        _real(self, "validation_split", "validation_split", minimum=0.0, maximum=1.0, max_open=True)
+        check_choice("dtype", self.dtype, get_args(DType))
+        check_int("noise_scale_samples", self.noise_scale_samples, minimum=2)
         if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
             raise CoreConfigError("early_stopping", "must be an EarlyStopping or null")
         if not isinstance(self.lr_schedule, LRSchedule):
             raise CoreConfigError("lr_schedule", "must be an LRSchedule")
         if not isinstance(self.batch_size_schedule, BatchSizeSchedule):
             raise CoreConfigError("batch_size_schedule", "must be a BatchSizeSchedule")
-        _check_choice("lr_scaling", self.lr_scaling, get_args(LRScaling))
-        _int("reference_batch_size", self.reference_batch_size, minimum=1)
-        _int("max_in_memory_bytes", self.max_in_memory_bytes, minimum=1)
+        check_choice("lr_scaling", self.lr_scaling, get_args(LRScaling))
+        check_int("reference_batch_size", self.reference_batch_size, minimum=1)
+        check_int("max_in_memory_bytes", self.max_in_memory_bytes, minimum=1)
         if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
             raise CoreConfigError("evaluation", "must be an Evaluation or null")
 

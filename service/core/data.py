@@ -24,8 +24,8 @@ Two ways to serve an epoch, chosen by ``max_in_memory_bytes`` (see ``make_epoch_
 Both yield *segments*: ``(X_seg, y_seg)`` buffer views whose length is a multiple of the batch
 size, except the last segment of an epoch, which ends with the partial batch (if any).
 
-``AugmentedEpochs`` serves the small-batch plain-SGD fast path (``models.AugmentedSGD``) of an
-in-memory run: the training rows kept once as [x | 1 | y], and each epoch (the same order as
+``AugmentedEpochs`` serves the small-batch plain-SGD fast path (``fused_sgd.AugmentedSGD``) of
+an in-memory run: the training rows kept once as [x | 1 | y], and each epoch (the same order as
 ``InMemoryEpochs``) gathered in cache-sized chunks just before their steps run. While only it
 runs, ``InMemoryEpochs``' copy and buffer are never made; batch sizes never shrink, so once a run
 leaves the fast path the training loop drops it before ``InMemoryEpochs`` allocates.
@@ -275,7 +275,7 @@ AUGMENTED_CHUNK_BYTES = 256 * 1024
 
 class AugmentedEpochs:
     """The training rows as E = [x | 1 | y] ``(n, d + 2)`` for the small-batch fast path
-    (``models.AugmentedSGD``): cast and standardised once, in file order.
+    (``fused_sgd.AugmentedSGD``): cast and standardised once, in file order.
 
     Each epoch serves the same row order as ``InMemoryEpochs`` (its ``epoch_positions``, the
     same rng draws) in chunks of about ``AUGMENTED_CHUNK_BYTES``, each gathered just before

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from service.core.build import build_model
 from service.core.checkpoint import pack_npz, unpack_npz
 from service.core.config import TrainConfig
 from service.core.data import Standardization, chunk_rows
 from service.core.errors import CoreConfigError
-from service.core.models import Model, build_model
+from service.core.models import Model
 from service.core.tasks import Task
 
 FITTED_FORMAT = "batchwise.fitted_model"
@@ -39,7 +40,7 @@ class FittedModel:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     classes: np.ndarray | None = None
-    _model: Model = field(init=False, repr=False)
+    _model: Model[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n_classes = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.core.errors import CoreConfigError
+from service.core.validation import is_int, is_real
 
 __all__ = [
     "BATCH_SIZE_SCHEDULE_KINDS",
@@ -37,18 +38,10 @@ BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow", "adaptive")
 LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_epoch(epoch: int, epochs: int | None = None) -> None:
-    if not _is_int(epoch) or epoch < 0:
+    if not is_int(epoch) or epoch < 0:
         raise CoreConfigError("epoch", f"must be an integer ≥ 0, not {epoch!r}")
-    if epochs is not None and (not _is_int(epochs) or epochs < 1):
+    if epochs is not None and (not is_int(epochs) or epochs < 1):
         raise CoreConfigError("epochs", f"must be an integer ≥ 1, not {epochs!r}")
 
 
@@ -78,17 +71,17 @@ class LRSchedule:
             raise CoreConfigError(
                 "kind", f"must be one of {', '.join(LR_SCHEDULE_KINDS)}, not {self.kind!r}"
             )
-        if not _is_int(self.step_size) or self.step_size < 1:
+        if not is_int(self.step_size) or self.step_size < 1:
             raise CoreConfigError("step_size", f"must be an integer ≥ 1, not {self.step_size!r}")
-        if not _is_number(self.gamma) or not (0.0 < self.gamma <= 1.0):
+        if not is_real(self.gamma) or not (0.0 < self.gamma <= 1.0):
             raise CoreConfigError("gamma", f"must be a number in (0, 1], not {self.gamma!r}")
-        if not _is_number(self.min_lr) or not (math.isfinite(self.min_lr) and self.min_lr >= 0):
+        if not is_real(self.min_lr) or not (math.isfinite(self.min_lr) and self.min_lr >= 0):
             raise CoreConfigError("min_lr", f"must be a finite number ≥ 0, not {self.min_lr!r}")
         if self.min_lr != 0 and self.kind != "cosine":
             raise CoreConfigError(
                 "min_lr", f"only the cosine schedule has a floor, not {self.kind}"
             )
-        if not _is_int(self.warmup_epochs) or self.warmup_epochs < 0:
+        if not is_int(self.warmup_epochs) or self.warmup_epochs < 0:
             raise CoreConfigError(
                 "warmup_epochs", f"must be an integer ≥ 0, not {self.warmup_epochs!r}"
             )
@@ -161,18 +154,18 @@ class BatchSizeSchedule:
             raise CoreConfigError(
                 "kind", f"must be one of {', '.join(BATCH_SIZE_SCHEDULE_KINDS)}, not {self.kind!r}"
             )
-        if not _is_int(self.factor) or self.factor < 2:
+        if not is_int(self.factor) or self.factor < 2:
             raise CoreConfigError("factor", f"must be an integer ≥ 2, not {self.factor!r}")
-        if not _is_int(self.every_epochs) or self.every_epochs < 1:
+        if not is_int(self.every_epochs) or self.every_epochs < 1:
             raise CoreConfigError(
                 "every_epochs", f"must be an integer ≥ 1, not {self.every_epochs!r}"
             )
         for name in ("max_batch_size", "min_batch_size"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise CoreConfigError(name, f"must be an integer ≥ 1 or null, not {value!r}")
         if (
-            not _is_number(self.max_growth)
+            not is_real(self.max_growth)
             or not math.isfinite(self.max_growth)
             or self.max_growth <= 1.0
         ):
@@ -210,9 +203,9 @@ class BatchSizeSchedule:
         Adaptive: the starting size, whatever the epoch (later sizes come from ``adapt``).
         """
         _check_epoch(epoch)
-        if not _is_int(base) or base < 1:
+        if not is_int(base) or base < 1:
             raise CoreConfigError("batch_size", f"must be an integer ≥ 1, not {base!r}")
-        if not _is_int(n_train) or n_train < 1:
+        if not is_int(n_train) or n_train < 1:
             raise CoreConfigError("n_train", f"must be an integer ≥ 1, not {n_train!r}")
         size = base
         if self.kind == "grow":
@@ -291,9 +284,9 @@ def scale_lr(
         raise CoreConfigError(
             "lr_scaling", f"must be one of {', '.join(LR_SCALING_RULES)}, not {rule!r}"
         )
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise CoreConfigError("batch_size", f"must be an integer ≥ 1, not {batch_size!r}")
-    if not _is_int(reference_batch_size) or reference_batch_size < 1:
+    if not is_int(reference_batch_size) or reference_batch_size < 1:
         raise CoreConfigError(
             "reference_batch_size", f"must be an integer ≥ 1, not {reference_batch_size!r}"
         )
@@ -313,7 +306,7 @@ def log_spaced_steps(per_decade: int, after: int, until: int) -> list[int]:
     evaluates where an uninterrupted one does. Step 0 and the epoch ends are added by the
     training loop.
     """
-    if not _is_int(per_decade) or per_decade < 1:
+    if not is_int(per_decade) or per_decade < 1:
         raise CoreConfigError("per_decade", f"must be an integer ≥ 1, not {per_decade!r}")
     out: list[int] = []
     if until <= after or until < 1:

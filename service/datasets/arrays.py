@@ -18,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datasets.ingest_common import ParsedDataset
+from service.datasets.ingest_common import ParsedDataset, rows_per_chunk
 
 __all__ = ["CanonicalFileError", "canonical_header", "open_canonical", "write_canonical"]
 
 _MAGIC = b"\x93NUMPY\x01\x00"
 _ALIGN = 64
-#: Rows written per step, so writing needs only a few MB beside the dataset.
-_CHUNK_BYTES = 4 << 20
 
 
 class CanonicalFileError(ValueError):
@@ -51,7 +49,7 @@ def write_canonical(parsed: ParsedDataset, dest: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     header = canonical_header(n_rows, n_columns)
     size = len(header)
-    step = max(1, _CHUNK_BYTES // (8 * n_columns))
+    step = rows_per_chunk(n_columns)  # writing needs only a few MB beside the dataset
     buffer = np.empty((min(step, max(n_rows, 1)), n_columns), dtype="<f8")
     partial = dest.with_name(dest.name + ".partial")
     try:

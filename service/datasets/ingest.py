@@ -33,6 +33,7 @@ from service.datasets.ingest_common import (
     check_names,
     invalid,
     invalid_at,
+    rows_per_chunk,
     too_many_cells,
     too_many_features,
     too_many_rows,
@@ -257,10 +258,6 @@ class DatasetSummary:
     dropped_rows: int = 0
 
 
-#: Rows per step of the statistics, so their scratch memory stays a few MB.
-_STATS_CHUNK_BYTES = 4 << 20
-
-
 def summarize(parsed: ParsedDataset) -> DatasetSummary:
     """Shape, task (``service.core.tasks.infer_task``), classes and per-column statistics."""
     X, y = parsed.X, parsed.y
@@ -308,7 +305,7 @@ def _mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_rows, n_features = X.shape
     largest = np.maximum(np.abs(X.min(axis=0)), np.abs(X.max(axis=0))) if n_rows else np.zeros(0)
     _, exponent = np.frexp(largest)  # largest = m·2^e with 0.5 ≤ m < 1 (0 gives e = 0)
-    step = max(1, _STATS_CHUNK_BYTES // (8 * max(1, n_features)))
+    step = rows_per_chunk(n_features)
     mean = np.zeros(n_features)
     M2 = np.zeros(n_features)
     seen = 0

@@ -18,6 +18,9 @@ InvalidRows = Literal["error", "drop"]
 
 #: Most problems listed in one error response; the rest are counted, not listed.
 MAX_REPORTED_ERRORS = 10
+#: Rows are converted, checked, summarised and written this many bytes of float64 at a time,
+#: so scratch memory stays a few MB whatever the dataset's size.
+ROW_CHUNK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,11 @@ def _list_names(names: Sequence[str], shown: int = 20) -> str:
     if len(names) > shown:
         quoted += f", … ({len(names) - shown} more)"
     return quoted
+
+
+def rows_per_chunk(n_columns: int) -> int:
+    """Rows of ``n_columns`` float64 values in :data:`ROW_CHUNK_BYTES` (at least one)."""
+    return max(1, ROW_CHUNK_BYTES // (8 * max(1, n_columns)))
 
 
 def split_target(

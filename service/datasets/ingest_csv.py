@@ -6,7 +6,8 @@ that it holds only digits, signs, points, exponents, commas and spaces; with
 ``invalid_rows="drop"`` a block it refuses gets a second C pass that also reads NaN, inf and
 empty cells (as NaN) and drops the rows holding them. Only a block refused by both is read
 again line by line, and only a refused line cell by cell, so the errors name the exact line
-and column while clean files, and files with many invalid rows to drop, stay at C speed.
+and column while clean files, and files with many invalid rows to drop, stay at C speed
+(the block paths are :mod:`service.datasets.ingest_csv_fast_path`).
 
 Memory: the rows go straight into X and y, allocated once from the row count that the first
 block and the file size predict and grown in place (``realloc``) if the guess falls short, so
@@ -32,7 +33,6 @@ Rules (the documented behaviour):
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import re
@@ -56,6 +56,7 @@ from service.datasets.ingest_common import (
     too_many_features,
     too_many_rows,
 )
+from service.datasets.ingest_csv_fast_path import fast_rows, plain_line, rows_to_drop_from
 from service.errors import FieldError, InvalidInput
 
 #: Bytes read per block: large enough for NumPy to run at full speed (1, 2, 4 and 8 MiB all
@@ -63,15 +64,6 @@ from service.errors import FieldError, InvalidInput
 BLOCK_BYTES = 1 << 20
 
 _BOM = b"\xef\xbb\xbf"
-#: Every byte a block may hold for the fast path to try it (anything else: line by line).
-_FAST_PATH_BYTES = b"0123456789+-.eE,\n\r \t"
-#: … and, when invalid rows are dropped, the letters of nan, inf and infinity in either case.
-_DROP_PATH_BYTES = _FAST_PATH_BYTES + b"nNaAiIfFtTyY"
-#: A cell of nothing but spaces or tabs, between commas or line ends (never a whole line).
-_EMPTY_CELL = re.compile(rb"(?:^|(?<=,))[ \t]*(?=,|\r?$)", re.MULTILINE)
-#: Where a cell without spaces is empty, and the same with the cell read as NaN.
-_EMPTY_CELL_BYTES = ((b",,", b",nan,"), (b",,", b",nan,"), (b"\n,", b"\nnan,"), (b",\n", b",nan\n"))
-_BLANK_LINE = re.compile(rb"^[ \t\r]*$", re.MULTILINE)
 _CELL_SPACE = " \t\r"
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
@@ -273,9 +265,9 @@ class _CsvParser:
 
     def _parse_block(self, block: bytes, n_lines: int, first_line: int) -> None:
         self.bytes_read += len(block)
-        rows = _fast_rows(block, n_lines, self.ncols)
+        rows = fast_rows(block, n_lines, self.ncols)
         if rows is None and self.drop:
-            rows = _rows_to_drop_from(block, n_lines, self.ncols)
+            rows = rows_to_drop_from(block, n_lines, self.ncols)
         if rows is not None:
             if self.pending_blank is not None:
                 raise self._blank_line_error(self.pending_blank)
@@ -305,7 +297,7 @@ class _CsvParser:
                 errors.append(self._blank_line_error(self.pending_blank).errors[0])
                 self.pending_blank = None
             self.rows_read += 1
-            plain = _plain_line(line, self.ncols)
+            plain = plain_line(line, self.ncols)
             if plain is not None:
                 kept.append(plain)
                 continue
@@ -384,98 +376,6 @@ class _CsvParser:
             "blank line inside the data (only blank lines at the end of the file are ignored)",
             type="blank_line",
         )
-
-
-def _fast_rows(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
-    """Rows (n_lines, ncols) of ``block`` (``n_lines`` whole lines), or ``None`` when anything
-    is unusual: then the caller looks line by line, cell by cell.
-
-    It accepts only what the slow path accepts, with the same values: the bytes are restricted
-    to digits, signs, ``.eE``, commas and spaces (so no NaN, no quotes, no comments), NumPy's C
-    parser refuses empty cells and ragged rows, and a row count short of the line count
-    (NumPy skips blank lines) or a non-finite value (an overflow) sends the block back.
-    """
-    if not block.strip(b" \t\r\n") or block.translate(None, _FAST_PATH_BYTES):
-        return None
-    rows = _loadtxt(block)
-    if rows is None or rows.shape != (n_lines, ncols) or not np.isfinite(rows).all():
-        return None
-    return rows
-
-
-def _loadtxt(data: bytes) -> np.ndarray | None:
-    """``data`` as float64 rows by NumPy's C parser (plain commas, no quotes or comments), or
-    ``None`` where it cannot read it."""
-    try:
-        rows: np.ndarray = np.loadtxt(
-            io.BytesIO(data),
-            dtype=np.float64,
-            delimiter=",",
-            comments=None,
-            quotechar=None,
-            ndmin=2,
-            encoding="latin1",
-        )
-    except ValueError:
-        return None
-    return rows
-
-
-def _rows_to_drop_from(block: bytes, n_lines: int, ncols: int) -> np.ndarray | None:
-    """Rows (n_lines, ncols) of ``block`` with its invalid cells as NaN or ±inf, for the
-    drop mode; or ``None`` when anything else is unusual (then line by line, as before).
-
-    Invalid cells are the slow path's: ``nan``, ``inf``, ``infinity`` (any case, signed), an
-    overflow such as ``1e309`` (read as ±inf) and empty cells, which become ``nan`` first.
-    The extra bytes allowed are those letters only, so any other text is still the slow
-    path's to report; NumPy converts each token as Python's ``float`` does, so a kept row
-    has the same values. A blank line goes to the slow path (which decides whether it ends
-    the file), since an empty-cell rewrite would turn it into a row.
-    """
-    if block.translate(None, _DROP_PATH_BYTES):
-        return None
-    lines = block[:-1] if block.endswith(b"\n") else block  # no line after the last break
-    if _BLANK_LINE.search(lines):
-        return None
-    rows = _loadtxt(_empty_cells_as_nan(lines))
-    return rows if rows is not None and rows.shape == (n_lines, ncols) else None
-
-
-def _empty_cells_as_nan(lines: bytes) -> bytes:
-    """``lines`` (no final line break) with every empty cell written ``nan``.
-
-    Without spaces or tabs, by ``bytes.replace`` (a run of empty cells needs two passes of
-    ``,,``: each pass fills every other one); with them, by :data:`_EMPTY_CELL`, which costs
-    a Python call per empty cell.
-    """
-    if b" " in lines or b"\t" in lines:
-        return _EMPTY_CELL.sub(b"nan", lines)
-    lines = lines.replace(b"\r\n", b"\n")
-    for empty, nan in _EMPTY_CELL_BYTES:
-        lines = lines.replace(empty, nan)
-    return (
-        (b"nan" if lines.startswith(b",") else b"")
-        + lines
-        + (b"nan" if lines.endswith(b",") else b"")
-    )
-
-
-def _plain_line(line: bytes, ncols: int) -> list[float] | None:
-    """The values of a line of plain finite numbers, else ``None``.
-
-    Within the fast path's bytes Python's ``float`` accepts exactly the documented numbers
-    (surrounding spaces included), so this agrees with the cell-by-cell reading.
-    """
-    if line.translate(None, _FAST_PATH_BYTES):
-        return None
-    cells = line.split(b",")
-    if len(cells) != ncols:
-        return None
-    try:
-        values = [float(cell) for cell in cells]
-    except ValueError:
-        return None
-    return values if all(map(math.isfinite, values)) else None
 
 
 def _resized(array: np.ndarray, n_rows: int) -> np.ndarray:

@@ -47,6 +47,7 @@ from service.datasets.ingest_common import (
     invalid,
     invalid_at,
     resolve_target,
+    rows_per_chunk,
     split_target,
     too_many_cells,
     too_many_features,
@@ -54,8 +55,6 @@ from service.datasets.ingest_common import (
 )
 from service.errors import FieldError, PayloadTooLarge
 
-#: Rows copied per step when converting, so scratch memory stays a few MB whatever the size.
-_CHUNK_BYTES = 4 << 20
 _NUMERIC_KINDS = "biuf"
 #: What reading a broken file raises. NumPy parses an NPY header with ``tokenize`` and
 #: ``ast.literal_eval``, so a corrupt header raises ``SyntaxError`` or ``TokenError`` too.
@@ -455,7 +454,7 @@ def _check_dtype(dtype: np.dtype[np.generic], what: str, loc: Loc) -> None:
 
 
 def _row_chunks(n_rows: int, n_columns: int) -> Iterator[slice]:
-    step = max(1, _CHUNK_BYTES // (8 * max(1, n_columns)))
+    step = rows_per_chunk(n_columns)
     for start in range(0, n_rows, step):
         yield slice(start, min(n_rows, start + step))
 

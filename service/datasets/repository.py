@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from service.db import Dataset, DatasetChunk, Job, is_sqlite
+from service.db import Dataset, DatasetChunk, Job, is_sqlite, owned
+from service.pagination import newest_first
 
 
 def add(session: Session, dataset: Dataset) -> None:
@@ -30,9 +31,7 @@ def get(session: Session, dataset_id: str, *, tenant: str | None = None) -> Data
     """The dataset with ``dataset_id`` (owned by ``tenant``, when given), or ``None``."""
     if tenant is None:
         return session.get(Dataset, dataset_id)
-    return session.scalars(
-        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant)
-    ).one_or_none()
+    return session.scalars(select(Dataset).where(owned(Dataset, dataset_id, tenant))).one_or_none()
 
 
 def list_page(
@@ -40,20 +39,8 @@ def list_page(
 ) -> list[Dataset]:
     """Up to ``limit`` of ``tenant``'s datasets, newest first (``created_at`` desc, then ``id``
     desc to break ties), strictly after the keyset position ``after = (created_at, id)``."""
-    query = (
-        select(Dataset)
-        .where(Dataset.tenant == tenant)
-        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
-        .limit(limit)
-    )
-    if after is not None:
-        created_at, dataset_id = after
-        query = query.where(
-            or_(
-                Dataset.created_at < created_at,
-                and_(Dataset.created_at == created_at, Dataset.id < dataset_id),
-            )
-        )
+    query = select(Dataset).where(Dataset.tenant == tenant)
+    query = newest_first(query, Dataset.created_at, Dataset.id, limit=limit, after=after)
     return list(session.scalars(query))
 
 

@@ -55,7 +55,7 @@ from service.errors import (
     StorageQuotaExceeded,
     invalid_body,
 )
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import decode_cursor, page_of
 
 CHUNK_BYTES = 4 * 1024 * 1024
 HEAD_BYTES = 512  # enough for every format's magic bytes
@@ -276,9 +276,7 @@ def list_datasets(
     a previous page's ``next_cursor``). Stable when ``created_at`` ties: the id breaks them."""
     after = decode_cursor(cursor) if cursor is not None else None
     rows = repository.list_page(session, tenant=tenant, limit=limit + 1, after=after)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
+    rows, next_cursor = page_of(rows, limit)
     return DatasetPage(items=[to_read(row) for row in rows], next_cursor=next_cursor)
 
 

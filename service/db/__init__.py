@@ -1,6 +1,7 @@
 """Persistence: the ORM tables, engines and sessions, and schema migrations (Alembic)."""
 
 from service.db.base import Base
+from service.db.ownership import owned
 from service.db.session import (
     DatabaseUrlError,
     create_engine_for,
@@ -32,6 +33,7 @@ __all__ = [
     "create_engine_for",
     "is_sqlite",
     "normalize_url",
+    "owned",
     "session_factory",
     "utcnow",
 ]

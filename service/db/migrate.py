@@ -1,12 +1,16 @@
 """Schema migrations, run from code: upgrade to the head, and compare current with head.
 
-The Alembic scripts live in ``migrations/`` at the repository root (next to the ``service``
-package), found relative to this file so any working directory works; no ``alembic.ini``.
+The Alembic scripts live in ``migrations/`` at the repository root and ship inside the package
+as ``service._migrations`` (setup.py maps the folder), found through ``importlib.resources`` so
+a wheel, an editable install and any working directory all work; no ``alembic.ini``.
 """
 
 from __future__ import annotations
 
+import atexit
+from contextlib import ExitStack
 from functools import cache
+from importlib.resources import as_file, files
 from pathlib import Path
 
 from alembic import command
@@ -17,15 +21,34 @@ from sqlalchemy import Engine, pool
 
 from service.db.session import create_engine_for
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: The package the scripts ship as.
+MIGRATIONS_PACKAGE = "service._migrations"
+
+# Alembic reads the scripts from a folder: ``as_file`` gives one (a copy, kept to the process's
+# end, only if the package were ever imported from a zip).
+_kept_files = ExitStack()
+atexit.register(_kept_files.close)
+
+
+@cache
+def migrations_dir() -> Path:
+    """The folder holding ``env.py``, ``script.py.mako`` and ``versions/``."""
+    try:
+        scripts = files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            f"migration scripts not found: this install lacks the {MIGRATIONS_PACKAGE} package"
+        ) from None
+    folder = _kept_files.enter_context(as_file(scripts))
+    if not (folder / "env.py").is_file():
+        raise RuntimeError(f"migration scripts not found in {folder}")
+    return folder
 
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config for our scripts; ``url`` (if given) is the database to act on."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise RuntimeError(f"migration scripts not found in {MIGRATIONS_DIR}")
     config = Config()
-    config.set_main_option("script_location", MIGRATIONS_DIR.as_posix())
+    config.set_main_option("script_location", migrations_dir().as_posix())
     if url is not None:
         config.attributes["url"] = url
     return config
@@ -70,11 +93,12 @@ def is_at_head(bind: str | Engine) -> bool:
 
 
 __all__ = [
-    "MIGRATIONS_DIR",
+    "MIGRATIONS_PACKAGE",
     "alembic_config",
     "current_revision",
     "downgrade",
     "head_revision",
     "is_at_head",
+    "migrations_dir",
     "upgrade",
 ]

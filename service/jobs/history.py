@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from service.core.finite import finite_or_none
 
 STEP_DTYPE = np.dtype("<f4")
 
@@ -54,27 +55,6 @@ class Steps:
     @property
     def downsampled(self) -> bool:
         return int(self.step.shape[0]) < self.total
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``float(value)`` if it is a finite number, else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def finite_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of an epoch record with every non-finite number (also nested) as ``None``."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, Mapping):
-            out[key] = finite_record(value)
-        elif isinstance(value, float):
-            out[key] = value if math.isfinite(value) else None
-        else:
-            out[key] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -184,8 +164,6 @@ __all__ = [
     "Steps",
     "downsample_min_max",
     "epochs_csv",
-    "finite_or_none",
-    "finite_record",
     "join_evaluations",
     "join_steps",
     "steps_csv",

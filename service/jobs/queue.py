@@ -20,7 +20,6 @@ rolls back, so a stale worker changes nothing).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.core import FittedModel
+from service.core.finite import json_safe
 from service.db import is_sqlite
 from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel
 
@@ -216,17 +216,6 @@ def heartbeat(
     return bool(cancel_requested)
 
 
-def _finite_or_none(value: Any) -> Any:
-    """``value`` with every non-finite float (nested in dicts and lists) replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
 def _lower(column: Any, value: float | None) -> Any:
     """SQL for min(column, value) where NULL means "none yet"; the column itself if no value."""
     if value is None:
@@ -261,7 +250,7 @@ def record_epoch(
     Idempotent: (job, epoch) and the job's checkpoint are upserts, and best = min(best, latest)
     is unchanged by a repeat. :class:`LeaseLost` (before anything is written) if fenced out.
     """
-    clean = _finite_or_none(dict(record))
+    clean = json_safe(dict(record))
     losses = np.ascontiguousarray(step_losses, dtype="<f4").tobytes()
     epoch = int(clean["epoch"])
     train_loss, val_loss = clean.get("train_loss"), clean.get("val_loss")
@@ -344,7 +333,7 @@ def finish(
             JobModel.__table__,
             {
                 "job_id": claim.job_id,
-                "model": _finite_or_none(model.to_dict()),
+                "model": json_safe(model.to_dict()),
                 "npz": model.to_npz_bytes(),
             },
             ["job_id"],

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, and_, bindparam, delete, exists, func, literal, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.db import Dataset, Job, JobCheckpoint, JobEpoch, JobModel, is_sqlite
+from service.db import Dataset, Job, JobCheckpoint, JobEpoch, JobModel, is_sqlite, owned
+from service.pagination import newest_first
 
 
 def add(session: Session, job: Job) -> None:
@@ -26,31 +27,69 @@ def add(session: Session, job: Job) -> None:
     session.flush()
 
 
-def _owned(job_id: str, tenant: str) -> ColumnElement[bool]:
-    return and_(Job.id == job_id, Job.tenant == tenant)
-
-
 def get(session: Session, job_id: str, *, tenant: str) -> Job | None:
     """``tenant``'s job with ``job_id``, read afresh from the database, or ``None``."""
     return session.scalars(
-        select(Job).where(_owned(job_id, tenant)).execution_options(populate_existing=True)
+        select(Job).where(owned(Job, job_id, tenant)).execution_options(populate_existing=True)
     ).one_or_none()
 
 
-# The hot reads (GET a job, its history) run these statements built once, on the tables:
-# building a statement per call (and computing its cache key) and loading ORM objects into
-# the identity map cost several times the SQLite lookup itself. Plain rows are read-only;
-# their columns are attributes, as on a ``Job``.
+class JobView(NamedTuple):
+    """A job as the read side shows it: the columns of ``jobs`` that make a ``JobRead``,
+    read-only and typed, whether read by :func:`read` and :func:`list_page` or taken from a
+    ``Job`` the request holds (:meth:`of`)."""
+
+    id: str
+    dataset_id: str
+    name: str | None
+    tags: list[str]
+    status: str
+    cancel_requested: bool
+    config: dict[str, Any]
+    max_runtime_s: float | None
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int | None
+    samples_seen: int
+    latest_train_loss: float | None
+    latest_val_loss: float | None
+    best_train_loss: float | None
+    best_val_loss: float | None
+    error_code: str | None
+    error_message: str | None
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """The view of a job the session holds."""
+        return cls._make([getattr(job, name) for name in cls._fields])
+
+
+class JobTask(NamedTuple):
+    """What a history needs of a job: ``task`` is its dataset's, ``None`` if that is gone."""
+
+    id: str
+    dataset_id: str
+    status: str
+    config: dict[str, Any]
+    task: str | None
+
+
+# The hot reads (GET a job, its history) run statements built once, with Core rows: building a
+# statement per call and loading ORM objects into the identity map cost more than the lookup.
 _JOBS, _DATASETS, _EPOCHS = Job.__table__.c, Dataset.__table__.c, JobEpoch.__table__.c
-#: A row of any columns, each read as an attribute (``row.status``).
-PlainRow = Row[*tuple[Any, ...]]
-_READ_JOB = select(Job.__table__).where(
-    _JOBS.id == bindparam("job_id"), _JOBS.tenant == bindparam("tenant")
-)
+_JOB_VIEWS = select(*(_JOBS[name] for name in JobView._fields))
+_OWNED = owned(Job, bindparam("job_id"), bindparam("tenant"))
+_READ_JOB = _JOB_VIEWS.where(_OWNED)
 _READ_JOB_TASK = (
-    select(_JOBS.id, _JOBS.dataset_id, _JOBS.status, _JOBS.config, _DATASETS.task)
+    select(*(_JOBS[name] for name in JobTask._fields[:-1]), _DATASETS.task)
     .select_from(Job.__table__.outerjoin(Dataset.__table__, _DATASETS.id == _JOBS.dataset_id))
-    .where(_JOBS.id == bindparam("job_id"), _JOBS.tenant == bindparam("tenant"))
+    .where(_OWNED)
 )
 _EPOCH_ROWS = (
     select(_EPOCHS.epoch, _EPOCHS.record, _EPOCHS.step_losses)
@@ -59,16 +98,16 @@ _EPOCH_ROWS = (
 )
 
 
-def read(session: Session, job_id: str, *, tenant: str) -> PlainRow | None:
-    """``tenant``'s job with ``job_id`` as a read-only row (every column of ``jobs``), or
-    ``None``."""
-    return session.execute(_READ_JOB, {"job_id": job_id, "tenant": tenant}).one_or_none()
+def read(session: Session, job_id: str, *, tenant: str) -> JobView | None:
+    """``tenant``'s job with ``job_id``, or ``None``."""
+    row = session.execute(_READ_JOB, {"job_id": job_id, "tenant": tenant}).one_or_none()
+    return None if row is None else JobView._make(row)
 
 
-def read_with_task(session: Session, job_id: str, *, tenant: str) -> PlainRow | None:
-    """``(id, dataset_id, status, config, task)`` of ``tenant``'s job with ``job_id`` — ``task``
-    its dataset's, ``None`` if the dataset is gone — or ``None`` if there is no such job."""
-    return session.execute(_READ_JOB_TASK, {"job_id": job_id, "tenant": tenant}).one_or_none()
+def read_with_task(session: Session, job_id: str, *, tenant: str) -> JobTask | None:
+    """``tenant``'s job with ``job_id`` and its dataset's task, or ``None``."""
+    row = session.execute(_READ_JOB_TASK, {"job_id": job_id, "tenant": tenant}).one_or_none()
+    return None if row is None else JobTask._make(row)
 
 
 def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
@@ -90,35 +129,26 @@ def list_page(
     status: str | None = None,
     dataset_id: str | None = None,
     tag: str | None = None,
-) -> list[Job]:
+) -> list[JobView]:
     """Up to ``limit`` of ``tenant``'s jobs, newest first (``created_at`` desc, ``id`` desc to
     break ties), strictly after the keyset position ``after = (created_at, id)``, matching every
     filter."""
-    query = (
-        select(Job)
-        .where(Job.tenant == tenant)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit)
-    )
-    if after is not None:
-        created_at, job_id = after
-        query = query.where(
-            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
-        )
+    query = _JOB_VIEWS.where(Job.tenant == tenant)
+    query = newest_first(query, Job.created_at, Job.id, limit=limit, after=after)
     if status is not None:
         query = query.where(Job.status == status)
     if dataset_id is not None:
         query = query.where(Job.dataset_id == dataset_id)
     if tag is not None:
         query = query.where(_has_tag(session, tag))
-    return list(session.scalars(query))
+    return [JobView._make(row) for row in session.execute(query)]
 
 
 def cancel_queued(session: Session, job_id: str, *, tenant: str, now: datetime) -> bool:
     """Cancel ``tenant``'s job if it is still queued; whether it was."""
     result = session.execute(
         update(Job)
-        .where(_owned(job_id, tenant), Job.status == "queued")
+        .where(owned(Job, job_id, tenant), Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -130,7 +160,7 @@ def request_cancel_running(session: Session, job_id: str, *, tenant: str) -> boo
     """Flag ``tenant``'s running job for its worker to stop; whether it was running."""
     result = session.execute(
         update(Job)
-        .where(_owned(job_id, tenant), Job.status == "running")
+        .where(owned(Job, job_id, tenant), Job.status == "running")
         .values(cancel_requested=True)
         .execution_options(synchronize_session=False)
     )
@@ -147,7 +177,7 @@ def delete_finished(session: Session, job_id: str, finished: Sequence[str], *, t
     """
     result = session.execute(
         delete(Job)
-        .where(_owned(job_id, tenant), Job.status.in_(finished))
+        .where(owned(Job, job_id, tenant), Job.status.in_(finished))
         .execution_options(synchronize_session=False)
     )
     if not getattr(result, "rowcount", 0):
@@ -162,6 +192,14 @@ def epoch_rows(session: Session, job_id: str) -> list[tuple[int, dict[str, Any],
     """``(epoch, record, step_losses)`` of every stored epoch of a job, in epoch order."""
     rows = session.execute(_EPOCH_ROWS, {"job_id": job_id})
     return [(int(epoch), record, bytes(losses)) for epoch, record, losses in rows]
+
+
+def epoch_records(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """One job's per-epoch records in epoch order, without the step-loss blobs."""
+    rows = session.execute(
+        select(JobEpoch.record).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch)
+    )
+    return [record for (record,) in rows]
 
 
 def model(session: Session, job_id: str) -> JobModel | None:
@@ -196,11 +234,13 @@ def count_queued(session: Session, tenant: str) -> int:
 
 
 __all__ = [
-    "PlainRow",
+    "JobTask",
+    "JobView",
     "add",
     "cancel_queued",
     "count_queued",
     "delete_finished",
+    "epoch_records",
     "epoch_rows",
     "get",
     "list_page",

@@ -1,4 +1,4 @@
-"""The rules for jobs, request side: submit, get, list, cancel, delete; history, model, predict.
+"""The rules for jobs, request side: submit, get, list, cancel, delete; history.
 
 Functions take the caller's session and never commit, and the caller's ``tenant``: another
 tenant's job (or dataset) is the same 404 as a missing one, and lists show the tenant's jobs
@@ -12,57 +12,50 @@ the tenant's queued jobs).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from service.core import (
     CoreConfigError,
-    FittedModel,
     Task,
     TrainConfig,
     check_config_for_dataset,
     effective_task,
 )
+from service.core.finite import finite_or_none, json_safe
 from service.datasets import service as datasets_service
 from service.db import Job, utcnow
-from service.errors import Conflict, FieldError, InvalidInput, NotFound, invalid_body
+from service.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.jobs import repository
+from service.jobs.advice import batch_size_advice
 from service.jobs.history import (
     Steps,
     downsample_min_max,
     epochs_csv,
-    finite_or_none,
-    finite_record,
     join_evaluations,
     join_steps,
     steps_csv,
 )
 from service.jobs.limits import JobLimits, queue_room
-from service.jobs.schemas import (
-    FINISHED_STATUSES,
+from service.jobs.read_schemas import (
     EvaluationsRead,
     HistoryRead,
-    JobCreate,
     JobErrorRead,
     JobLinks,
     JobPage,
     JobRead,
-    JobStatus,
     LossesRead,
-    ModelRead,
     NoiseScaleRead,
-    PredictRequest,
-    PredictResponse,
     ProgressRead,
     StepsRead,
 )
-from service.pagination import decode_cursor, encode_cursor
+from service.jobs.repository import JobView
+from service.jobs.schemas import FINISHED_STATUSES, JobCreate, JobStatus
+from service.links import links as resource_links
+from service.pagination import decode_cursor, page_of
 
 JOBS_PATH = "/v1/jobs"
 #: Server-side settings of the core that a client does not choose (hidden from the config shown).
@@ -150,14 +143,10 @@ def submit(
     )
     with queue_room(session, tenant, limits, adding=1, what="this job"):
         repository.add(session, job)
-    return to_read(job)
+    return to_read(JobView.of(job))
 
 
-#: A job as the read functions see it: its ORM object, or a read-only row of the same columns.
-JobRow = Job | repository.PlainRow
-
-
-def _progress(job: JobRow, now: datetime) -> ProgressRead:
+def _progress(job: JobView, now: datetime) -> ProgressRead:
     within = 0.0
     if job.status == "running" and job.steps_per_epoch:
         within = min(job.step / job.steps_per_epoch, 1.0)
@@ -178,14 +167,9 @@ def _progress(job: JobRow, now: datetime) -> ProgressRead:
 
 def links(job_id: str, dataset_id: str) -> JobLinks:
     """The URLs of a job's resources."""
-    base = f"{JOBS_PATH}/{job_id}"
+    subresources = ("history", "model", "predict", "cancel")
     return JobLinks(
-        self=base,
-        history=f"{base}/history",
-        model=f"{base}/model",
-        predict=f"{base}/predict",
-        cancel=f"{base}/cancel",
-        dataset=f"/v1/datasets/{dataset_id}",
+        **resource_links(JOBS_PATH, job_id, dataset_id=dataset_id, subresources=subresources)
     )
 
 
@@ -194,8 +178,8 @@ def shown_config(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in SERVER_FIELDS}
 
 
-def to_read(job: JobRow, *, now: datetime | None = None) -> JobRead:
-    """The API's view of a job row."""
+def to_read(job: JobView, *, now: datetime | None = None) -> JobRead:
+    """The API's view of a job."""
     error = None
     if job.error_code is not None:
         error = JobErrorRead(code=job.error_code, message=job.error_message or "")
@@ -235,7 +219,7 @@ def _status(value: str) -> JobStatus:
     raise ValueError(f"unknown job status {value!r}")
 
 
-def _get_row(session: Session, job_id: str, *, tenant: str) -> Job:
+def get_row(session: Session, job_id: str, *, tenant: str) -> Job:
     # Another tenant's job is the very same 404 as a missing one.
     job = repository.get(session, job_id, tenant=tenant)
     if job is None:
@@ -243,8 +227,8 @@ def _get_row(session: Session, job_id: str, *, tenant: str) -> Job:
     return job
 
 
-def _read_row(session: Session, job_id: str, *, tenant: str) -> repository.PlainRow:
-    # As _get_row, as a read-only row: no ORM object for a request that only shows the job.
+def _read_row(session: Session, job_id: str, *, tenant: str) -> JobView:
+    # As get_row, as a read-only view: no ORM object for a request that only shows the job.
     job = repository.read(session, job_id, tenant=tenant)
     if job is None:
         raise NotFound(f"No job with id {job_id!r}.")
@@ -252,8 +236,10 @@ def _read_row(session: Session, job_id: str, *, tenant: str) -> repository.Plain
 
 
 def get_job(session: Session, job_id: str, *, tenant: str) -> JobRead:
-    """``tenant``'s job with ``job_id``; :class:`NotFound` (404) otherwise."""
-    return to_read(_read_row(session, job_id, tenant=tenant))
+    """``tenant``'s job with ``job_id``, its batch-size advice attached; :class:`NotFound`
+    (404) otherwise."""
+    job = to_read(_read_row(session, job_id, tenant=tenant))
+    return job.model_copy(update={"batch_size_advice": batch_size_advice(session, job)})
 
 
 def list_jobs(
@@ -278,9 +264,7 @@ def list_jobs(
         dataset_id=dataset_id,
         tag=tag,
     )
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
+    rows, next_cursor = page_of(rows, limit)
     now = utcnow()
     return JobPage(items=[to_read(row, now=now) for row in rows], next_cursor=next_cursor)
 
@@ -296,12 +280,12 @@ def cancel(session: Session, job_id: str, *, tenant: str) -> JobRead:
             break
         if repository.request_cancel_running(session, job_id, tenant=tenant):
             break
-        job = _get_row(session, job_id, tenant=tenant)
+        job = get_row(session, job_id, tenant=tenant)
         if job.status in FINISHED_STATUSES:
             raise Conflict(
                 f"Job {job_id!r} has already finished ({job.status}); nothing to cancel."
             )
-    return to_read(_get_row(session, job_id, tenant=tenant), now=now)
+    return to_read(JobView.of(get_row(session, job_id, tenant=tenant)), now=now)
 
 
 def delete_job(session: Session, job_id: str, *, tenant: str) -> None:
@@ -309,7 +293,7 @@ def delete_job(session: Session, job_id: str, *, tenant: str) -> None:
     409 while it is queued or running (cancel it first)."""
     if repository.delete_finished(session, job_id, FINISHED_STATUSES, tenant=tenant):
         return
-    job = _get_row(session, job_id, tenant=tenant)
+    job = get_row(session, job_id, tenant=tenant)
     raise Conflict(
         f"Job {job_id!r} is {job.status}: only a finished job can be deleted; cancel it first."
     )
@@ -347,7 +331,7 @@ def history(
         raise NotFound(f"No dataset with id {job.dataset_id!r}.")
     task = _job_task(job.config, _dataset_task(job.task))
     rows = repository.epoch_rows(session, job_id)
-    records = [finite_record(record) for _, record, _ in rows]
+    records = [json_safe(record) for _, record, _ in rows]
     steps = _steps_for([blob for _, _, blob in rows], max_points)
 
     def column(name: str) -> list[Any]:
@@ -396,99 +380,7 @@ def history_csv(
     rows = repository.epoch_rows(session, job_id)
     if table == "steps":
         return steps_csv(_steps_for([blob for _, _, blob in rows], max_points))
-    return epochs_csv(finite_record(record) | {"epoch": epoch} for epoch, record, _ in rows)
-
-
-def _model_row_bytes(
-    session: Session, job_id: str, *, tenant: str
-) -> tuple[Job, dict[str, Any], bytes]:
-    job = _get_row(session, job_id, tenant=tenant)
-    row = repository.model(session, job_id) if job.status == "succeeded" else None
-    if row is None:
-        raise Conflict(
-            f"Job {job_id!r} is {job.status}: a model exists only once the job has succeeded."
-        )
-    return job, row.model, row.npz
-
-
-def get_model(session: Session, job_id: str, *, tenant: str) -> ModelRead:
-    """A succeeded job's model as JSON; 409 until the job has succeeded."""
-    job, model, _ = _model_row_bytes(session, job_id, tenant=tenant)
-    dataset = datasets_service.get_dataset(session, job.dataset_id)
-    return ModelRead(
-        job_id=job.id,
-        model=model["model"],
-        task=model["task"],
-        n_features=model["n_features"],
-        feature_names=dataset.feature_names,
-        target=dataset.target,
-        config=shown_config(model["config"]),
-        params=model["params"],
-        standardization=model["standardization"],
-        classes=model["classes"],
-    )
-
-
-def get_model_npz(session: Session, job_id: str, *, tenant: str) -> bytes:
-    """A succeeded job's model as ``.npz`` bytes (``FittedModel.from_npz_bytes`` reads them)."""
-    return _model_row_bytes(session, job_id, tenant=tenant)[2]
-
-
-def predict(session: Session, job_id: str, body: PredictRequest, *, tenant: str) -> PredictResponse:
-    """Predictions for ``body.X`` in the dataset's own labels (and class probabilities for
-    classifiers); 422 naming the expected width when a row has the wrong number of values."""
-    return predict_rows(get_model_npz(session, job_id, tenant=tenant), body.X)
-
-
-_PREDICT_JSON = TypeAdapter(PredictResponse)
-
-
-def predict_json(raw: bytes, npz: bytes) -> bytes:
-    """:func:`predict_rows` for a ``PredictRequest`` JSON body, answered as JSON bytes: the API
-    runs a large body in a child process, which then sends back only bytes. Invalid JSON or
-    rows are :class:`InvalidInput` with ``("body", ...)`` locations, as FastAPI reports them."""
-    try:
-        body = PredictRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise invalid_body(exc.errors()) from None
-    return _PREDICT_JSON.dump_json(predict_rows(npz, body.X), by_alias=True)
-
-
-def predict_rows(npz: bytes, rows: Sequence[Sequence[float]]) -> PredictResponse:
-    """:func:`predict` for the model in ``npz`` (:func:`get_model_npz`): no database, so a
-    process without one can run it (the API decodes large bodies in a child process)."""
-    fitted = FittedModel.from_npz_bytes(npz)
-    width = fitted.n_features
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise InvalidInput(
-                f"Each row of X must have {width} values (the dataset's features); "
-                f"row {i} has {len(row)}.",
-                errors=[
-                    FieldError(
-                        ("body", "X", i),
-                        f"expected {width} values, got {len(row)}",
-                        "wrong_width",
-                    )
-                ],
-            )
-    X = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    # Finite input can still overflow the model's dtype (1e300 in float32): checked below.
-    with np.errstate(over="ignore", invalid="ignore"):
-        predictions = fitted.predict(X)
-        probabilities = None if fitted.task == "regression" else fitted.predict_proba(X)
-    for values in (predictions, probabilities):
-        if values is not None and not np.isfinite(values).all():
-            raise InvalidInput(
-                f"X holds values too large for the model's {fitted.config.dtype}: the "
-                "predictions are not finite numbers.",
-                errors=[FieldError(("body", "X"), "values overflow the model", "value_error")],
-            )
-    return PredictResponse(
-        predictions=predictions.astype(np.float64).tolist(),
-        probabilities=None if probabilities is None else probabilities.astype(np.float64).tolist(),
-        classes=None if fitted.classes is None else fitted.classes.astype(np.float64).tolist(),
-    )
+    return epochs_csv(json_safe(record) | {"epoch": epoch} for epoch, record, _ in rows)
 
 
 __all__ = [
@@ -496,15 +388,11 @@ __all__ = [
     "cancel",
     "delete_job",
     "get_job",
-    "get_model",
-    "get_model_npz",
+    "get_row",
     "history",
     "history_csv",
     "links",
     "list_jobs",
-    "predict",
-    "predict_json",
-    "predict_rows",
     "shown_config",
     "submit",
     "to_read",

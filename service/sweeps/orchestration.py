@@ -7,13 +7,13 @@ The learning rate per batch size (Shallue et al. 2018: it must be re-tuned per b
 - ``given``: every rate of ``learning_rates`` runs; each batch size keeps its best.
 - ``searched``: each batch size brackets its best rate (×4 a round beyond an edge, or a jump to
   a tuned neighbour's rate scaled by ``lr_search.scaling``), then refines it by √2 and 2^¼
-  (:mod:`service.sweeps.search`), at most ``max_rounds`` rounds — or says it did not bracket
+  (:mod:`service.science.search`), at most ``max_rounds`` rounds — or says it did not bracket
   (``lr_interior`` false, the point left out of the fit) when the rounds ran out.
 - ``scaled``: one run per batch size at ``base.lr_scaling`` from ``base.reference_batch_size``
   (the cheap alternative: not tuned per batch size, and reported as such).
 
 Round 0 is queued by :func:`service.sweeps.service.create`; the best rate is
-:func:`service.sweeps.analysis.best_rate`.
+:func:`service.sweeps.runs.best_rate`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from sqlalchemy.orm import Session
 
 from service.db import Job, utcnow
 from service.jobs.schemas import FINISHED_STATUSES
+from service.science.search import ScalingRule, next_rates, scaled_rate
 from service.sweeps import repository
-from service.sweeps.analysis import Grid, analyse, best_rate, lr_edge, ranks
+from service.sweeps.analysis import analyse
 from service.sweeps.points import PointPlace, submit_point
+from service.sweeps.runs import Grid, best_rate, lr_edge, ranks
 from service.sweeps.schemas import SweepStatus
-from service.sweeps.search import ScalingRule, next_rates, scaled_rate
 
 __all__ = ["advance", "job_finished"]
 

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 from service.db.tables import Sweep
 from service.errors import Conflict
 from service.plots import ScalingFit, ScalingPoint, SweepCurve
-from service.sweeps.analysis import analyse_sweep, best_rate, critical_fit
-from service.sweeps.fit import CriticalBatchFit
+from service.science import CriticalBatchFit
+from service.sweeps.analysis import analyse_sweep, critical_fit
+from service.sweeps.runs import best_rate
 
 __all__ = ["CurvesPlotData", "ScalingPlotData", "curves_data", "scaling_data"]
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import Job, JobEpoch, is_sqlite
+from service.db import Job, JobEpoch, is_sqlite, owned
 from service.db.tables import Sweep
+from service.pagination import newest_first
 
 #: Job statuses that still need work.
 UNFINISHED = ("queued", "running")
@@ -34,7 +35,7 @@ def get(session: Session, sweep_id: str, *, tenant: str) -> Sweep | None:
     """``tenant``'s sweep with ``sweep_id``, read afresh, or ``None``."""
     return session.scalars(
         select(Sweep)
-        .where(Sweep.id == sweep_id, Sweep.tenant == tenant)
+        .where(owned(Sweep, sweep_id, tenant))
         .execution_options(populate_existing=True)
     ).one_or_none()
 
@@ -54,20 +55,8 @@ def list_page(
 ) -> list[Sweep]:
     """Up to ``limit`` of ``tenant``'s sweeps, newest first (``created_at`` desc, ``id``
     desc), strictly after the keyset position ``after = (created_at, id)``."""
-    query = (
-        select(Sweep)
-        .where(Sweep.tenant == tenant)
-        .order_by(Sweep.created_at.desc(), Sweep.id.desc())
-        .limit(limit)
-    )
-    if after is not None:
-        created_at, sweep_id = after
-        query = query.where(
-            or_(
-                Sweep.created_at < created_at,
-                and_(Sweep.created_at == created_at, Sweep.id < sweep_id),
-            )
-        )
+    query = select(Sweep).where(Sweep.tenant == tenant)
+    query = newest_first(query, Sweep.created_at, Sweep.id, limit=limit, after=after)
     return list(session.scalars(query))
 
 
@@ -129,14 +118,6 @@ def epoch_records(
     return out
 
 
-def epoch_metrics(session: Session, job_id: str) -> list[dict[str, Any]]:
-    """One job's per-epoch records in epoch order, without the step-loss blobs."""
-    rows = session.execute(
-        select(JobEpoch.record).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch)
-    )
-    return [record for (record,) in rows]
-
-
 def cancel_unfinished_jobs(
     session: Session, sweep_id: str, *, now: datetime, skip_locked: bool = False
 ) -> int:
@@ -179,7 +160,6 @@ __all__ = [
     "attach_job",
     "cancel_unfinished_jobs",
     "count_unfinished",
-    "epoch_metrics",
     "epoch_records",
     "get",
     "jobs_of",

@@ -28,11 +28,11 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from service.jobs.schemas import EXAMPLE_DATASET_ID, JobSubmit
+from service.science import TargetOn
 
 SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
 FINISHED_SWEEP_STATUSES: tuple[SweepStatus, ...] = ("succeeded", "failed", "cancelled")
 LRMethod = Literal["given", "searched", "scaled"]
-TargetOn = Literal["train", "validation"]
 
 #: ``JobSubmit`` fields a sweep sets itself, so ``base`` may not carry them.
 NOT_IN_BASE = ("dataset_id", "batch_size", "name")
@@ -119,7 +119,7 @@ TargetFraction = Annotated[
 
 class LRSearchIn(_Strict):
     """Search the learning rate of each batch size until its best is bracketed, then refine it
-    (:mod:`service.sweeps.search`): the first round runs guess/4, guess and guess·4, the guess
+    (:mod:`service.science.search`): the first round runs guess/4, guess and guess·4, the guess
     being ``start`` scaled from the smallest batch size by ``scaling``; while a batch size's
     best rate is the lowest or highest it has run, the next round goes ×4 beyond that edge (or
     jumps to a tuned neighbour's rate, scaled); once bracketed, it refines by √2, then 2^¼, up

@@ -3,9 +3,9 @@ batch-size analysis), cancel, and :func:`to_read`, the API's view of a sweep.
 
 Every point is an ordinary job (see :mod:`service.sweeps.points`); the sweep row and its first
 round are inserted in the caller's transaction, so a refused point leaves nothing behind. The
-analysis of the points' histories lives in :mod:`service.sweeps.analysis`, the later
-learning-rate rounds in :mod:`service.sweeps.orchestration`, per-job batch-size advice in
-:mod:`service.sweeps.job_advice`.
+analysis of the points' histories lives in :mod:`service.sweeps.analysis` (its noise-scale
+reads in :mod:`service.sweeps.noise_read`), the later learning-rate rounds in
+:mod:`service.sweeps.orchestration`; the maths is :mod:`service.science`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ from service.db.tables import Sweep
 from service.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits, queue_room
-from service.pagination import decode_cursor, encode_cursor
+from service.links import links as resource_links
+from service.pagination import decode_cursor, page_of
+from service.science import first_rates
 from service.sweeps import repository
-from service.sweeps.analysis import (
-    analyse,
-    get_row,
-    noise_scale,
-    noise_scale_at_target,
-    point_read,
-    science,
-)
+from service.sweeps.analysis import analyse, fit_and_recommendation, get_row, point_read
+from service.sweeps.noise_read import noise_scale, noise_scale_at_target
 from service.sweeps.orchestration import advance
 from service.sweeps.points import PointPlace, dotted, submit_point, tag_of
 from service.sweeps.schemas import (
@@ -49,7 +45,6 @@ from service.sweeps.schemas import (
     SweepStatus,
     SweepSummary,
 )
-from service.sweeps.search import first_rates
 
 __all__ = ["SWEEPS_PATH", "cancel", "create", "get_sweep", "links", "list_sweeps", "to_read"]
 
@@ -58,12 +53,11 @@ SWEEPS_PATH = "/v1/sweeps"
 
 def links(sweep_id: str, dataset_id: str) -> SweepLinks:
     """The URLs of a sweep's resources."""
-    base = f"{SWEEPS_PATH}/{sweep_id}"
+    jobs = f"{jobs_service.JOBS_PATH}?tag={tag_of(sweep_id)}"
     return SweepLinks(
-        self=base,
-        cancel=f"{base}/cancel",
-        jobs=f"{jobs_service.JOBS_PATH}?tag={tag_of(sweep_id)}",
-        dataset=f"/v1/datasets/{dataset_id}",
+        **resource_links(
+            SWEEPS_PATH, sweep_id, dataset_id=dataset_id, subresources=("cancel",), jobs=jobs
+        )
     )
 
 
@@ -253,7 +247,7 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
     points = [
         point_read(b, by_rate, sweep.lr_method) for b, by_rate in sorted(analysis.grid.items())
     ]
-    fit, recommendation = science(analysis, sweep_failed=sweep.status == "failed")
+    fit, recommendation = fit_and_recommendation(analysis, sweep_failed=sweep.status == "failed")
     dataset = datasets_service.get_dataset(session, sweep.dataset_id)
     validation_split = float(sweep.spec["base"]["validation_split"])
     train_rows = split_sizes(dataset.n_rows, validation_split)[0]
@@ -295,9 +289,7 @@ def list_sweeps(
     if malformed)."""
     after = decode_cursor(cursor) if cursor is not None else None
     rows = repository.list_page(session, tenant=tenant, limit=limit + 1, after=after)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if has_more else None
+    rows, next_cursor = page_of(rows, limit)
     return SweepPage(
         items=[SweepSummary(**_summary_fields(row)) for row in rows], next_cursor=next_cursor
     )

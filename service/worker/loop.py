@@ -7,7 +7,7 @@ A worker whose lease was lost (it was paused past it and another took the job) e
 :data:`EXIT_LEASE_LOST`: whatever made it late may make it late again. The database going
 away is not the worker's fault, so it never ends the loop: an idle worker keeps polling (with
 the same backoff), and a job the database stayed away from past its lease is given up
-(``abandoned``, see :mod:`service.worker.runner`) while the worker goes on polling.
+(``abandoned``, see :mod:`service.worker.database_outage`) while the worker goes on polling.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from service.db import create_engine_for, session_factory, utcnow
 from service.jobs import queue
 from service.logs import log_context
 from service.worker.cache import DatasetCache
-from service.worker.runner import RunnerContext, run_claim
+from service.worker.context import RunnerContext
+from service.worker.runner import run_claim
 from service.worker.signals import StopFlag
 
 logger = logging.getLogger("service.worker")

@@ -20,10 +20,8 @@ import numpy as np
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from jobs.factories import run_like_a_worker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sweeps.helpers import finish_with_crossing, jobs_of
 
 from service.api import create_app
 from service.api.auth import KEY_COOKIE
@@ -31,6 +29,9 @@ from service.config import Settings
 from service.db.tables import Dataset, Job, Sweep
 from service.keys import DEFAULT_TENANT
 from service.keys import service as keys_service
+from service.sweeps.repository import jobs_of
+from tests.support.factories import make_key, run_like_a_worker
+from tests.support.sweeps import finish_with_crossing
 
 PROBLEM_JSON = "application/problem+json"
 CHALLENGE = 'Bearer realm="batchwise"'
@@ -50,13 +51,6 @@ def line_data(n_rows: int = 100) -> tuple[np.ndarray, np.ndarray]:
 def inline_dataset(name: str = "line") -> dict[str, Any]:
     X, y = line_data()
     return {"name": name, "X": X.tolist(), "y": y.tolist()}
-
-
-def make_key(session: Session, tenant: str) -> str:
-    """A new key of ``tenant``, committed (the app reads it on its own connections)."""
-    key = keys_service.create_key(session, tenant=tenant).key
-    session.commit()
-    return key
 
 
 def secret_of(key: str) -> str:

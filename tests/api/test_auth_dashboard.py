@@ -19,6 +19,7 @@ from service.api import create_app
 from service.api.auth import KEY_COOKIE
 from service.config import Settings
 from service.keys import service as keys_service
+from tests.support.factories import make_key
 
 PAGES = ("/", "/ui/datasets/{dataset}", "/ui/jobs/{job}", "/ui/sweeps/{sweep}")
 
@@ -28,12 +29,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
     on = settings.model_copy(update={"auth": "on"})
     with TestClient(create_app(on), follow_redirects=False) as client:
         yield client
-
-
-def make_key(session: Session, tenant: str) -> str:
-    key = keys_service.create_key(session, tenant=tenant).key
-    session.commit()
-    return key
 
 
 def own_objects(client: TestClient, key: str, name: str) -> dict[str, str]:

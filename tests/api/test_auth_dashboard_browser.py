@@ -13,13 +13,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from data_files import write_line_csv
 from playwright.sync_api import Browser, Page, expect
-from sqlalchemy.orm import Session
 
 from service.db import create_engine_for, session_factory
 from service.db.migrate import upgrade
-from service.keys import service as keys_service
+from tests.support.data import write_line_csv
+from tests.support.factories import make_key
 
 pytestmark = pytest.mark.browser
 
@@ -38,12 +37,6 @@ def keys(tmp_path: Path) -> tuple[str, dict[str, str]]:
     finally:
         engine.dispose()
     return url, made
-
-
-def make_key(session: Session, tenant: str) -> str:
-    key = keys_service.create_key(session, tenant=tenant).key
-    session.commit()
-    return key
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import run_like_a_worker, set_job
 from sqlalchemy.orm import Session
-from sweeps.helpers import finish_with_crossing, jobs_of
 
 from service.api import create_app
 from service.api.dashboard import router as dashboard_router
@@ -25,6 +23,9 @@ from service.api.dashboard.render import duration, interval, number, percent
 from service.config import Settings
 from service.datasets.schemas import DatasetRead
 from service.sweeps import orchestration
+from service.sweeps.repository import jobs_of
+from tests.support.factories import run_like_a_worker, set_job
+from tests.support.sweeps import finish_with_crossing
 
 HOSTILE = '<script>alert("x")</script>'
 HOSTILE_SHOWN = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"

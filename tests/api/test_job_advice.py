@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import epoch_row, regression_data, run_like_a_worker, set_job
 from sqlalchemy import Engine
 
 from service.api import create_app
 from service.config import Settings
 from service.db import session_factory
+from tests.support.factories import epoch_row, line_data, run_like_a_worker, set_job
 
 N_ROWS = 1000
 BATCH = 16
@@ -37,7 +37,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def new_job(client: TestClient, n_rows: int = N_ROWS, **config: Any) -> str:
-    X, y = regression_data(n_rows)
+    X, y = line_data(n_rows)
     response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
     assert response.status_code == 201, response.text
     body = {"dataset_id": response.json()["id"], "batch_size": BATCH, "epochs": EPOCHS, **config}
@@ -238,7 +238,7 @@ def test_a_small_softmax_job_gets_an_exact_verdict(client: TestClient, engine: E
 def test_a_real_run_measures_its_noise_scale_and_advises_on_it(
     client: TestClient, engine: Engine
 ) -> None:
-    X, y = regression_data(400)
+    X, y = line_data(400)
     response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
     body = {
         "dataset_id": response.json()["id"],

@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import epoch_row, regression_data, run_like_a_worker, set_job
-from plots.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
 from sqlalchemy import Engine
 
 from service.api import create_app
 from service.config import Settings
 from service.db import session_factory
 from service.plots import LOSS_PLOT_MAX_STEPS
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.factories import epoch_row, line_data, run_like_a_worker, set_job
+from tests.support.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture
@@ -28,21 +27,13 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def new_job(client: TestClient, **config: Any) -> tuple[str, np.ndarray, np.ndarray]:
-    X, y = regression_data(120)
+    X, y = line_data(120)
     response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
     assert response.status_code == 201, response.text
     body = {"dataset_id": response.json()["id"], **config}
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     return response.json()["id"], X, y
-
-
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    return problem
 
 
 def test_a_trained_job_plots_as_svg_and_png(client: TestClient, engine: Engine) -> None:

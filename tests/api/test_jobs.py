@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import binary_data, epoch_row, regression_data, run_like_a_worker, set_job
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -21,8 +20,8 @@ from service.api import create_app
 from service.config import Settings
 from service.core import FittedModel
 from service.db import Job, session_factory
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.factories import binary_data, epoch_row, line_data, run_like_a_worker, set_job
+from tests.support.problems import assert_problem, locs
 
 
 @pytest.fixture
@@ -50,23 +49,10 @@ def post_job(client: TestClient, **body: Any) -> dict[str, Any]:
     return job
 
 
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    return body
-
-
-def locs(problem: dict[str, Any]) -> list[list[Any]]:
-    return [error["loc"] for error in problem["errors"]]
-
-
 def test_submit_answers_202_with_location_links_and_the_resolved_config(
     client: TestClient,
 ) -> None:
-    dataset_id = upload(client, *regression_data(200))
+    dataset_id = upload(client, *line_data(200))
     response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "batch_size": 32})
     assert response.status_code == 202
     job = response.json()
@@ -90,7 +76,7 @@ def test_submit_answers_202_with_location_links_and_the_resolved_config(
 
 
 def test_seed_example_configs_are_accepted(client: TestClient) -> None:
-    dataset_id = upload(client, *regression_data(200))
+    dataset_id = upload(client, *line_data(200))
     small = post_job(client, dataset_id=dataset_id, batch_size=32, epochs=10)
     large = post_job(client, dataset_id=dataset_id, batch_size=128, epochs=5)
     assert (small["config"]["batch_size"], small["progress"]["epochs"]) == (32, 10)
@@ -122,7 +108,7 @@ def test_seed_example_configs_are_accepted(client: TestClient) -> None:
 def test_submit_refuses_what_cannot_run_with_422_naming_the_field(
     client: TestClient, engine: Engine, body: dict[str, Any], loc: list[Any]
 ) -> None:
-    dataset_id = upload(client, *regression_data(200))
+    dataset_id = upload(client, *line_data(200))
     problem = assert_problem(client.post("/v1/jobs", json={"dataset_id": dataset_id, **body}), 422)
     assert loc in locs(problem)
     with engine.connect() as connection:
@@ -130,7 +116,7 @@ def test_submit_refuses_what_cannot_run_with_422_naming_the_field(
 
 
 def test_submit_refuses_nan_learning_rate(client: TestClient) -> None:
-    dataset_id = upload(client, *regression_data(20))
+    dataset_id = upload(client, *line_data(20))
     raw = f'{{"dataset_id": "{dataset_id}", "learning_rate": NaN}}'
     response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
     assert ["body", "learning_rate"] in locs(assert_problem(response, 422))
@@ -159,8 +145,8 @@ def test_unknown_job_is_404_on_every_route(client: TestClient) -> None:
 
 
 def test_list_filters_paginates_and_refuses_bad_queries(client: TestClient, engine: Engine) -> None:
-    a = upload(client, *regression_data(50))
-    b = upload(client, *regression_data(50))
+    a = upload(client, *line_data(50))
+    b = upload(client, *line_data(50))
     ids = [post_job(client, dataset_id=a, tags=["fast"] if i % 2 else [])["id"] for i in range(4)]
     ids.append(post_job(client, dataset_id=b, tags=["fast"])["id"])
     with worker_session(engine) as session:
@@ -194,7 +180,7 @@ def test_list_filters_paginates_and_refuses_bad_queries(client: TestClient, engi
 
 
 def test_cancel_queued_running_and_finished(client: TestClient, engine: Engine) -> None:
-    dataset_id = upload(client, *regression_data(50))
+    dataset_id = upload(client, *line_data(50))
     queued, running = (post_job(client, dataset_id=dataset_id)["id"] for _ in range(2))
     with worker_session(engine) as session:
         set_job(session, running, status="running", attempt=1, worker_id="w")
@@ -216,7 +202,7 @@ def test_cancel_queued_running_and_finished(client: TestClient, engine: Engine) 
 
 
 def test_delete_finished_only(client: TestClient, engine: Engine) -> None:
-    dataset_id = upload(client, *regression_data(50))
+    dataset_id = upload(client, *line_data(50))
     job_id = post_job(client, dataset_id=dataset_id)["id"]
     assert_problem(client.delete(f"/v1/jobs/{job_id}"), 409)
     assert_problem(client.delete(f"/v1/datasets/{dataset_id}"), 409)  # in use
@@ -229,7 +215,7 @@ def test_delete_finished_only(client: TestClient, engine: Engine) -> None:
 
 
 def test_history_while_running_json_and_csv(client: TestClient, engine: Engine) -> None:
-    dataset_id = upload(client, *regression_data(50))
+    dataset_id = upload(client, *line_data(50))
     job_id = post_job(client, dataset_id=dataset_id, epochs=3)["id"]
     empty = client.get(f"/v1/jobs/{job_id}/history").json()
     assert empty["epoch"] == []
@@ -321,7 +307,7 @@ def test_model_and_predict_after_success(client: TestClient, engine: Engine) -> 
 def test_a_failed_job_serves_its_error_and_only_finite_numbers(
     client: TestClient, engine: Engine
 ) -> None:
-    dataset_id = upload(client, *regression_data(50))
+    dataset_id = upload(client, *line_data(50))
     job_id = post_job(client, dataset_id=dataset_id)["id"]
     with worker_session(engine) as session:
         set_job(

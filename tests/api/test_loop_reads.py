@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-from conftest import run_server
-from faults.helpers import JOB, submit, upload
 from sqlalchemy import Engine
 
 from service.db import session_factory
 from service.keys import service as keys_service
+from tests.support.factories import LONG_JOB, submit_http, upload_long_job_data
+from tests.support.processes import run_server
 
 # More clients posting at once than the shared pool has connections (5 + 10 overflow), each
 # sending its next request as soon as the last is answered, so that new requests keep arriving
@@ -51,7 +51,7 @@ async def load(base_url: str, key: str, dataset_id: str, job_id: str) -> Counter
                 else:
                     outcomes[f"{response.request.method} {response.status_code}"] += 1
 
-    body = {"dataset_id": dataset_id, **JOB}
+    body = {"dataset_id": dataset_id, **LONG_JOB}
     sends: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]] = [
         lambda client: client.post("/v1/jobs", json=body),
         lambda client: client.get(f"/v1/jobs/{job_id}"),
@@ -72,8 +72,8 @@ def test_reads_on_the_loop_and_sync_writes_holding_connections_are_all_answered(
         with httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
-            dataset_id = upload(client)
-            job_id = submit(client, dataset_id, seed=0)
+            dataset_id = upload_long_job_data(client)
+            job_id = submit_http(client, dataset_id, seed=0)
         outcomes = asyncio.run(load(base_url, key, dataset_id, job_id))
     total = CLIENTS * REQUESTS_PER_CLIENT
     assert outcomes == {"POST 202": total, "GET 200": 2 * total}

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import T0, epoch_row, make_dataset, regression_data, set_job, submit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
@@ -27,6 +26,7 @@ from service.api.observability import (
 )
 from service.config import Settings
 from service.db import session_factory
+from tests.support.factories import T0, epoch_row, line_data, make_dataset, set_job, submit
 
 NOW = T0 + timedelta(minutes=10)
 
@@ -59,7 +59,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def _jobs(session: Session, work_dir: Path) -> dict[str, str]:
     """Jobs in every state, with known times and speeds (see the test for the figures)."""
-    X, y = regression_data(40)
+    X, y = line_data(40)
     dataset_id = make_dataset(session, work_dir, X, y).id
     ids = {name: submit(session, dataset_id, batch_size=8, epochs=3) for name in (
         "queued_a", "queued_b", "queued_c", "running_fast", "running_new", "running_dead",

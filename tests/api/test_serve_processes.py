@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import run_server
-from faults.helpers import server_pid
-from worker.helpers import wait_for
 
 from service.api.upload import spool_dir
+from tests.support.processes import run_server, server_pid, wait_for
 
 #: Linux's shortest delayed ACK, which a response held back by Nagle's algorithm waits for.
 DELAYED_ACK_S = 0.040

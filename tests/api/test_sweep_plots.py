@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import regression_data
-from plots.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
 from sqlalchemy import Engine
-from sweeps.helpers import EPOCHS, finish_with_crossing, jobs_of
 
 from service.api import create_app
 from service.config import Settings
 from service.db import Job, session_factory
+from service.sweeps.repository import jobs_of
+from tests.support.factories import line_data
+from tests.support.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
+from tests.support.problems import assert_problem
+from tests.support.sweeps import EPOCHS, finish_with_crossing
 
-PROBLEM_JSON = "application/problem+json"
 BATCH_SIZES = [8, 16, 32, 64]
 S_MIN, B_NOISE = 12.0, 16.0
 
@@ -38,7 +39,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def new_sweep(client: TestClient, **fields: Any) -> str:
-    X, y = regression_data(200)
+    X, y = line_data(200)
     response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
     assert response.status_code == 201, response.text
     body = {
@@ -63,14 +64,6 @@ def finish(engine: Engine, sweep_id: str, *, only: list[tuple[int, int]] | None 
             if only is None or (point["batch_size"], point["seed"]) in only:
                 finish_with_crossing(session, job, steps_to_target(point["batch_size"]))
         session.commit()
-
-
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    return problem
 
 
 def test_curves_overlay_every_batch_size_with_the_target(

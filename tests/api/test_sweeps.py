@@ -12,12 +12,12 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from worker.helpers import regression_data, workers
 
 from service.api import create_app
 from service.config import Settings
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.factories import regression_data
+from tests.support.problems import assert_problem
+from tests.support.processes import workers
 
 
 @pytest.fixture
@@ -31,15 +31,6 @@ def upload(client: TestClient | httpx.Client, X: np.ndarray, y: np.ndarray) -> s
     assert response.status_code == 201, response.text
     dataset_id: str = response.json()["id"]
     return dataset_id
-
-
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 def test_post_answers_202_with_the_sweep_and_its_location(client: TestClient) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.core import BatchSizeSchedule, TrainConfig, Training, train
-from service.core.train import EXACT_NOISE_MAX_ROWS
+from service.core.measurements import EXACT_NOISE_MAX_ROWS
 
 
 def linear_problem(noise: float, n: int = 2000, d: int = 5) -> tuple[np.ndarray, np.ndarray]:

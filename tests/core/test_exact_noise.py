@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from service.core import NoiseRecord, TrainConfig, train
-from service.core.models import build_model
-from service.core.train import EXACT_NOISE_MAX_ROW_PARAMS, EXACT_NOISE_MAX_ROWS
+from service.core.build import build_model
+from service.core.measurements import EXACT_NOISE_MAX_ROW_PARAMS, EXACT_NOISE_MAX_ROWS
 
 N_ROWS = 3000  # more than one block of EVALUATION_ROWS (2048), the last one partial
 

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.core.build import build_model
 from service.core.errors import CoreConfigError
-from service.core.models import Model, augmented_sgd, build_model
+from service.core.fused_sgd import augmented_sgd
+from service.core.models import Model
 from service.core.optim import make_optimizer
 
 N_ROWS, N_FEATURES, N_CLASSES = 9, 4, 3

@@ -6,8 +6,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.core.build import build_model
 from service.core.errors import CoreConfigError
-from service.core.models import build_model
 from service.core.noise import (
     ExactNoiseEstimator,
     NoiseEstimate,

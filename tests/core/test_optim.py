@@ -6,7 +6,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.core.build import build_model
 from service.core.errors import CoreConfigError
+from service.core.fused_sgd import augmented_sgd
 from service.core.optim import OPTIMIZER_NAMES, make_optimizer
 
 THETA0 = [1.0, -2.0]
@@ -203,16 +205,24 @@ def test_make_optimizer_refuses_bad_values_naming_the_field(
         ("adam", {}, False),
     ],
 )
-def test_only_plain_sgd_lets_the_caller_apply_its_steps(
+def test_only_plain_sgd_has_a_fused_kernel_and_every_route_counts_its_steps(
     name: str, kwargs: dict[str, Any], plain: bool
 ) -> None:
-    optimizer = make_optimizer(name, n_params=2, dtype=np.float64, **kwargs)
-    assert optimizer.is_plain_sgd is plain
-    if plain:
-        optimizer.count_steps(5)
-        optimizer.step(np.zeros(2), np.ones(2), 0.1)
-        assert int(optimizer.state_dict()["step"]) == optimizer.step_count == 6
+    optimizer = make_optimizer(name, n_params=3, dtype=np.float64, **kwargs)
+    model = build_model("linear", task="regression", n_features=2)
+    kernel = optimizer.fused_kernel(model)
+    assert (kernel is not None) is plain
+    step = optimizer.minibatch_step(model)
+    step(np.zeros(3), np.ones((4, 2)), np.ones(4), np.empty(3), 0.1)
+    assert optimizer.step_count == 1
+    rows = np.ones((5, 4))  # [x | 1 | y]
+    if kernel is not None:
+        kernel.load(np.zeros(3))
+        assert optimizer.run_fused(kernel, rows, 2, 0.1, None)
+        assert int(optimizer.state_dict()["step"]) == optimizer.step_count == 1 + 3
     else:
-        with pytest.raises(ValueError, match=f"^{name} keeps state"):
-            optimizer.count_steps(5)
-        assert optimizer.step_count == 0
+        other = augmented_sgd(model, np.float64)
+        assert other is not None
+        with pytest.raises(TypeError, match=f"^{name} has no fused kernel"):
+            optimizer.run_fused(other, rows, 2, 0.1, None)
+        assert optimizer.step_count == 1

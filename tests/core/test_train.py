@@ -25,8 +25,8 @@ from service.core import (
     TrainingDiverged,
     train,
 )
+from service.core.build import build_model
 from service.core.config import Evaluation
-from service.core.models import build_model
 
 
 def regression_data(n: int = 400, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

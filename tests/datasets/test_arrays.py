@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.datasets import arrays
+from service.datasets import ingest_common
 from service.datasets.arrays import (
     CanonicalFileError,
     canonical_header,
@@ -76,7 +76,7 @@ def test_writing_in_many_chunks_gives_the_same_bytes(
     parsed = ParsedDataset(
         X=X, y=rng.standard_normal(101), feature_names=tuple("abcd"), target_name="t"
     )
-    monkeypatch.setattr(arrays, "_CHUNK_BYTES", 3 * 5 * 8)  # 3 rows per write
+    monkeypatch.setattr(ingest_common, "ROW_CHUNK_BYTES", 3 * 5 * 8)  # 3 rows per write
     sha256, size = write_canonical(parsed, tmp_path / "d.npy")
     content = (tmp_path / "d.npy").read_bytes()
     assert content == expected_bytes(parsed)

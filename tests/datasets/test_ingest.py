@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.datasets import ingest, ingest_csv
+from service.datasets import ingest, ingest_common, ingest_csv
 from service.datasets.ingest import (
     IngestLimits,
     ParsedDataset,
@@ -761,7 +761,7 @@ def test_inline_limits() -> None:
 
 @pytest.mark.parametrize("chunk_bytes", [16, 1 << 22])  # many chunks merged; one chunk
 def test_summary_stats_match_numpy(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
-    monkeypatch.setattr(ingest, "_STATS_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(ingest_common, "ROW_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(5)
     X = rng.standard_normal((301, 3)) * [1.0, 1e3, 1e-3] + [0.0, 1e6, -5.0]
     y = rng.standard_normal(301)

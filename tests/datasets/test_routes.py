@@ -20,8 +20,7 @@ from service.api import create_app
 from service.api.upload import spool_dir
 from service.config import Settings
 from service.db import Dataset, session_factory
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.problems import assert_problem
 
 HOUSES_CSV = b"rooms,area,price\n2,60,100.5\n3,90,150.25\n4,120,210\n"
 
@@ -48,18 +47,6 @@ def assert_nothing_left(engine: Engine, settings: Settings) -> None:
     assert counts(engine) == (0, 0)
     spool = spool_dir(settings.data_dir)
     assert not spool.exists() or list(spool.iterdir()) == []
-
-
-def assert_problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert isinstance(body["type"], str)
-    assert isinstance(body["title"], str)
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    return body
 
 
 def upload(client: TestClient, content: bytes, filename: str = "houses.csv", **fields: str) -> Any:

@@ -60,7 +60,12 @@ def run_probe(
         "[pytest]\naddopts = -p no:cacheprovider -rs\nmarkers =\n    postgres: probe\n"
     )
     (tmp_path / "test_probe.py").write_text("def test_probe(db_url):\n    assert db_url\n")
-    env = dict(os.environ)
+    # The copied conftest imports tests.support: the repository's root must be importable.
+    root = str(TESTS_DIR.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     for name, value in env_changes.items():
         if value is None:
             env.pop(name, None)

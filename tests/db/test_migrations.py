@@ -93,7 +93,7 @@ def test_upgrade_at_head_changes_nothing(db_url: str) -> None:
 
 
 def test_migration_files_are_date_prefixed_and_form_one_line() -> None:
-    names = sorted(p.name for p in (migrations.MIGRATIONS_DIR / "versions").glob("*.py"))
+    names = sorted(p.name for p in (migrations.migrations_dir() / "versions").glob("*.py"))
     assert names
     for name in names:
         assert re.fullmatch(r"\d{4}_\d{2}_\d{2}_\d{4}-[0-9a-f]{12}_\w+\.py", name), name
@@ -104,7 +104,7 @@ def test_alembic_command_line_reads_pyproject() -> None:
     # `alembic` from the repository root finds the scripts through [tool.alembic].
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "heads"],
-        cwd=migrations.MIGRATIONS_DIR.parent,
+        cwd=migrations.migrations_dir().parent,
         capture_output=True,
         text=True,
         check=False,
@@ -113,7 +113,11 @@ def test_alembic_command_line_reads_pyproject() -> None:
     assert result.stdout.split()[:2] == [migrations.head_revision(), "(head)"]
 
 
-def test_missing_migration_scripts_are_reported(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
-    with pytest.raises(RuntimeError, match="migration scripts not found"):
-        migrations.alembic_config()
+def test_missing_migration_scripts_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS_PACKAGE", "service._no_such_migrations")
+    migrations.migrations_dir.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="migration scripts not found"):
+            migrations.alembic_config()
+    finally:
+        migrations.migrations_dir.cache_clear()

@@ -63,7 +63,9 @@ def test_two_stages_on_the_same_pinned_slim_python() -> None:
 def test_the_build_stage_makes_wheels_of_the_project_and_its_migrations() -> None:
     copied = [copy.arguments.split()[0] for copy in BUILD.all("COPY")]
     assert copied == ["pyproject.toml", "service", "migrations"]
-    assert BUILD.all("COPY")[0].arguments == "pyproject.toml README.md ./"  # the package's readme
+    # setup.py lists the packages (migrations/ ships as service/_migrations); the readme is the
+    # package's long description.
+    assert BUILD.all("COPY")[0].arguments == "pyproject.toml setup.py README.md ./"
     (wheel,) = BUILD.all("RUN")
     assert "pip wheel" in wheel.arguments
     assert wheel.arguments.endswith("--wheel-dir /wheels .")
@@ -114,7 +116,9 @@ def test_every_batchwise_name_in_the_dockerfile_is_a_setting() -> None:
 def test_the_build_context_holds_what_the_build_stage_copies() -> None:
     ignore = DOCKERIGNORE.read_text(encoding="utf-8")
     assert (
-        dockerignore_problems(ignore, ["pyproject.toml", "README.md", "service", "migrations"])
+        dockerignore_problems(
+            ignore, ["pyproject.toml", "setup.py", "README.md", "service", "migrations"]
+        )
         == []
     )
     assert dockerignore_problems("*\n!service/\n", ["service", "migrations"]) == [

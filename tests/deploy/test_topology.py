@@ -13,79 +13,36 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
-from worker.helpers import (
-    TIMING_FIELDS,
-    StoredEpoch,
-    history,
-    job_row,
-    regression_data,
-    wait_for,
-    workers,
-)
 
-from service.core import TrainConfig, Training
-from service.db import create_engine_for, session_factory
+from service.db import session_factory
 from service.db.migrate import current_revision, head_revision
 from service.db.tables import Job, JobEpoch
 from service.worker.loop import EXIT_OK
+from tests.support.databases import engine_on
+from tests.support.factories import LONG_JOB_ROWS, SIGNALLED_JOB, regression_data
+from tests.support.processes import ServeProcess, run_batchwise, wait_for, workers
+from tests.support.stored import history, job_row, reference_history
 
-ServeProcess = Callable[..., AbstractContextManager[str]]
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_JOBS = 30
-#: Long enough (~40 ms an epoch in-process, seconds in all) that a signal sent after its second
-#: epoch lands mid-job even on a loaded machine: an MLP, since linear models take a fused
-#: fast path that runs an epoch of 2,500 steps in a few milliseconds.
-LONG = {
-    "model": "mlp",
-    "hidden_layers": (64, 64),
-    "batch_size": 8,
-    "epochs": 60,
-    "learning_rate": 0.005,
-    "seed": 3,
-}
-LONG_ROWS = 20_000
 #: The other 29: two epochs of four steps each, one seed per job.
 SHORT = {"batch_size": 16, "epochs": 2}
 SHORT_ROWS = 64
 
 
-def reference_history(X: np.ndarray, y: np.ndarray, **config: Any) -> list[StoredEpoch]:
-    """What an uninterrupted in-process run of the core stores for ``config``."""
-    training = Training(X, y, TrainConfig(**config), task="regression")
-    return [
-        StoredEpoch(
-            record={k: v for k, v in r.to_dict().items() if k not in TIMING_FIELDS},
-            step_losses=r.step_losses.astype("<f4").tobytes(),
-        )
-        for r in training
-    ]
-
-
 def batchwise(*args: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     """``batchwise ARGS`` run to its end, as a one-shot container would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHWISE_")}
-    env |= {"BATCHWISE_DATABASE_URL": database_url, "BATCHWISE_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"BATCHWISE_DATABASE_URL": database_url, "BATCHWISE_DATA_DIR": str(data_dir)}
+    return run_batchwise(*args, env=env)
 
 
 @pytest.fixture
@@ -101,11 +58,8 @@ def fresh_database(postgres_server: Any) -> Iterator[str]:
 
 @pytest.fixture
 def fresh_engine(fresh_database: str) -> Iterator[Engine]:
-    engine = create_engine_for(fresh_database)
-    try:
+    with engine_on(fresh_database) as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 def epochs_stored(engine: Engine) -> dict[str, list[int]]:
@@ -146,7 +100,7 @@ def test_compose_topology_runs_30_jobs_once_each_and_survives_a_sigterm_mid_job(
     assert migrated.returncode == 0, migrated.stderr
     assert current_revision(fresh_database) == head_revision()
 
-    X_long, y_long = regression_data(LONG_ROWS)
+    X_long, y_long = regression_data(LONG_JOB_ROWS)
     X_short, y_short = regression_data(SHORT_ROWS, seed=1)
     with (
         serve_process(database_url=fresh_database, data_dir=api_data) as base_url,
@@ -160,7 +114,7 @@ def test_compose_topology_runs_30_jobs_once_each_and_survives_a_sigterm_mid_job(
             assert created.status_code == 201, created.text
             dataset_ids.append(created.json()["id"])
         # The long job first, so the first claim takes it while the others queue behind it.
-        bodies = [{"dataset_id": dataset_ids[0], **LONG}] + [
+        bodies = [{"dataset_id": dataset_ids[0], **SIGNALLED_JOB}] + [
             {"dataset_id": dataset_ids[1], **SHORT, "seed": seed} for seed in range(N_JOBS - 1)
         ]
         job_ids = []
@@ -182,7 +136,7 @@ def test_compose_topology_runs_30_jobs_once_each_and_survives_a_sigterm_mid_job(
             victim.signal(signal.SIGTERM)
             assert victim.wait() == EXIT_OK
             released = job_row(fresh_engine, long_id)
-            assert released["epoch"] < LONG["epochs"]  # stopped mid-job
+            assert released["epoch"] < SIGNALLED_JOB["epochs"]  # stopped mid-job
             assert released["worker_id"] != running["worker_id"]
 
             wait_for(
@@ -194,7 +148,7 @@ def test_compose_topology_runs_30_jobs_once_each_and_survives_a_sigterm_mid_job(
         listed = [client.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
         assert [job["status"] for job in listed] == ["succeeded"] * N_JOBS
         long_history = client.get(f"/v1/jobs/{long_id}/history").json()
-        assert long_history["epoch"] == list(range(1, LONG["epochs"] + 1))
+        assert long_history["epoch"] == list(range(1, SIGNALLED_JOB["epochs"] + 1))
 
     rows = {job_id: job_row(fresh_engine, job_id) for job_id in job_ids}
     assert {job_id: row["attempt"] for job_id, row in rows.items()} == {
@@ -203,10 +157,10 @@ def test_compose_topology_runs_30_jobs_once_each_and_survives_a_sigterm_mid_job(
     assert rows[long_id]["worker_id"] != running["worker_id"]  # finished by another worker
     # Each epoch of each job stored once: no job ran twice, the resumed one did not repeat.
     assert epochs_stored(fresh_engine) == {
-        job_id: list(range(1, (LONG if job_id == long_id else SHORT)["epochs"] + 1))
+        job_id: list(range(1, (SIGNALLED_JOB if job_id == long_id else SHORT)["epochs"] + 1))
         for job_id in job_ids
     }
-    assert history(fresh_engine, long_id) == reference_history(X_long, y_long, **LONG)
+    assert history(fresh_engine, long_id) == reference_history(X_long, y_long, **SIGNALLED_JOB)
     for seed, job_id in enumerate(job_ids[1:]):
         assert history(fresh_engine, job_id) == reference_history(
             X_short, y_short, **SHORT, seed=seed

@@ -1,6 +1,7 @@
 """The wheel the Docker image installs is self-contained: it carries the Alembic migrations
-where :mod:`service.db.migrate` looks for them, so ``batchwise migrate`` works from an install
-with no checkout beside it.
+inside the package (``service/_migrations``), where :mod:`service.db.migrate` finds them through
+``importlib.resources``, so ``batchwise migrate`` works from an install with no checkout beside
+it; and it installs no top-level package but ``service``.
 
 The wheel is built from a copy of the sources the image's build context holds (as the
 Dockerfile's ``pip wheel`` does) and installed with ``--target`` into a folder put first on
@@ -24,13 +25,13 @@ from service.db.migrate import current_revision, head_revision
 from .files import REPO_ROOT
 
 #: What the Dockerfile's build stage copies (and .dockerignore lets through).
-BUILD_CONTEXT = ("pyproject.toml", "README.md", "service", "migrations")
+BUILD_CONTEXT = ("pyproject.toml", "setup.py", "README.md", "service", "migrations")
 
 WHERE_AND_MIGRATE = """\
 import sys
 from service.cli import main
-from service.db.migrate import MIGRATIONS_DIR
-print(MIGRATIONS_DIR)
+from service.db.migrate import migrations_dir
+print(migrations_dir())
 sys.exit(main(["migrate"]))
 """
 
@@ -39,7 +40,7 @@ def migration_files() -> set[str]:
     """The repository's migration scripts and template, as paths inside a wheel."""
     root = REPO_ROOT / "migrations"
     return {
-        path.relative_to(REPO_ROOT).as_posix()
+        "service/_migrations/" + path.relative_to(root).as_posix()
         for path in root.rglob("*")
         if path.suffix in (".py", ".mako") and "__pycache__" not in path.parts
     }
@@ -95,10 +96,12 @@ def test_the_wheel_carries_every_migration(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     expected = migration_files()
-    assert {"migrations/env.py", "migrations/script.py.mako"} <= expected
-    assert len([n for n in expected if n.startswith("migrations/versions/")]) >= 3
+    assert {"service/_migrations/env.py", "service/_migrations/script.py.mako"} <= expected
+    assert len([n for n in expected if n.startswith("service/_migrations/versions/")]) >= 3
     assert expected <= names
     assert "service/db/migrate.py" in names
+    top_level = {name.split("/")[0] for name in names if not name.startswith("batchwise-")}
+    assert top_level == {"service"}  # no top-level `migrations` to merge with another
 
 
 def test_an_installed_wheel_migrates_a_fresh_database_from_its_own_scripts(
@@ -108,7 +111,7 @@ def test_an_installed_wheel_migrates_a_fresh_database_from_its_own_scripts(
     install(wheel, site)
     result = run_migrate(site, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(site / "migrations")
+    assert result.stdout.strip() == str(site / "service" / "_migrations")
     database = tmp_path / "data" / "batchwise.db"
     assert current_revision(f"sqlite:///{database.as_posix()}") == head_revision()
 
@@ -116,12 +119,15 @@ def test_an_installed_wheel_migrates_a_fresh_database_from_its_own_scripts(
 def test_an_install_without_the_migrations_says_where_it_looked(
     wheel: Path, tmp_path: Path
 ) -> None:
-    """What a wheel that left ``migrations/`` out did: the error names the folder."""
+    """What a wheel that left the scripts out of ``service/_migrations`` would do: the error
+    names the folder."""
     site = tmp_path / "site"
     install(wheel, site)
-    shutil.rmtree(site / "migrations")
+    scripts = site / "service" / "_migrations"
+    shutil.rmtree(scripts / "versions")
+    (scripts / "env.py").unlink()
     result = run_migrate(site, tmp_path)
     assert result.returncode != 0
-    assert f"migration scripts not found in {site / 'migrations'}" in result.stderr
+    assert f"migration scripts not found in {scripts}" in result.stderr
     database = tmp_path / "data" / "batchwise.db"
     assert current_revision(f"sqlite:///{database.as_posix()}") is None  # nothing was migrated

@@ -16,15 +16,22 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerFailedError, run_server
 from sqlalchemy import Engine, func, select
-from worker.helpers import history, job_row, wait_for, workers
 
 from service.config import Settings
 from service.db import session_factory
 from service.db.tables import Dataset, DatasetChunk
-
-from .helpers import JOB, claims, reference_history, server_pid, submit, upload, worker_dir
+from tests.support.factories import LONG_JOB, submit_http, upload_long_job_data
+from tests.support.processes import (
+    ServerFailedError,
+    claims,
+    run_server,
+    server_pid,
+    wait_for,
+    worker_dir,
+    workers,
+)
+from tests.support.stored import history, job_row, long_job_history
 
 SEEDS = (3, 4, 3)
 LATE_SEED = 4  # the job submitted right before the restart
@@ -43,12 +50,12 @@ def test_api_restarted_mid_run_loses_no_job_and_serves_every_full_history(
             run_server(database_url=url, data_dir=api_data) as base,
             httpx.Client(base_url=base, timeout=30) as client,
         ):
-            dataset_id = upload(client)
-            job_ids = [submit(client, dataset_id, seed) for seed in SEEDS]
+            dataset_id = upload_long_job_data(client)
+            job_ids = [submit_http(client, dataset_id, seed) for seed in SEEDS]
             wait_for(
                 lambda: job_row(engine, job_ids[0])["epoch"] >= 2, what="the first job mid-run"
             )
-            job_ids.append(submit(client, dataset_id, LATE_SEED))
+            job_ids.append(submit_http(client, dataset_id, LATE_SEED))
         # run_server's exit: SIGTERM, and a clean exit checked, straight after the 202.
         at_stop = {job_id: job_row(engine, job_id)["status"] for job_id in job_ids}
         assert "running" in at_stop.values()
@@ -75,9 +82,9 @@ def test_api_restarted_mid_run_loses_no_job_and_serves_every_full_history(
     assert sorted(claims(*started)) == sorted(job_ids)  # each claimed once
     seeds = (*SEEDS, LATE_SEED)
     for job_id, seed, served in zip(job_ids, seeds, histories, strict=True):
-        expected = reference_history(seed)
+        expected = long_job_history(seed)
         assert job_row(engine, job_id)["attempt"] == 1
-        assert served["epoch"] == list(range(1, JOB["epochs"] + 1))
+        assert served["epoch"] == list(range(1, LONG_JOB["epochs"] + 1))
         assert served["train_loss"] == [e.record["train_loss"] for e in expected]
         steps = sum(e.record["steps"] for e in expected)
         assert len(served["steps"]["loss"]) == steps

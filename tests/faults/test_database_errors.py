@@ -12,15 +12,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import find_free_port, sqlite_url
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from service.api.problems import is_database_unreachable
 from service.db import create_engine_for
-from service.worker.runner import is_transient
-
-from .conftest import PrivatePostgres
+from service.worker.database_outage import is_transient
+from tests.support.databases import sqlite_url
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.processes import find_free_port
 
 pytestmark = pytest.mark.postgres
 

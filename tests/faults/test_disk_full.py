@@ -36,7 +36,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import _in_ci, run_server, sqlite_url
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -44,6 +43,8 @@ from sqlalchemy.exc import DBAPIError
 from service.api import create_app
 from service.api.problems import STORAGE_FULL_DETAIL, is_storage_full
 from service.config import Settings
+from tests.support.databases import in_ci, sqlite_url
+from tests.support.processes import run_server
 
 PROBLEM_JSON = "application/problem+json"
 TMPFS_SIZE = "16m"
@@ -61,7 +62,7 @@ MARGIN = 512 * 1024
 
 
 def _unavailable(reason: str) -> None:
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"CI is set but {reason}: the disk-full tests must run", pytrace=False)
     pytest.skip(reason)
 

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_server, sqlite_url
 
-from faults.rawhttp import listening_pid, rss_bytes, send
+from tests.support.databases import sqlite_url
+from tests.support.processes import run_server
+from tests.support.rawhttp import listening_pid, rss_bytes, send
 
 MAX_REQUEST_BYTES = 64 * 1024
 ATTACK = b'{"rows": [' + b"[1.0, 2.0], " * (10 * 1024**2 // 12) + b"[1.0, 2.0]]}"

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_server, sqlite_url
 
-from faults.rawhttp import Exchange, listening_pid, rss_bytes
-from faults.rawhttp import send as send_raw
+from tests.support.databases import sqlite_url
+from tests.support.processes import run_server
+from tests.support.rawhttp import Exchange, listening_pid, rss_bytes
+from tests.support.rawhttp import send as send_raw
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 ATTACK_BYTES = 10 * MAX_UPLOAD_BYTES

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Engine
-from worker.helpers import add_dataset, job_row, regression_data, submit, wait_for, workers
 
 from service.config import Settings
 from service.db import session_factory
-
-from .helpers import JOB, job_data, worker_pid
+from tests.support.factories import LONG_JOB, add_dataset, long_job_data, regression_data, submit
+from tests.support.processes import wait_for, worker_pid, workers
+from tests.support.stored import job_row
 
 MAX_ATTEMPTS = 3  # the jobs table's default attempt cap
 
@@ -27,9 +27,18 @@ def test_poison_job_fails_after_three_killed_attempts_without_blocking_the_queue
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     with session_factory(engine)() as session:
-        poison = submit(session, add_dataset(session, *job_data(), tmp_path), **JOB, seed=3)
+        poison = submit(
+            session,
+            add_dataset(session, *long_job_data(), tmp_path),
+            **LONG_JOB,
+            seed=3,
+            commit=True,
+        )
         small_id = add_dataset(session, *regression_data(64), tmp_path)
-        others = [submit(session, small_id, batch_size=16, epochs=2, seed=i) for i in range(3)]
+        others = [
+            submit(session, small_id, batch_size=16, epochs=2, seed=i, commit=True)
+            for i in range(3)
+        ]
 
     first = job_row(engine, poison)
     transitions = [(first["status"], first["attempt"])]

@@ -18,16 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import run_server
 from sqlalchemy import Engine, select
-from worker.helpers import history, job_row, wait_for, workers
 
-from service.db import create_engine_for, session_factory
+from service.db import session_factory
 from service.db.tables import JobEpoch
-from service.worker.runner import UNREACHABLE
-
-from .conftest import PrivatePostgres
-from .helpers import JOB, claims, reference_history, submit, upload, worker_dir, worker_pid
+from service.worker.database_outage import UNREACHABLE
+from tests.support.databases import engine_on
+from tests.support.factories import LONG_JOB, submit_http, upload_long_job_data
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.processes import claims, run_server, wait_for, worker_dir, worker_pid, workers
+from tests.support.stored import history, job_row, long_job_history
 
 pytestmark = pytest.mark.postgres
 
@@ -37,11 +37,8 @@ OUTAGE_S = 2.0
 
 @pytest.fixture
 def engine(private_postgres_url: str) -> Iterator[Engine]:
-    engine = create_engine_for(private_postgres_url)
-    try:
+    with engine_on(private_postgres_url) as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 def stored_epochs(engine: Engine, job_id: str) -> list[int]:
@@ -93,8 +90,8 @@ def test_postgres_restart_shorter_than_the_lease_costs_no_attempt_and_no_epoch(
         run_server(database_url=url, data_dir=tmp_path / "api") as base,
         httpx.Client(base_url=base, timeout=5) as client,  # a hung request fails the test
     ):
-        dataset_id = upload(client)
-        job_ids = [submit(client, dataset_id, seed) for seed in SEEDS]
+        dataset_id = upload_long_job_data(client)
+        job_ids = [submit_http(client, dataset_id, seed) for seed in SEEDS]
         with workers(url, worker_dir(tmp_path), count=2, env=env) as started:
             running = wait_for(
                 running_past_epoch(engine, job_ids, 2, count=2), what="two jobs mid-run"
@@ -134,8 +131,8 @@ def test_postgres_restart_shorter_than_the_lease_costs_no_attempt_and_no_epoch(
     assert sorted(claims(*started)) == sorted(job_ids)
     assert [job_row(engine, job_id)["attempt"] for job_id in job_ids] == [1] * len(SEEDS)
     for job_id, seed in zip(job_ids, SEEDS, strict=True):
-        assert stored_epochs(engine, job_id) == list(range(1, JOB["epochs"] + 1))
-        assert tuple(history(engine, job_id)) == reference_history(seed)
+        assert stored_epochs(engine, job_id) == list(range(1, LONG_JOB["epochs"] + 1))
+        assert tuple(history(engine, job_id)) == long_job_history(seed)
 
 
 def test_postgres_outage_past_the_lease_gives_jobs_up_and_they_resume_identically(
@@ -152,8 +149,8 @@ def test_postgres_outage_past_the_lease_gives_jobs_up_and_they_resume_identicall
         run_server(database_url=url, data_dir=tmp_path / "api") as base,
         httpx.Client(base_url=base, timeout=5) as client,
     ):
-        dataset_id = upload(client)
-        job_ids = [submit(client, dataset_id, seed) for seed in seeds]
+        dataset_id = upload_long_job_data(client)
+        job_ids = [submit_http(client, dataset_id, seed) for seed in seeds]
     with workers(url, worker_dir(tmp_path), count=2, env=env) as started:
         running = wait_for(running_past_epoch(engine, job_ids, 2, count=2), what="both mid-run")
         private_postgres.stop("fast")
@@ -177,5 +174,5 @@ def test_postgres_outage_past_the_lease_gives_jobs_up_and_they_resume_identicall
         assert f"given up ({UNREACHABLE}" in output
     assert sum(output.count("resumes after epoch") for output in outputs) == 2
     for job_id, seed in zip(job_ids, seeds, strict=True):
-        assert stored_epochs(engine, job_id) == list(range(1, JOB["epochs"] + 1))
-        assert tuple(history(engine, job_id)) == reference_history(seed)
+        assert stored_epochs(engine, job_id) == list(range(1, LONG_JOB["epochs"] + 1))
+        assert tuple(history(engine, job_id)) == long_job_history(seed)

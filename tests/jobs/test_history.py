@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from service.jobs.history import (
     Steps,
     downsample_min_max,
     epochs_csv,
-    finite_record,
     join_steps,
     steps_csv,
 )
@@ -85,17 +83,6 @@ def test_downsampling_a_constant_series_keeps_one_point_per_bucket() -> None:
 def test_downsampling_short_series_is_unchanged() -> None:
     steps = steps_of(np.arange(10.0))
     assert downsample_min_max(steps, 10) is steps
-
-
-def test_finite_record_replaces_nan_and_inf_also_nested() -> None:
-    record = {"a": math.nan, "b": 1.5, "c": {"d": math.inf, "e": 2}, "f": None, "g": "x"}
-    assert finite_record(record) == {
-        "a": None,
-        "b": 1.5,
-        "c": {"d": None, "e": 2},
-        "f": None,
-        "g": "x",
-    }
 
 
 def test_epochs_csv_has_one_header_and_one_row_per_epoch() -> None:

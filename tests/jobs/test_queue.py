@@ -21,8 +21,7 @@ from service.db import session_factory
 from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel
 from service.jobs import queue
 from service.jobs.queue import Claim, LeaseLost
-
-from .factories import add_metadata_dataset
+from tests.support.factories import add_metadata_dataset
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0

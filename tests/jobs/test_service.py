@@ -17,16 +17,16 @@ from service.core import FittedModel, TrainConfig
 from service.datasets import service as datasets_service
 from service.db import Job, JobCheckpoint, JobEpoch, JobModel
 from service.errors import BadRequest, Conflict, InvalidInput, NotFound
+from service.jobs import predictions
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate, PredictRequest
 from service.keys import DEFAULT_TENANT
-
-from .factories import (
+from tests.support.factories import (
     T0,
     binary_data,
     epoch_row,
+    line_data,
     make_dataset,
-    regression_data,
     run_like_a_worker,
     set_job,
     submit,
@@ -39,7 +39,7 @@ def work_dir(tmp_path: Path) -> Path:
 
 
 def test_submit_queues_a_job_with_every_default_resolved(session: Session, work_dir: Path) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(100))
+    dataset = make_dataset(session, work_dir, *line_data(100))
     job = jobs_service.submit(
         session, JobCreate(dataset_id=dataset.id, name="n", tags=["a", "a"]), tenant=DEFAULT_TENANT
     )
@@ -78,7 +78,7 @@ def test_submit_queues_a_job_with_every_default_resolved(session: Session, work_
 def test_submit_refuses_what_cannot_run_naming_the_field(
     session: Session, work_dir: Path, fields: dict[str, object], loc: list[object]
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(100))
+    dataset = make_dataset(session, work_dir, *line_data(100))
     body = JobCreate(dataset_id=dataset.id, **({"validation_split": 0.2} | fields))
     with pytest.raises(InvalidInput) as caught:
         jobs_service.submit(session, body, tenant=DEFAULT_TENANT)
@@ -87,7 +87,7 @@ def test_submit_refuses_what_cannot_run_naming_the_field(
 
 
 def test_submit_accepts_the_seed_examples(session: Session, work_dir: Path) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(200))
+    dataset = make_dataset(session, work_dir, *line_data(200))
     first = submit(session, dataset.id, batch_size=32, epochs=10)
     second = submit(session, dataset.id, batch_size=128, epochs=5)
     assert jobs_service.get_job(session, first, tenant=DEFAULT_TENANT).config["batch_size"] == 32
@@ -106,8 +106,8 @@ def test_unknown_job_is_not_found_everywhere(session: Session) -> None:
         lambda: jobs_service.delete_job(session, "nope", tenant=DEFAULT_TENANT),
         lambda: jobs_service.history(session, "nope", tenant=DEFAULT_TENANT),
         lambda: jobs_service.history_csv(session, "nope", tenant=DEFAULT_TENANT),
-        lambda: jobs_service.get_model(session, "nope", tenant=DEFAULT_TENANT),
-        lambda: jobs_service.predict(
+        lambda: predictions.get_model(session, "nope", tenant=DEFAULT_TENANT),
+        lambda: predictions.predict(
             session, "nope", PredictRequest(X=[[1.0, 2.0]]), tenant=DEFAULT_TENANT
         ),
     ):
@@ -116,8 +116,8 @@ def test_unknown_job_is_not_found_everywhere(session: Session) -> None:
 
 
 def test_list_filters_and_walks_pages_newest_first(session: Session, work_dir: Path) -> None:
-    a = make_dataset(session, work_dir, *regression_data(50), name="a")
-    b = make_dataset(session, work_dir, *regression_data(50), name="b")
+    a = make_dataset(session, work_dir, *line_data(50), name="a")
+    b = make_dataset(session, work_dir, *line_data(50), name="b")
     ids = [submit(session, a.id, tags=["x"] if i % 2 else ["y", "x2"]) for i in range(5)]
     ids.append(submit(session, b.id, tags=["x"]))
     for i, job_id in enumerate(ids):  # distinct, known times, one tie broken by id
@@ -154,7 +154,7 @@ def test_list_filters_and_walks_pages_newest_first(session: Session, work_dir: P
 def test_cancel_queued_is_immediate_running_is_requested_finished_conflicts(
     session: Session, work_dir: Path
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     queued, running, done = (submit(session, dataset.id) for _ in range(3))
     set_job(session, running, status="running", attempt=1, worker_id="w")
     set_job(session, done, status="succeeded")
@@ -175,7 +175,7 @@ def test_cancel_queued_is_immediate_running_is_requested_finished_conflicts(
 def test_delete_only_finished_jobs_with_everything_they_own(
     session: Session, work_dir: Path
 ) -> None:
-    X, y = regression_data(64)
+    X, y = line_data(64)
     dataset = make_dataset(session, work_dir, X, y)
     done = submit(session, dataset.id, epochs=2)
     run_like_a_worker(session, done, X, y)
@@ -196,7 +196,7 @@ def test_delete_only_finished_jobs_with_everything_they_own(
 
 
 def test_progress_and_eta_while_running(session: Session, work_dir: Path) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     job_id = submit(session, dataset.id, epochs=4)
     set_job(session, job_id, status="running", epoch=1, step=5, steps_per_epoch=10, started_at=T0)
     job = jobs_service.to_read(
@@ -210,7 +210,7 @@ def test_progress_and_eta_while_running(session: Session, work_dir: Path) -> Non
 def test_error_and_non_finite_losses_are_served_as_codes_and_nulls(
     session: Session, work_dir: Path
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     job_id = submit(session, dataset.id)
     set_job(
         session,
@@ -234,7 +234,7 @@ def test_error_and_non_finite_losses_are_served_as_codes_and_nulls(
 def test_history_while_running_reads_the_epochs_written_so_far(
     session: Session, work_dir: Path
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     job_id = submit(session, dataset.id, epochs=5)
     set_job(session, job_id, status="running", epoch=2)
     spike = np.full(1000, 0.25, dtype="<f4")
@@ -295,36 +295,36 @@ def test_history_of_a_real_run_and_its_csv(session: Session, work_dir: Path) -> 
 
 
 def test_model_and_predict_wait_for_success(session: Session, work_dir: Path) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     job_id = submit(session, dataset.id)
     for status in ("queued", "running", "failed", "cancelled"):
         set_job(session, job_id, status=status)
         with pytest.raises(Conflict, match=f"is {status}"):
-            jobs_service.get_model(session, job_id, tenant=DEFAULT_TENANT)
+            predictions.get_model(session, job_id, tenant=DEFAULT_TENANT)
         with pytest.raises(Conflict):
-            jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
+            predictions.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
         with pytest.raises(Conflict):
-            jobs_service.predict(
+            predictions.predict(
                 session, job_id, PredictRequest(X=[[1.0, 2.0]]), tenant=DEFAULT_TENANT
             )
 
 
 def test_model_and_predictions_of_a_regression(session: Session, work_dir: Path) -> None:
-    X, y = regression_data(200)
+    X, y = line_data(200)
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, epochs=30, learning_rate=0.05, standardize=True)
     run_like_a_worker(session, job_id, X, y)
 
-    model = jobs_service.get_model(session, job_id, tenant=DEFAULT_TENANT)
+    model = predictions.get_model(session, job_id, tenant=DEFAULT_TENANT)
     assert model.feature_names == ["x0", "x1"]
     assert set(model.params) == {"W", "b"}
     assert model.standardization is not None
     fitted = FittedModel.from_npz_bytes(
-        jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
+        predictions.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
     )
 
     rows = [[0.0, 0.0], [1.0, -1.0]]
-    answer = jobs_service.predict(session, job_id, PredictRequest(X=rows), tenant=DEFAULT_TENANT)
+    answer = predictions.predict(session, job_id, PredictRequest(X=rows), tenant=DEFAULT_TENANT)
     assert answer.probabilities is None
     assert answer.predictions == fitted.predict(np.array(rows)).astype(float).tolist()
     # The fit recovers y = 3·x0 − 2·x1 + 1 closely.
@@ -338,7 +338,7 @@ def test_predictions_of_a_classifier_are_the_datasets_labels(
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, model="logistic", epochs=20, learning_rate=0.5)
     run_like_a_worker(session, job_id, X, y)
-    answer = jobs_service.predict(
+    answer = predictions.predict(
         session, job_id, PredictRequest(X=[[2.0, 2.0], [-2.0, -2.0]]), tenant=DEFAULT_TENANT
     )
     assert answer.predictions == [7.0, 5.0]
@@ -352,30 +352,30 @@ def test_predictions_of_a_classifier_are_the_datasets_labels(
 def test_predict_refuses_a_wrong_row_width_naming_the_expected_one(
     session: Session, work_dir: Path
 ) -> None:
-    X, y = regression_data(50)
+    X, y = line_data(50)
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, epochs=1)
     run_like_a_worker(session, job_id, X, y)
     with pytest.raises(InvalidInput, match="must have 2 values") as caught:
-        jobs_service.predict(
+        predictions.predict(
             session, job_id, PredictRequest(X=[[1.0, 2.0], [1.0, 2.0, 3.0]]), tenant=DEFAULT_TENANT
         )
     assert [list(e.loc) for e in caught.value.errors] == [["body", "X", 1]]
 
 
 def test_predict_refuses_inputs_that_overflow_the_model(session: Session, work_dir: Path) -> None:
-    X, y = regression_data(50)
+    X, y = line_data(50)
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, epochs=1)
     run_like_a_worker(session, job_id, X, y)
     with pytest.raises(InvalidInput, match="not finite"):
-        jobs_service.predict(
+        predictions.predict(
             session, job_id, PredictRequest(X=[[1e300, -1e300]]), tenant=DEFAULT_TENANT
         )
 
 
 def test_dataset_in_use_cannot_be_deleted(session: Session, work_dir: Path) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(50))
+    dataset = make_dataset(session, work_dir, *line_data(50))
     job_id = submit(session, dataset.id)
     with pytest.raises(Conflict, match=f"queued job '{job_id}'"):
         datasets_service.delete_dataset(session, dataset.id, tenant=DEFAULT_TENANT)
@@ -392,13 +392,13 @@ def test_dataset_in_use_cannot_be_deleted(session: Session, work_dir: Path) -> N
 
 
 def test_npz_bytes_are_the_stored_bytes(session: Session, work_dir: Path) -> None:
-    X, y = regression_data(50)
+    X, y = line_data(50)
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(session, dataset.id, epochs=1)
     run_like_a_worker(session, job_id, X, y)
     stored = session.get(JobModel, job_id)
     assert stored is not None
-    data = jobs_service.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
+    data = predictions.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
     assert data == stored.npz
     assert np.load(io.BytesIO(data), allow_pickle=False)["theta"].shape == (3,)
 
@@ -406,7 +406,7 @@ def test_npz_bytes_are_the_stored_bytes(session: Session, work_dir: Path) -> Non
 def test_history_serves_the_recorded_evaluations_in_step_order(
     session: Session, work_dir: Path
 ) -> None:
-    X, y = regression_data(100)
+    X, y = line_data(100)
     dataset = make_dataset(session, work_dir, X, y)
     job_id = submit(
         session,
@@ -436,7 +436,7 @@ def test_history_serves_the_recorded_evaluations_in_step_order(
 def test_history_without_evaluations_is_empty_and_bad_points_are_dropped(
     session: Session, work_dir: Path
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(100))
+    dataset = make_dataset(session, work_dir, *line_data(100))
     plain = submit(session, dataset.id, epochs=1)
     session.add(epoch_row(plain, 1, np.ones(4, np.float32)))
     by_hand = submit(session, dataset.id, epochs=2)
@@ -507,7 +507,7 @@ def test_an_adaptive_job_records_why_each_epoch_ran_at_its_batch_size(
 def test_submit_refuses_evaluations_and_schedules_that_cannot_run(
     session: Session, work_dir: Path, fields: dict[str, object], loc: list[object]
 ) -> None:
-    dataset = make_dataset(session, work_dir, *regression_data(100))
+    dataset = make_dataset(session, work_dir, *line_data(100))
     with pytest.raises(InvalidInput) as caught:
         jobs_service.submit(
             session, JobCreate(dataset_id=dataset.id, **fields), tenant=DEFAULT_TENANT

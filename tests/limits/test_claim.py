@@ -13,7 +13,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobs.factories import add_metadata_dataset
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -22,8 +21,8 @@ from service.db import session_factory
 from service.db.tables import Job
 from service.jobs import queue
 from service.jobs.queue import Claim
-
-from .helpers import ALPHA, BETA
+from tests.support.factories import add_metadata_dataset
+from tests.support.tenants import ALPHA, BETA
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0

@@ -26,20 +26,9 @@ from service.datasets.ingest_csv import parse_csv
 from service.datasets.schemas import DatasetCreateJSON
 from service.db import session_factory
 from service.errors import PayloadTooLarge, StorageQuotaExceeded
-
-from .helpers import (
-    ALPHA,
-    BETA,
-    Api,
-    api,
-    assert_problem,
-    csv_bytes,
-    inline,
-    locs,
-    regression_data,
-    spool_files,
-    stored,
-)
+from tests.support.factories import regression_data
+from tests.support.problems import assert_problem, locs
+from tests.support.tenants import ALPHA, BETA, Api, api, csv_bytes, inline, spool_files, stored
 
 TOO_LARGE = "/problems/payload-too-large"
 QUOTA = "/problems/storage-quota-exceeded"

@@ -24,17 +24,9 @@ from service.jobs import queue
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits, count_steps
 from service.jobs.schemas import JobCreate
-
-from .helpers import (
-    ALPHA,
-    BETA,
-    api,
-    assert_problem,
-    jobs_by_status,
-    locs,
-    regression_data,
-    sweep_count,
-)
+from tests.support.factories import regression_data
+from tests.support.problems import assert_problem, locs
+from tests.support.tenants import ALPHA, BETA, api, jobs_by_status, sweep_count
 
 INVALID = "/problems/invalid-input"
 QUEUE_FULL = "/problems/too-many-queued-jobs"
@@ -70,14 +62,14 @@ QUEUE_FULL = "/problems/too-many-queued-jobs"
     ],
 )
 def test_count_steps_is_what_the_training_loop_takes(config: dict[str, Any]) -> None:
-    X, y = regression_data(100)
+    X, y = regression_data(100, n_features=2)
     train_config = TrainConfig.from_dict(config)
     taken = sum(record.steps for record in Training(X, y, train_config))
     assert count_steps(train_config, 100).total == taken
 
 
 def test_count_steps_bounds_an_adaptive_schedule_by_its_starting_size() -> None:
-    X, y = regression_data(400)
+    X, y = regression_data(400, n_features=2)
     config = TrainConfig.from_dict(
         {
             "batch_size": 4,

@@ -11,17 +11,16 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine
-from worker.helpers import history, job_row, regression_data, status_is, wait_for, workers
 
 from service.config import Settings
 from service.datasets import service as datasets_service
-from service.datasets.ingest import IngestLimits
-from service.datasets.schemas import DatasetCreateJSON
 from service.db import session_factory
-from service.jobs import service as jobs_service
-from service.jobs.schemas import JobCreate
-
-from .helpers import ALPHA, BETA, api, assert_problem, csv_bytes, make_keys, spool_files, stored
+from tests.support import factories
+from tests.support.factories import regression_data
+from tests.support.problems import assert_problem
+from tests.support.processes import wait_for, workers
+from tests.support.stored import history, job_row, status_is
+from tests.support.tenants import ALPHA, BETA, api, csv_bytes, make_keys, spool_files, stored
 
 #: An MLP (linear models take a fused fast path that runs an epoch in milliseconds): ~40 ms
 #: an epoch on 20,000 rows, so a job runs for seconds.
@@ -36,27 +35,13 @@ LONG_ROWS = 20_000
 
 
 def add_dataset(engine: Engine, tenant: str, n_rows: int, work_dir: Path) -> str:
-    X, y = regression_data(n_rows)
-    body = DatasetCreateJSON(name="toy", X=X.tolist(), y=y.tolist())
     with session_factory(engine)() as session:
-        dataset = datasets_service.create_from_inline(
-            session,
-            body,
-            tenant=tenant,
-            limits=IngestLimits(max_rows=10**6, max_features=10),
-            work_dir=work_dir,
-        )
-        session.commit()
-    return dataset.id
+        return factories.add_dataset(session, *regression_data(n_rows), work_dir, tenant=tenant)
 
 
 def submit(engine: Engine, tenant: str, dataset_id: str, **config: Any) -> str:
     with session_factory(engine)() as session:
-        job = jobs_service.submit(
-            session, JobCreate(dataset_id=dataset_id, **config), tenant=tenant
-        )
-        session.commit()
-    return job.id
+        return factories.submit(session, dataset_id, tenant=tenant, commit=True, **config)
 
 
 def test_workers_run_another_tenants_job_while_one_tenant_waits_at_its_limit(

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from plots.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
 from service.plots import LossHistory, epoch_positions, render_job_loss, steps_per_epoch
+from tests.support.images import markers, path_vertices, png_size, svg_group, svg_ids, svg_root
 
 
 def history(**overrides: object) -> LossHistory:

@@ -8,7 +8,6 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from plots.images import markers, path_vertices, png_size, stroke, svg_group, svg_ids, svg_root
 from service.plots import (
     PLOT_FORMATS,
     ScalingFit,
@@ -18,6 +17,15 @@ from service.plots import (
     render_sweep_scaling,
 )
 from service.plots.sweeps import batch_colors, short_number
+from tests.support.images import (
+    markers,
+    path_vertices,
+    png_size,
+    stroke,
+    svg_group,
+    svg_ids,
+    svg_root,
+)
 
 BATCHES = [8, 64, 512]
 

@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import run_server, sqlite_url
-from faults.rawhttp import PROBLEM_JSON, listening_pid
 
-from security.archives import Member, declared_member, npz, training_arrays
+from tests.support.archives import Member, declared_member, npz, training_arrays
+from tests.support.databases import sqlite_url
+from tests.support.processes import run_server
+from tests.support.rawhttp import PROBLEM_JSON, listening_pid
 
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 #: Peak memory an attack may add: parsing the header and answering cost well under this,
@@ -191,7 +192,7 @@ def test_bomb_is_refused_without_decompressing(server: Server, name: str) -> Non
 def test_server_still_accepts_uploads_after_the_bombs(server: Server) -> None:
     names = np.array(["age", "height"])
     X, y = training_arrays(50)
-    from security.archives import array_member
+    from tests.support.archives import array_member
 
     answer = upload(server, npz(X, y, array_member(FEATURE_NAMES, names)))
     assert answer.status_code == 201, answer.text

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from security.archives import Member, array_member, declared_member, npz, training_arrays
 from service.datasets.ingest import IngestLimits, ParsedDataset, parse_file
 from service.datasets.ingest_numpy import MAX_FEATURE_NAME_CHARS, MAX_NPZ_DIRECTORY_BYTES
 from service.errors import BatchwiseError, InvalidInput, PayloadTooLarge
+from tests.support.archives import Member, array_member, declared_member, npz, training_arrays
 
 LIMITS = IngestLimits(max_rows=10_000, max_features=10, max_decompressed_bytes=1024 * 1024)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from data_files import write_line_csv
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy.orm import Session
@@ -29,6 +28,8 @@ from service.config import Settings
 from service.db import create_engine_for, session_factory
 from service.db.migrate import upgrade
 from service.keys import service as keys_service
+from tests.support.data import write_line_csv
+from tests.support.factories import make_key
 
 PROBLEM_JSON = "application/problem+json"
 EVIL = "http://127.0.0.1:8742"
@@ -51,9 +52,7 @@ def assert_refused(response: Any, check: str) -> None:
 
 @pytest.fixture
 def key(session: Session) -> str:
-    created = keys_service.create_key(session, tenant="a").key
-    session.commit()
-    return created
+    return make_key(session, "a")
 
 
 @pytest.fixture
@@ -138,8 +137,7 @@ def test_the_dashboards_own_endpoints_are_guarded_too(
     assert_refused(signed_out, "its Origin")
     assert "set-cookie" not in signed_out.headers
     # Signing a visitor in with the attacker's own key (login CSRF).
-    theirs = keys_service.create_key(session, tenant="attacker").key
-    session.commit()
+    theirs = make_key(session, "attacker")
     forced = client.post("/ui/sign-in", data={"key": theirs}, headers={"Origin": EVIL})
     assert_refused(forced, "its Origin")
     assert "set-cookie" not in forced.headers

@@ -20,7 +20,7 @@ from starlette.routing import Mount
 from service.api import create_app
 from service.api.auth import KEY_COOKIE
 from service.config import Settings
-from service.keys import service as keys_service
+from tests.support.factories import make_key
 
 ORIGIN = "http://testserver"
 #: A value for each path parameter of the app's routes (most are ids, unknown here).
@@ -53,9 +53,7 @@ def concrete(path: str) -> str:
 
 @pytest.fixture
 def key(session: Session) -> str:
-    created = keys_service.create_key(session, tenant="a").key
-    session.commit()
-    return created
+    return make_key(session, "a")
 
 
 @pytest.fixture

@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from limits.helpers import ALPHA, api, assert_problem, jobs_by_status, locs, sweep_count
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.core import Task, TrainConfig, Training, estimate_job_bytes, model_outputs
+from service.core.finite import json_safe
 from service.db import utcnow
 from service.jobs import queue
-from service.jobs.queue import _finite_or_none
+from tests.support.problems import assert_problem, locs
+from tests.support.tenants import ALPHA, api, jobs_by_status, sweep_count
 
 INVALID = "/problems/invalid-input"
 GiB = 1024**3
@@ -224,7 +225,7 @@ def _worker_peak(X: Any, y: Any, config: TrainConfig, task: Task) -> int:
         for _ in training:
             checkpoint = training.checkpoint().to_bytes()
         model = training.model
-        row = {"model": _finite_or_none(model.to_dict()), "npz": model.to_npz_bytes()}
+        row = {"model": json_safe(model.to_dict()), "npz": model.to_npz_bytes()}
         stored = json.dumps(row["model"])
         peak = tracemalloc.get_traced_memory()[1] - start
     finally:

@@ -7,14 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import regression_data
 from sqlalchemy import Engine
-from sweeps.helpers import EPOCHS, finish_with_crossing, jobs_of
 
 from service.api import create_app
 from service.config import Settings
 from service.db import session_factory
 from service.plots.render import figure_bytes, new_figure
+from service.sweeps.repository import jobs_of
+from tests.support.factories import line_data
+from tests.support.sweeps import EPOCHS, finish_with_crossing
 
 #: Unbalanced math, a TeX command, and dollars that would pair up into math.
 NAMES = ["$\\frac{$", "\\usepackage{x} $x^{2$", "costs $5 and $6"]
@@ -30,7 +31,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def test_every_plot_of_a_sweep_with_a_mathy_name_renders(
     client: TestClient, engine: Engine, name: str
 ) -> None:
-    X, y = regression_data(200)
+    X, y = line_data(200)
     dataset = client.post("/v1/datasets", json={"name": name, "X": X.tolist(), "y": y.tolist()})
     assert dataset.status_code == 201, dataset.text
     sweep = client.post(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from jobs.factories import regression_data
 
 from service.api import create_app
 from service.config import Settings
+from tests.support.factories import line_data
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def dataset_id(client: TestClient) -> str:
-    X, y = regression_data(100)
+    X, y = line_data(100)
     response = client.post("/v1/datasets", json={"name": "d", "X": X.tolist(), "y": y.tolist()})
     assert response.status_code == 201, response.text
     created: str = response.json()["id"]

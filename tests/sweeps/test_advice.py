@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from service.sweeps import (
+from service.science import (
     CriticalBatchFit,
     Interval,
     NoiseScaleSummary,

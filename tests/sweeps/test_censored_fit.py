@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pytest
 
-from service.sweeps import SweepDataError, SweepPoint, TargetCrossing, fit_critical_batch
-from service.sweeps import fit as fit_module
-from service.sweeps.censored import (
+from service.science import SweepDataError, SweepPoint, TargetCrossing, fit_critical_batch
+from service.science import fit as fit_module
+from service.science.censored import (
     SIGMA_FLOOR,
     censored_normal_em,
     inverse_mills_ratio,

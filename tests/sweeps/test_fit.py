@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from service.sweeps import (
+from service.science import (
     CriticalBatchFit,
     SweepDataError,
     SweepPoint,
     TargetCrossing,
     fit_critical_batch,
 )
-from service.sweeps.fit import deeper_target_advice
+from service.science.fit import deeper_target_advice
 
 BATCH_SIZES = [2**k for k in range(3, 13)]  # 8 … 4096
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from service.core import NoiseRecord
-from service.sweeps import EpochNoise, SweepDataError, summarize_noise_scale
+from service.science import EpochNoise, SweepDataError, summarize_noise_scale
 
 
 def record(epoch: int, trace: float, grad_sq: float, loss: float) -> EpochNoise:

@@ -6,22 +6,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from jobs.factories import T0, epoch_row, make_dataset, regression_data, run_like_a_worker, set_job
 from sqlalchemy.orm import Session
 
 from service.db.tables import Sweep
 from service.jobs import service as jobs_service
 from service.jobs.schemas import JobCreate
 from service.keys import DEFAULT_TENANT
+from service.science import evaluations_of
+from service.science.targets import Evaluation, steps_to_target
 from service.sweeps import orchestration, repository
 from service.sweeps import service as sweeps_service
-from service.sweeps.analysis import evaluations_of
-from service.sweeps.targets import Evaluation, steps_to_target
-
-from .helpers import create, dataset, fail, finish_with_crossing, jobs_of
+from service.sweeps.repository import jobs_of
+from tests.support.factories import (
+    T0,
+    epoch_row,
+    line_data,
+    make_dataset,
+    run_like_a_worker,
+    set_job,
+)
+from tests.support.sweeps import create, dataset, fail, finish_with_crossing
 
 SQRT2 = math.sqrt(2.0)
 
@@ -44,6 +52,17 @@ def finish_round(session: Session, sweep_id: str, best: dict[int, float]) -> Non
             point = job.sweep_point or {}
             crossing = steps_for(point["learning_rate"], best[point["batch_size"]])
             finish_with_crossing(session, job, crossing)
+
+
+def trained_sweep(session: Session, work_dir: Path, **fields: Any) -> tuple[str, np.ndarray]:
+    """A sweep over a 200-row line dataset whose every point job ran the real training loop;
+    the sweep's id and the dataset's targets ``y``."""
+    X, y = line_data(200)
+    dataset_id = make_dataset(session, work_dir, X, y).id
+    sweep = create(session, dataset_id, **fields)
+    for job in jobs_of(session, sweep.id):
+        run_like_a_worker(session, job.id, X, y)
+    return sweep.id, y
 
 
 def rates_by_batch(session: Session, sweep_id: str) -> dict[int, list[float]]:
@@ -310,19 +329,15 @@ def test_evaluations_come_from_the_first_step_and_every_epoch_end(
 def test_a_real_training_history_reaches_the_target_where_its_losses_cross(
     session: Session, tmp_path: Path
 ) -> None:
-    X, y = regression_data(200)
-    dataset_id = make_dataset(session, tmp_path / "work", X, y).id
-    sweep = create(
+    sweep_id, _ = trained_sweep(
         session,
-        dataset_id,
+        tmp_path / "work",
         batch_sizes=[16, 64],
         base={"epochs": 6, "learning_rate": 0.05},
         target_loss=1.0,
     )
-    for job in jobs_of(session, sweep.id):
-        run_like_a_worker(session, job.id, X, y)
-    assert orchestration.advance(session, sweep.id) is True
-    read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
+    assert orchestration.advance(session, sweep_id) is True
+    read = sweeps_service.get_sweep(session, sweep_id, tenant=DEFAULT_TENANT)
 
     assert read.status == "succeeded"
     for point in read.points:
@@ -441,18 +456,14 @@ def test_recorded_evaluations_give_fractional_epochs_and_cumulative_wall_time(
 def test_the_fraction_targets_initial_loss_is_the_step_zero_evaluation(
     session: Session, tmp_path: Path
 ) -> None:
-    X, y = regression_data(200)
-    dataset_id = make_dataset(session, tmp_path / "work", X, y).id
-    sweep = create(
+    sweep_id, y = trained_sweep(
         session,
-        dataset_id,
+        tmp_path / "work",
         batch_sizes=[8, 64],
         base={"epochs": 2, "learning_rate": 0.02},
         target_fraction=0.9,
     )
-    for job in jobs_of(session, sweep.id):
-        run_like_a_worker(session, job.id, X, y)
-    target = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT).target
+    target = sweeps_service.get_sweep(session, sweep_id, tenant=DEFAULT_TENANT).target
     # linear models start at θ = 0, so the loss at step 0 is mean(y²) over the training rows
     assert target.initial_loss == pytest.approx(float(np.mean(y**2)), rel=1e-5)
     assert target.description.startswith(

@@ -54,7 +54,7 @@ import pytest
 
 from service.core import TrainConfig, Training, TrainingDiverged
 from service.core.config import Evaluation as EvaluationConfig
-from service.sweeps import (
+from service.science import (
     MIN_S_MIN,
     CriticalBatchFit,
     EpochNoise,

@@ -1,4 +1,4 @@
-"""The learning-rate search of one batch size (``service.sweeps.search``): it brackets and then
+"""The learning-rate search of one batch size (``service.science.search``): it brackets and then
 refines a known optimum, from far too low and far too high, and jumps to a tuned neighbour."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from service.sweeps.schemas import LRSearchIn
-from service.sweeps.search import (
+from service.science.search import (
     EXPAND,
     REFINE_STEPS,
     Rank,
@@ -18,6 +17,7 @@ from service.sweeps.search import (
     next_rates,
     scaled_rate,
 )
+from service.sweeps.schemas import LRSearchIn
 
 FINEST = REFINE_STEPS[-1]
 #: Gradient descent on f(θ) = ½ Σ h_i θ_i² with curvatures in [H_MIN, H_MAX].

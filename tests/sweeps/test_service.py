@@ -18,8 +18,8 @@ from service.jobs import service as jobs_service
 from service.keys import DEFAULT_TENANT
 from service.sweeps import orchestration
 from service.sweeps import service as sweeps_service
-
-from .helpers import create, dataset, finish_with_crossing, jobs_of
+from service.sweeps.repository import jobs_of
+from tests.support.sweeps import create, dataset, finish_with_crossing
 
 
 @pytest.fixture

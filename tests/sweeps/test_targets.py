@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from service.sweeps import (
+from service.science import (
     Evaluation,
     SweepDataError,
     TargetCrossing,

@@ -10,25 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jobs.factories import T0, epoch_row, set_job
 from sqlalchemy.orm import Session
 
 from service.db import Job
 from service.keys import DEFAULT_TENANT
-from service.sweeps import (
+from service.science import (
     CriticalBatchFit,
     Evidence,
     Interval,
     SweepPoint,
     TargetCrossing,
     fit_critical_batch,
-    orchestration,
     recommend,
 )
+from service.sweeps import orchestration
 from service.sweeps import service as sweeps_service
+from service.sweeps.repository import jobs_of
 from service.sweeps.schemas import SweepRead
-
-from .helpers import create, dataset, jobs_of
+from tests.support.factories import T0, epoch_row, set_job
+from tests.support.sweeps import create, dataset
 
 BATCH_SIZES = [8, 32, 128, 512]
 B_NOISE = 64.0

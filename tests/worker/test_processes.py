@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +21,26 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from service.config import Settings
-from service.core import TrainConfig, Training
 from service.db import session_factory, utcnow
 from service.db.tables import JobEpoch, JobModel
 from service.jobs import service as jobs_service
 from service.keys import DEFAULT_TENANT
 from service.worker.loop import EXIT_LEASE_LOST, EXIT_OK
-
-from .helpers import (
-    TIMING_FIELDS,
-    StoredEpoch,
-    WorkerProcess,
+from tests.support.factories import (
+    LONG_JOB_ROWS,
+    SIGNALLED_JOB,
     add_dataset,
+    regression_data,
+    submit,
+)
+from tests.support.processes import ServeProcess, WorkerProcess, wait_for, workers
+from tests.support.stored import (
     history,
     job_row,
-    regression_data,
+    reference_history,
     status_is,
-    submit,
-    wait_for,
-    workers,
     write_locked,
 )
-
-ServeProcess = Callable[..., AbstractContextManager[str]]
-
-#: Long enough (~40 ms an epoch in-process, seconds in all) that a signal sent after its second
-#: epoch lands mid-job even on a loaded machine: an MLP, since linear models take a fused
-#: fast path that runs an epoch of 2,500 steps in a few milliseconds.
-LONG = {
-    "model": "mlp",
-    "hidden_layers": (64, 64),
-    "batch_size": 8,
-    "epochs": 60,
-    "learning_rate": 0.005,
-    "seed": 3,
-}
-LONG_ROWS = 20_000
-
-
-def reference_history(X: np.ndarray, y: np.ndarray, **config: Any) -> list[StoredEpoch]:
-    """What an uninterrupted in-process run of the core stores for ``config``."""
-    training = Training(X, y, TrainConfig(**config), task="regression")
-    return [
-        StoredEpoch(
-            record={k: v for k, v in r.to_dict().items() if k not in TIMING_FIELDS},
-            step_losses=r.step_losses.astype("<f4").tobytes(),
-        )
-        for r in training
-    ]
 
 
 def epoch_at_least(engine: Engine, job_id: str, epoch: int) -> Any:
@@ -109,7 +79,20 @@ def pause_between_writes(worker: WorkerProcess, engine: Engine, job_id: str) -> 
 
 @pytest.fixture
 def long_data() -> tuple[np.ndarray, np.ndarray]:
-    return regression_data(LONG_ROWS)
+    return regression_data(LONG_JOB_ROWS)
+
+
+def submit_signalled_job(
+    engine: Engine, data: tuple[np.ndarray, np.ndarray], work_dir: Path
+) -> str:
+    """A committed ``SIGNALLED_JOB`` on a new dataset of ``data``; its id."""
+    with session_factory(engine)() as session:
+        return submit(session, add_dataset(session, *data, work_dir), **SIGNALLED_JOB, commit=True)
+
+
+def lease_expired(engine: Engine, job_id: str) -> Any:
+    """A probe for ``wait_for``: whether the job's lease has run out."""
+    return lambda: job_row(engine, job_id)["lease_expires_at"] < utcnow()
 
 
 def test_upload_job_poll_history_model_predict_through_the_api(
@@ -180,8 +163,8 @@ def test_status_transitions_and_cancel_of_a_queued_and_a_running_job(
     url = settings.resolved_database_url
     with session_factory(engine)() as session:
         dataset_id = add_dataset(session, X, y, tmp_path)
-        running_id = submit(session, dataset_id, **{**LONG, "epochs": 1000})
-        queued_id = submit(session, dataset_id, batch_size=64, epochs=2)
+        running_id = submit(session, dataset_id, **{**SIGNALLED_JOB, "epochs": 1000}, commit=True)
+        queued_id = submit(session, dataset_id, batch_size=64, epochs=2, commit=True)
     assert job_row(engine, queued_id)["status"] == "queued"
 
     with workers(url, settings.data_dir) as (worker,):
@@ -213,9 +196,13 @@ def test_diverged_and_time_limited_jobs_fail_keeping_their_finite_epochs(
     with session_factory(engine)() as session:
         small_id = add_dataset(session, X, y, tmp_path)
         long_id = add_dataset(session, *long_data, tmp_path)
-        diverging = submit(session, small_id, learning_rate=1.0, batch_size=64, epochs=30)
-        limited = submit(session, long_id, **{**LONG, "epochs": 1000}, max_runtime_s=0.3)
-        fine = submit(session, small_id, batch_size=64, epochs=3)
+        diverging = submit(
+            session, small_id, learning_rate=1.0, batch_size=64, epochs=30, commit=True
+        )
+        limited = submit(
+            session, long_id, **{**SIGNALLED_JOB, "epochs": 1000}, max_runtime_s=0.3, commit=True
+        )
+        fine = submit(session, small_id, batch_size=64, epochs=3, commit=True)
 
     with workers(settings.resolved_database_url, settings.data_dir, burst=True) as (worker,):
         assert worker.wait() == EXIT_OK
@@ -243,8 +230,7 @@ def test_sigterm_releases_the_job_and_the_next_claim_resumes_it_identically(
     engine: Engine, settings: Settings, tmp_path: Path, long_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     url = settings.resolved_database_url
-    with session_factory(engine)() as session:
-        job_id = submit(session, add_dataset(session, *long_data, tmp_path), **LONG)
+    job_id = submit_signalled_job(engine, long_data, tmp_path)
 
     with workers(url, settings.data_dir) as (first,):
         wait_for(epoch_at_least(engine, job_id, 2), what="two epochs")
@@ -252,14 +238,14 @@ def test_sigterm_releases_the_job_and_the_next_claim_resumes_it_identically(
         assert first.wait() == EXIT_OK
     released = job_row(engine, job_id)
     assert (released["status"], released["attempt"], released["worker_id"]) == ("queued", 1, None)
-    assert 2 <= released["epoch"] < LONG["epochs"]
+    assert 2 <= released["epoch"] < SIGNALLED_JOB["epochs"]
     assert epoch_count(engine, job_id) == released["epoch"]
 
     with workers(url, settings.data_dir, burst=True) as (second,):
         assert second.wait() == EXIT_OK
     finished = job_row(engine, job_id)
     assert (finished["status"], finished["attempt"]) == ("succeeded", 2)
-    assert history(engine, job_id) == reference_history(*long_data, **LONG)
+    assert history(engine, job_id) == reference_history(*long_data, **SIGNALLED_JOB)
 
 
 def test_killed_worker_job_is_recovered_by_another_with_an_identical_history(
@@ -268,8 +254,8 @@ def test_killed_worker_job_is_recovered_by_another_with_an_identical_history(
     url = settings.resolved_database_url
     with session_factory(engine)() as session:
         dataset_id = add_dataset(session, *long_data, tmp_path)
-        job_id = submit(session, dataset_id, **LONG)
-        uninterrupted_id = submit(session, dataset_id, **LONG)
+        job_id = submit(session, dataset_id, **SIGNALLED_JOB, commit=True)
+        uninterrupted_id = submit(session, dataset_id, **SIGNALLED_JOB, commit=True)
 
     with workers(url, settings.data_dir) as (victim,):
         wait_for(epoch_at_least(engine, job_id, 2), what="two epochs")
@@ -277,11 +263,11 @@ def test_killed_worker_job_is_recovered_by_another_with_an_identical_history(
         assert victim.wait() == -signal.SIGKILL
     orphan = job_row(engine, job_id)
     assert orphan["status"] == "running"  # nobody released it: the lease has to expire
-    assert orphan["epoch"] < LONG["epochs"]
+    assert orphan["epoch"] < SIGNALLED_JOB["epochs"]
     # A burst worker stops at an empty queue, and the orphan is claimable only once its lease
     # has run out (the victim may have run the other job first: their created_at can tie).
     wait_for(
-        lambda: job_row(engine, job_id)["lease_expires_at"] < utcnow(),
+        lease_expired(engine, job_id),
         timeout=10,
         what="the killed worker's lease to expire",
     )
@@ -292,7 +278,7 @@ def test_killed_worker_job_is_recovered_by_another_with_an_identical_history(
     assert (recovered["status"], recovered["attempt"]) == ("succeeded", 2)
     assert job_row(engine, uninterrupted_id)["attempt"] == 1
     assert history(engine, job_id) == history(engine, uninterrupted_id)
-    assert len(history(engine, job_id)) == LONG["epochs"]
+    assert len(history(engine, job_id)) == SIGNALLED_JOB["epochs"]
     assert "resumes after epoch" in rescuer.output()
 
 
@@ -300,14 +286,13 @@ def test_paused_worker_loses_its_job_to_another_then_writes_nothing_and_exits(
     engine: Engine, settings: Settings, tmp_path: Path, long_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     url = settings.resolved_database_url
-    with session_factory(engine)() as session:
-        job_id = submit(session, add_dataset(session, *long_data, tmp_path), **LONG)
+    job_id = submit_signalled_job(engine, long_data, tmp_path)
 
     with workers(url, settings.data_dir) as (paused,):
         wait_for(epoch_at_least(engine, job_id, 2), what="two epochs")
         pause_between_writes(paused, engine, job_id)
         wait_for(
-            lambda: job_row(engine, job_id)["lease_expires_at"] < utcnow(),
+            lease_expired(engine, job_id),
             timeout=10,
             what="the paused worker's lease to expire",
         )
@@ -321,7 +306,7 @@ def test_paused_worker_loses_its_job_to_another_then_writes_nothing_and_exits(
         paused.signal(signal.SIGCONT)
         assert paused.wait() == EXIT_LEASE_LOST
     assert job_row(engine, job_id) == done
-    assert history(engine, job_id) == stored == reference_history(*long_data, **LONG)
+    assert history(engine, job_id) == stored == reference_history(*long_data, **SIGNALLED_JOB)
     assert "lease" in paused.output()
 
 
@@ -332,7 +317,10 @@ def test_racing_workers_run_each_of_50_jobs_exactly_once(
     X, y = regression_data(64)
     with session_factory(engine)() as session:
         dataset_id = add_dataset(session, X, y, tmp_path)
-        job_ids = [submit(session, dataset_id, batch_size=16, epochs=2, seed=i) for i in range(50)]
+        job_ids = [
+            submit(session, dataset_id, batch_size=16, epochs=2, seed=i, commit=True)
+            for i in range(50)
+        ]
 
     with workers(
         settings.resolved_database_url, settings.data_dir, count=n_workers, burst=True

@@ -26,8 +26,9 @@ from service.worker import BLAS_THREAD_VARIABLES, blas_thread_env
 from service.worker.cache import DatasetCache
 from service.worker.loop import EXIT_OK, run_worker
 from service.worker.signals import StopFlag
-
-from .helpers import REPO_ROOT, add_dataset, job_row, regression_data, submit, wait_for
+from tests.support.factories import add_dataset, regression_data, submit
+from tests.support.processes import REPO_ROOT, wait_for
+from tests.support.stored import job_row
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
 
@@ -45,7 +46,7 @@ def test_corrupt_dataset_fails_the_job_with_dataset_corrupt(
     X, y = regression_data(32)
     with session_factory(engine)() as session:
         dataset_id = add_dataset(session, X, y, tmp_path)
-        job_id = submit(session, dataset_id, batch_size=8, epochs=1)
+        job_id = submit(session, dataset_id, batch_size=8, epochs=1, commit=True)
         session.execute(
             update(DatasetChunk).where(DatasetChunk.dataset_id == dataset_id).values(data=b"x")
         )
@@ -64,7 +65,9 @@ def test_config_the_core_refuses_fails_the_job_as_internal(
 ) -> None:
     X, y = regression_data(32)
     with session_factory(engine)() as session:
-        job_id = submit(session, add_dataset(session, X, y, tmp_path), batch_size=8, epochs=1)
+        job_id = submit(
+            session, add_dataset(session, X, y, tmp_path), batch_size=8, epochs=1, commit=True
+        )
         # Past the API's checks (a row written by an older version, say): 64 > 32 rows.
         bad = TrainConfig(batch_size=64, epochs=1).to_dict()
         session.execute(update(Job).where(Job.id == job_id).values(config=bad))

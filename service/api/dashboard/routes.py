@@ -27,8 +27,8 @@ from service.api.deps import SessionDep
 from service.datasets import service as datasets_service
 from service.errors import NotFound
 from service.jobs import service as jobs_service
-from service.jobs.schemas import FINISHED_STATUSES, SWEEP_TAG_PREFIX, JobRead
-from service.sweeps import job_advice
+from service.jobs.read_schemas import JobRead
+from service.jobs.schemas import FINISHED_STATUSES, SWEEP_TAG_PREFIX
 from service.sweeps import service as sweeps_service
 from service.sweeps.schemas import FINISHED_SWEEP_STATUSES
 
@@ -191,7 +191,7 @@ def job_page(
         dataset=dataset,
         metrics=metrics,
         has_epochs=bool(history.epoch),
-        advice=job_advice.advice_for_job(session, job),
+        advice=job.batch_size_advice,
         sweep_id=_sweep_of(job),
         config_rows=_config_rows(job.config),
         finished=job.status in FINISHED_STATUSES,

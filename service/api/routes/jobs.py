@@ -7,33 +7,34 @@ happens in worker processes; nothing here waits for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import TypeAdapter
-from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import REQUIRE_TENANT
-from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
+from service.api.deps import (
+    PageCursor,
+    PageLimit,
+    ReadSessionsDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+)
 from service.api.offload import offload
 from service.api.problems import problem_responses
+from service.jobs import predictions
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits
+from service.jobs.read_schemas import HistoryRead, JobPage, JobRead, ModelRead, PredictResponse
 from service.jobs.schemas import (
     EXAMPLE_DATASET_ID,
     EXAMPLE_JOB_ID,
-    HistoryRead,
-    JobPage,
-    JobRead,
     JobStatus,
     JobSubmit,
-    ModelRead,
     PredictRequest,
-    PredictResponse,
 )
-from service.sweeps import job_advice
 
 router = APIRouter(
     prefix=jobs_service.JOBS_PATH,
@@ -42,30 +43,10 @@ router = APIRouter(
     responses=problem_responses(401),
 )
 
-T = TypeVar("T")
-
-
-def _read(request: Request, read: Callable[[Session], T]) -> T:
-    """``read(session)`` in a read-only session of its own (autocommit: see
-    ``read_session_factory`` in :func:`service.api.app.create_app`) — called from an ``async``
-    route, so on the event loop.
-
-    For the hot reads (a job, its history): their SQL is one or two indexed lookups and the
-    rest is building the body, which holds the GIL in a pool thread as much as here. A sync
-    route takes four hops to the thread pool and back (``SessionDep`` in and out, the route,
-    the validation of its return value), and under load each hop costs more than the read:
-    the pool's threads and the event loop take turns at the GIL. Measured with 50 concurrent
-    clients (``benchmarks.load``): 1.7 ms of CPU per ``GET /v1/jobs/{id}`` with the hops,
-    0.5 ms without, on SQLite. The price: while a read waits on the database (PostgreSQL:
-    a few round trips), this process serves nothing else.
-
-    A read returns the body it built (:func:`_json`), so FastAPI neither validates our own
-    output again nor serializes it a second time; ``response_model`` still documents it.
-    """
-    sessions: sessionmaker[Session] = request.app.state.read_session_factory
-    with sessions() as session:
-        return read(session)
-
+# The hot reads (a job, its history, the model to predict with) are ``async`` routes reading in
+# a session of ReadSessionsDep: no hop to the thread pool (see service.api.deps). Each returns
+# the body it built (:func:`_json`), so FastAPI neither validates our own output again nor
+# serializes it a second time; ``response_model`` still documents it.
 
 # How FastAPI serializes a response model: pydantic's ``dump_json``, ``by_alias=True``.
 _JOB_JSON, _HISTORY_JSON = TypeAdapter(JobRead), TypeAdapter(HistoryRead)
@@ -216,15 +197,10 @@ def list_jobs(
     "and its uncertainty factor. Null without noise-scale measurements.",
     responses=problem_responses(404),
 )
-async def get_job(job_id: JobId, request: Request, tenant: TenantDep) -> Response:
-    def read(session: Session) -> bytes:
+async def get_job(job_id: JobId, read_sessions: ReadSessionsDep, tenant: TenantDep) -> Response:
+    with read_sessions() as session:
         job = jobs_service.get_job(session, job_id, tenant=tenant)
-        # The advice maths lives in service.sweeps, a layer above service.jobs: composed here.
-        advice = job_advice.advice_for_job(session, job)
-        job = job.model_copy(update={"batch_size_advice": advice})
-        return _JOB_JSON.dump_json(job, by_alias=True)
-
-    return _json(_read(request, read))
+    return _json(_JOB_JSON.dump_json(job, by_alias=True))
 
 
 @router.post(
@@ -290,7 +266,7 @@ def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
 )
 async def get_history(
     job_id: JobId,
-    request: Request,
+    read_sessions: ReadSessionsDep,
     tenant: TenantDep,
     max_points: MaxPoints = None,
     format: Annotated[
@@ -302,12 +278,10 @@ async def get_history(
     ] = "epochs",
 ) -> Response:
     if format == "csv":
-        text = _read(
-            request,
-            lambda session: jobs_service.history_csv(
+        with read_sessions() as session:
+            text = jobs_service.history_csv(
                 session, job_id, tenant=tenant, table=table, max_points=max_points
-            ),
-        )
+            )
         return PlainTextResponse(
             text,
             media_type="text/csv",
@@ -316,11 +290,9 @@ async def get_history(
             },
         )
 
-    def read(session: Session) -> bytes:
+    with read_sessions() as session:
         history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
-        return _HISTORY_JSON.dump_json(history, by_alias=True)
-
-    return _json(_read(request, read))
+    return _json(_HISTORY_JSON.dump_json(history, by_alias=True))
 
 
 @router.get(
@@ -349,11 +321,11 @@ def get_model(
 ) -> ModelRead | Response:
     if format == "npz":
         return Response(
-            jobs_service.get_model_npz(session, job_id, tenant=tenant),
+            predictions.get_model_npz(session, job_id, tenant=tenant),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="job-{job_id}-model.npz"'},
         )
-    return jobs_service.get_model(session, job_id, tenant=tenant)
+    return predictions.get_model(session, job_id, tenant=tenant)
 
 
 @router.post(
@@ -374,9 +346,12 @@ def get_model(
         }
     },
 )
-async def predict(job_id: JobId, request: Request, tenant: TenantDep) -> Response:
+async def predict(
+    job_id: JobId, request: Request, read_sessions: ReadSessionsDep, tenant: TenantDep
+) -> Response:
     # FastAPI would decode the body on the event loop; offload decodes it (a large one in a
     # child process, which also predicts and serializes the answer), once the model is found.
     raw = await request.body()  # under its cap: service.api.body_limit
-    npz = _read(request, lambda session: jobs_service.get_model_npz(session, job_id, tenant=tenant))
-    return _json(await offload(request, len(raw), jobs_service.predict_json, raw, npz))
+    with read_sessions() as session:
+        npz = predictions.get_model_npz(session, job_id, tenant=tenant)
+    return _json(await offload(request, len(raw), predictions.predict_json, raw, npz))

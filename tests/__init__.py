@@ -1,0 +1,1 @@
+"""The Batchwise test suite: a package, so its helpers import as ``tests.support``."""

@@ -1,0 +1,205 @@
+"""Histories recorded before the restructure of issue 13, replayed: the same config, data and
+seed must give the same bytes — every field a worker stores of each epoch, the step losses and
+the trained model — through every path of the loop (the fused SGD step and the reference one,
+every optimizer, schedules, the adaptive batch size, evaluations, noise, early stopping, a
+resumed checkpoint).
+
+``golden_histories.json`` was written by ``python -m tests.core.test_golden_histories`` on the
+commit before the move; run that again only to record a deliberate change of the numbers, and
+say why in the commit. Floats are compared exactly on the NumPy version and CPU they were
+recorded with, and to 1e-9 relative elsewhere (another BLAS may round a matrix product
+differently; a change of algorithm still shows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.core import Checkpoint, TrainConfig, Training
+
+GOLDEN = Path(__file__).with_name("golden_histories.json")
+#: Fields that measure the machine, not the maths.
+TIMING_FIELDS = ("wall_time_s", "samples_per_s")
+
+CASES: dict[str, dict[str, Any]] = {
+    "linear-sgd-float64": {"batch_size": 16, "epochs": 4, "dtype": "float64", "seed": 1},
+    "linear-momentum-step-lr-validation-early-stop": {
+        "optimizer": "momentum",
+        "learning_rate": 0.05,
+        "batch_size": 8,
+        "epochs": 6,
+        "validation_split": 0.2,
+        "lr_schedule": {"kind": "step", "step_size": 2, "gamma": 0.5},
+        "early_stopping": {"patience": 2},
+    },
+    "linear-huber-standardized-drop-last": {
+        "loss": "huber",
+        "standardize": True,
+        "drop_last": True,
+        "batch_size": 12,
+        "epochs": 3,
+    },
+    "linear-grow-batch-sqrt-scaling-warmup": {
+        "batch_size": 4,
+        "epochs": 5,
+        "lr_scaling": "sqrt",
+        "reference_batch_size": 4,
+        "batch_size_schedule": {"kind": "grow", "factor": 2, "every_epochs": 2},
+        "lr_schedule": {"kind": "cosine", "warmup_epochs": 1},
+    },
+    "linear-adaptive-batch-noise": {
+        "batch_size": 4,
+        "epochs": 5,
+        "noise_scale": True,
+        "batch_size_schedule": {"kind": "adaptive", "max_growth": 4.0},
+    },
+    "logistic-nesterov-weight-decay-noise": {
+        "model": "logistic",
+        "optimizer": "nesterov",
+        "weight_decay": 0.01,
+        "batch_size": 16,
+        "epochs": 4,
+        "noise_scale": True,
+        "lr_schedule": {"kind": "exponential", "gamma": 0.9},
+    },
+    "softmax-adam-evaluation": {
+        "model": "softmax",
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "batch_size": 10,
+        "epochs": 3,
+        "evaluation": {"on": "train", "per_decade": 4},
+    },
+    "mlp-tanh-adam-float32-noise": {
+        "model": "mlp",
+        "hidden_layers": [16, 8],
+        "activation": "tanh",
+        "optimizer": "adam",
+        "learning_rate": 0.005,
+        "batch_size": 16,
+        "epochs": 3,
+        "noise_scale": True,
+    },
+    "mlp-relu-sgd-clip-float64": {
+        "model": "mlp",
+        "hidden_layers": [12],
+        "learning_rate": 0.02,
+        "clip_norm": 1.0,
+        "batch_size": 8,
+        "epochs": 3,
+        "dtype": "float64",
+        "seed": 7,
+    },
+}
+#: Trained for RESUME_AFTER epochs, checkpointed (through its bytes), then resumed.
+RESUMED = ("linear-momentum-step-lr-validation-early-stop", "mlp-tanh-adam-float32-noise")
+RESUME_AFTER = 2
+
+
+def dataset(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """120 rows of 3 features from closed forms (no random stream, so no NumPy version can
+    change them), with a target fitting the model."""
+    i = np.arange(120, dtype=np.float64)
+    X = np.stack([np.sin(0.37 * i), np.cos(0.11 * i) * 2.0, (i % 7) / 7.0 - 0.5], axis=1)
+    signal = X @ np.array([1.5, -0.75, 2.0]) + 0.25 * np.sin(1.3 * i)
+    if model == "logistic":
+        return X, (signal > 0).astype(np.float64)
+    if model == "softmax":
+        return X, np.digitize(signal, [-1.0, 1.0]).astype(np.float64)
+    return X, signal
+
+
+def record_of(case: str, *, resume: bool) -> dict[str, Any]:
+    """What a worker stores of the run: each epoch's record (timings left out), the sha256 of
+    its float32 step losses, and the sha256 of the trained model's NPZ."""
+    config = TrainConfig.from_dict(CASES[case])
+    X, y = dataset(config.model)
+    training = Training(X, y, config)
+    epochs: list[dict[str, Any]] = []
+    for record in training:
+        epochs.append(_stored(record))
+        if resume and len(epochs) == RESUME_AFTER:
+            checkpoint = Checkpoint.from_bytes(training.checkpoint().to_bytes())
+            training = Training(X, y, config, resume_from=checkpoint)
+            epochs.extend(_stored(later) for later in training)
+            break
+    model = hashlib.sha256(training.model.to_npz_bytes()).hexdigest()
+    return {"epochs": epochs, "model_sha256": model}
+
+
+def _stored(record: Any) -> dict[str, Any]:
+    fields = {k: v for k, v in record.to_dict().items() if k not in TIMING_FIELDS}
+    losses = record.step_losses.astype("<f4").tobytes()
+    return {**fields, "step_losses_sha256": hashlib.sha256(losses).hexdigest()}
+
+
+def recorded_on() -> dict[str, str]:
+    return {"numpy": np.__version__, "machine": platform.machine(), "cpu": _cpu()}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def runs() -> dict[str, dict[str, Any]]:
+    out = {case: record_of(case, resume=False) for case in CASES}
+    out.update({f"{case} (resumed)": record_of(case, resume=True) for case in RESUMED})
+    return out
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(GOLDEN.read_text())
+    return loaded
+
+
+@pytest.mark.parametrize("name", [*CASES, *(f"{case} (resumed)" for case in RESUMED)])
+def test_the_run_gives_the_history_recorded_before_the_move(
+    golden: dict[str, Any], name: str
+) -> None:
+    case, resume = name.removesuffix(" (resumed)"), name.endswith(" (resumed)")
+    expected = golden["runs"][name]
+    actual = record_of(case, resume=resume)
+    exact = golden["recorded_on"] == recorded_on()
+    assert len(actual["epochs"]) == len(expected["epochs"])
+    for epoch, (got, want) in enumerate(zip(actual["epochs"], expected["epochs"], strict=True)):
+        assert _same(got, want, exact=exact), f"{name}, epoch {epoch + 1}: {got} != {want}"
+    if exact:
+        assert actual["model_sha256"] == expected["model_sha256"], name
+
+
+def _same(got: Any, want: Any, *, exact: bool) -> bool:
+    """Equal, floats exactly or to 1e-9 relative; sha256 fields compared only when exact."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        keys = {k for k in want if exact or not k.endswith("sha256")}
+        return set(got) == set(want) and all(_same(got[k], want[k], exact=exact) for k in keys)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(got) == len(want) and all(
+            _same(g, w, exact=exact) for g, w in zip(got, want, strict=True)
+        )
+    if isinstance(want, float) and isinstance(got, float) and not exact:
+        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(got == want)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m tests.core.test_golden_histories --write")
+    document = {"recorded_on": recorded_on(), "runs": runs()}
+    GOLDEN.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"wrote {GOLDEN.name}: {len(document['runs'])} runs")
