@@ -15,10 +15,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from service.db import create_engine_for, session_factory
 from service.db.migrate import upgrade
 from tests.support.data import write_line_csv
-from tests.support.factories import make_key
+from tests.support.databases import engine_on
+from tests.support.tenants import make_keys
 
 pytestmark = pytest.mark.browser
 
@@ -30,13 +30,8 @@ def keys(tmp_path: Path) -> tuple[str, dict[str, str]]:
     data_dir = tmp_path / "data"
     url = f"sqlite:///{(data_dir / 'batchwise.db').as_posix()}"
     upgrade(url)
-    engine = create_engine_for(url)
-    try:
-        with session_factory(engine)() as session:
-            made = {tenant: make_key(session, tenant) for tenant in ("a", "b")}
-    finally:
-        engine.dispose()
-    return url, made
+    with engine_on(url) as engine:
+        return url, make_keys(engine, "a", "b")
 
 
 @pytest.fixture

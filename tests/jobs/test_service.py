@@ -30,6 +30,7 @@ from tests.support.factories import (
     run_like_a_worker,
     set_job,
     submit,
+    trained_job,
 )
 
 
@@ -311,9 +312,7 @@ def test_model_and_predict_wait_for_success(session: Session, work_dir: Path) ->
 
 def test_model_and_predictions_of_a_regression(session: Session, work_dir: Path) -> None:
     X, y = line_data(200)
-    dataset = make_dataset(session, work_dir, X, y)
-    job_id = submit(session, dataset.id, epochs=30, learning_rate=0.05, standardize=True)
-    run_like_a_worker(session, job_id, X, y)
+    job_id = trained_job(session, work_dir, X, y, epochs=30, learning_rate=0.05, standardize=True)
 
     model = predictions.get_model(session, job_id, tenant=DEFAULT_TENANT)
     assert model.feature_names == ["x0", "x1"]
@@ -335,9 +334,7 @@ def test_predictions_of_a_classifier_are_the_datasets_labels(
     session: Session, work_dir: Path
 ) -> None:
     X, y = binary_data(200)
-    dataset = make_dataset(session, work_dir, X, y)
-    job_id = submit(session, dataset.id, model="logistic", epochs=20, learning_rate=0.5)
-    run_like_a_worker(session, job_id, X, y)
+    job_id = trained_job(session, work_dir, X, y, model="logistic", epochs=20, learning_rate=0.5)
     answer = predictions.predict(
         session, job_id, PredictRequest(X=[[2.0, 2.0], [-2.0, -2.0]]), tenant=DEFAULT_TENANT
     )
@@ -353,9 +350,7 @@ def test_predict_refuses_a_wrong_row_width_naming_the_expected_one(
     session: Session, work_dir: Path
 ) -> None:
     X, y = line_data(50)
-    dataset = make_dataset(session, work_dir, X, y)
-    job_id = submit(session, dataset.id, epochs=1)
-    run_like_a_worker(session, job_id, X, y)
+    job_id = trained_job(session, work_dir, X, y, epochs=1)
     with pytest.raises(InvalidInput, match="must have 2 values") as caught:
         predictions.predict(
             session, job_id, PredictRequest(X=[[1.0, 2.0], [1.0, 2.0, 3.0]]), tenant=DEFAULT_TENANT
@@ -365,9 +360,7 @@ def test_predict_refuses_a_wrong_row_width_naming_the_expected_one(
 
 def test_predict_refuses_inputs_that_overflow_the_model(session: Session, work_dir: Path) -> None:
     X, y = line_data(50)
-    dataset = make_dataset(session, work_dir, X, y)
-    job_id = submit(session, dataset.id, epochs=1)
-    run_like_a_worker(session, job_id, X, y)
+    job_id = trained_job(session, work_dir, X, y, epochs=1)
     with pytest.raises(InvalidInput, match="not finite"):
         predictions.predict(
             session, job_id, PredictRequest(X=[[1e300, -1e300]]), tenant=DEFAULT_TENANT
@@ -393,9 +386,7 @@ def test_dataset_in_use_cannot_be_deleted(session: Session, work_dir: Path) -> N
 
 def test_npz_bytes_are_the_stored_bytes(session: Session, work_dir: Path) -> None:
     X, y = line_data(50)
-    dataset = make_dataset(session, work_dir, X, y)
-    job_id = submit(session, dataset.id, epochs=1)
-    run_like_a_worker(session, job_id, X, y)
+    job_id = trained_job(session, work_dir, X, y, epochs=1)
     stored = session.get(JobModel, job_id)
     assert stored is not None
     data = predictions.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)

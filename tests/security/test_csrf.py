@@ -25,11 +25,11 @@ from sqlalchemy.orm import Session
 from service.api import create_app
 from service.api.auth import KEY_COOKIE
 from service.config import Settings
-from service.db import create_engine_for, session_factory
 from service.db.migrate import upgrade
-from service.keys import service as keys_service
 from tests.support.data import write_line_csv
+from tests.support.databases import engine_on
 from tests.support.factories import make_key
+from tests.support.tenants import make_keys
 
 PROBLEM_JSON = "application/problem+json"
 EVIL = "http://127.0.0.1:8742"
@@ -212,14 +212,8 @@ def keys(tmp_path: Path) -> tuple[str, str]:
     """The database URL (SQLite, migrated here: the key comes first) and a key of tenant a."""
     url = f"sqlite:///{(tmp_path / 'data' / 'batchwise.db').as_posix()}"
     upgrade(url)
-    engine = create_engine_for(url)
-    try:
-        with session_factory(engine)() as session:
-            created = keys_service.create_key(session, tenant="a").key
-            session.commit()
-    finally:
-        engine.dispose()
-    return url, created
+    with engine_on(url) as engine:
+        return url, make_keys(engine, "a")["a"]
 
 
 @pytest.fixture

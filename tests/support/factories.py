@@ -205,6 +205,17 @@ def run_like_a_worker(
     return records
 
 
+def trained_job(
+    session: Session, work_dir: Path, X: np.ndarray, y: np.ndarray, **config: Any
+) -> str:
+    """A job of ``config`` on a new dataset (X, y), trained to its end as a worker would; its
+    id."""
+    dataset = make_dataset(session, work_dir, X, y)
+    job_id = submit(session, dataset.id, **config)
+    run_like_a_worker(session, job_id, X, y)
+    return job_id
+
+
 def epoch_row(job_id: str, epoch: int, losses: np.ndarray, **record: Any) -> JobEpoch:
     """A hand-made epoch row with ``losses`` as its step losses."""
     values: dict[str, Any] = {
