@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -245,7 +244,9 @@ def _non_worker_children(pid: int) -> list[int]:
 @contextmanager
 def _server(source: Path, data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """``python -m service serve`` from ``source`` (its ``service`` package is imported: it is
-    the working directory), one embedded worker; yields the port once healthy."""
+    the working directory), one embedded worker; yields the port once healthy. The Alembic
+    scripts come from this checkout's install (``service._migrations``) whatever ``source``
+    is: they only create the tables, which every compared commit shares."""
     port = _processes.free_port()
     env = _processes.child_env(f"sqlite:///{data_dir / 'batchwise.db'}", data_dir)
     env |= {"BATCHWISE_WORKERS": "1", "PYTHONPATH": str(source)}
@@ -259,16 +260,11 @@ def _server(source: Path, data_dir: Path) -> Iterator[tuple[int, subprocess.Pope
         )
     try:
         deadline = time.monotonic() + _processes.STARTUP_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise _processes.ProcessFailedError(
-                        (data_dir / "serve.log").read_text(errors="replace")
-                    ) from None
-                time.sleep(0.05)
+        while not _processes.answers_healthz(f"http://127.0.0.1:{port}"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log_text = (data_dir / "serve.log").read_text(errors="replace")
+                raise _processes.ProcessFailedError(log_text)
+            time.sleep(0.05)
         yield port, process
     finally:
         _processes.stop(process)

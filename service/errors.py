@@ -50,11 +50,16 @@ class InvalidInput(BatchwiseError):
     status, title, slug = 422, "Invalid input", "invalid-input"
 
 
+def body_errors(problems: Iterable[Mapping[str, Any]]) -> list[FieldError]:
+    """Pydantic's ``ValidationError.errors()`` of a request body, each at ``("body", ...)``."""
+    return [FieldError(("body", *p["loc"]), p["msg"], p["type"]) for p in problems]
+
+
 def invalid_body(problems: Iterable[Mapping[str, Any]]) -> InvalidInput:
     """A request body that Pydantic rejected (``problems``: its ``ValidationError.errors()``),
     reported as FastAPI reports one: every problem at its ``("body", ...)`` location. For the
     bodies the API decodes itself, off the event loop."""
-    errors = [FieldError(("body", *p["loc"]), p["msg"], p["type"]) for p in problems]
+    errors = body_errors(problems)
     count = len(errors)
     return InvalidInput(
         f"The request is invalid: {count} error{'s' if count != 1 else ''}.", errors=errors

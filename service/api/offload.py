@@ -48,7 +48,18 @@ class BodyDecoder:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
 
-    async def run(self, size: int, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+    async def run(
+        self,
+        size: int,
+        work: Callable[..., T],
+        *args: object,
+        on_cancel: Callable[[], object] | None = None,
+        **kwargs: object,
+    ) -> T:
+        """``on_cancel``: called once ``work`` has ended in the child, if the caller was
+        cancelled while it ran (a client gone, a shutdown): to delete what it wrote, which
+        nobody will collect. (In the thread pool a cancel waits for the work and its result
+        returns: the caller's own ``finally`` sees it.)"""
         call = functools.partial(work, *args, **kwargs)
         if size <= THREAD_BYTES:
             return await run_in_threadpool(call)
@@ -58,8 +69,13 @@ class BodyDecoder:
                 mp_context=multiprocessing.get_context("spawn"),
                 max_tasks_per_child=1,
             )
+        future = self._pool.submit(call)
         try:
-            return await asyncio.wrap_future(self._pool.submit(call))
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                future.add_done_callback(lambda _: on_cancel())
+            raise
         except BrokenProcessPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -76,11 +92,16 @@ class BodyDecoder:
 
 
 async def offload(
-    request: Request, size: int, work: Callable[..., T], *args: object, **kwargs: object
+    request: Request,
+    size: int,
+    work: Callable[..., T],
+    *args: object,
+    on_cancel: Callable[[], object] | None = None,
+    **kwargs: object,
 ) -> T:
     """:meth:`BodyDecoder.run` with the app's decoder (``create_app`` makes it)."""
     decoder: BodyDecoder = request.app.state.body_decoder
-    return await decoder.run(size, work, *args, **kwargs)
+    return await decoder.run(size, work, *args, on_cancel=on_cancel, **kwargs)
 
 
 __all__ = ["THREAD_BYTES", "BodyDecoder", "offload"]

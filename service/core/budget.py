@@ -130,7 +130,7 @@ def _batch_sizes(config: TrainConfig, n_train: int) -> list[int]:
 
 
 def _head_bytes(config: TrainConfig, n_outputs: int, s: int) -> int:
-    """The head's scratch per row (``models._Head.make_work``, and softmax's one-hot temp)."""
+    """The head's scratch per row (``losses.Head.make_work``, and softmax's one-hot temp)."""
     if n_outputs > 1:
         return 3 * s + 2 * _INDEX_BYTES
     if config.loss == "huber" or (config.model in ("logistic", "mlp") and config.loss is None):

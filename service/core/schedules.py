@@ -32,7 +32,6 @@ __all__ = [
 
 LRScheduleKind = Literal["constant", "step", "exponential", "cosine"]
 BatchSizeScheduleKind = Literal["constant", "grow", "adaptive"]
-LRScalingRule = Literal["none", "linear", "sqrt"]
 LR_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "step", "exponential", "cosine")
 BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow", "adaptive")
 LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")

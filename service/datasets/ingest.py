@@ -50,6 +50,7 @@ __all__ = [
     "InvalidRows",
     "ParsedDataset",
     "detect_format",
+    "is_zip",
     "parse_file",
     "parse_inline",
     "summarize",
@@ -72,6 +73,11 @@ _CONTENT_TYPES: dict[str, Format] = {
 _ACCEPTED = "accepted are CSV (.csv, text/csv), NPY (.npy) and NPZ (.npz)"
 
 
+def is_zip(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a ZIP archive (an NPZ, if it is a dataset)."""
+    return head.startswith(_ZIP_MAGICS)
+
+
 def detect_format(filename: str | None, content_type: str | None, head: bytes) -> Format:
     """The format of an upload from its first bytes ``head``, else its name, else its type.
 
@@ -80,7 +86,7 @@ def detect_format(filename: str | None, content_type: str | None, head: bytes) -
     """
     if head.startswith(_NPY_MAGIC):
         return "npy"
-    if head.startswith(_ZIP_MAGICS):
+    if is_zip(head):
         return "npz"
     extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower() if filename else ""
     media_type = (content_type or "").split(";")[0].strip().lower()

@@ -53,7 +53,7 @@ from service.datasets.ingest_common import (
     too_many_features,
     too_many_rows,
 )
-from service.errors import FieldError, PayloadTooLarge
+from service.errors import FieldError, InvalidInput, PayloadTooLarge
 
 _NUMERIC_KINDS = "biuf"
 #: What reading a broken file raises. NumPy parses an NPY header with ``tokenize`` and
@@ -283,6 +283,17 @@ def _open_npz(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except _READ_ERRORS as e:
         raise invalid_at(("file",), f"not a valid NPZ file: {e}", type="corrupt_file") from None
+
+
+def declared_npz_bytes(path: Path) -> int | None:
+    """The decompressed bytes the members of the archive at ``path`` declare (parsing refuses
+    a member that holds more than it declares), read from its central directory alone; None
+    for a file that is not a readable archive (parsing says why)."""
+    try:
+        with _open_npz(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except InvalidInput:
+        return None
 
 
 def _central_directory_bytes(f: BinaryIO) -> int:

@@ -53,18 +53,6 @@ def chunk(session: Session, dataset_id: str, seq: int) -> bytes | None:
     )
 
 
-def count_chunks(session: Session, dataset_id: str) -> int:
-    """How many chunk rows a dataset has."""
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(DatasetChunk)
-            .where(DatasetChunk.dataset_id == dataset_id)
-        )
-        or 0
-    )
-
-
 def remove(session: Session, dataset_id: str) -> bool:
     """Delete a dataset and its chunks; whether it existed.
 
@@ -122,7 +110,6 @@ __all__ = [
     "add",
     "add_chunk",
     "chunk",
-    "count_chunks",
     "get",
     "jobs_using",
     "list_page",

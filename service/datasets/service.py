@@ -9,18 +9,18 @@ transaction: a failure anywhere leaves neither.
 
 Storage quota (``max_stored_bytes``, per tenant): the tenant's stored ``size_bytes`` plus the
 new dataset's must fit, else :class:`StorageQuotaExceeded` (413) and nothing is stored. It is
-checked twice: once as soon as the size is known (the canonical size follows from the shape),
-before anything is written; and again, exactly, after the metadata row is inserted, holding a
-lock to the commit — SQLite's write lock, which that insert takes, or on PostgreSQL the
-tenant's advisory lock — so two concurrent uploads of one tenant cannot both fit in the room
-for one: the second sees the first, or waits for its commit and then sees it.
+checked twice: once while the dataset is prepared, as soon as its size is known (the canonical
+size follows from the shape), against the :class:`StorageRoom` read before — so the canonical
+file is never written for a tenant without room; and again, exactly, after the metadata row is
+inserted, holding a lock to the commit — SQLite's write lock, which that insert takes, or on
+PostgreSQL the tenant's advisory lock — so two concurrent uploads of one tenant cannot both fit
+in the room for one: the second sees the first, or waits for its commit and then sees it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +35,12 @@ from service.datasets.ingest import (
     IngestLimits,
     ParsedDataset,
     detect_format,
+    is_zip,
     parse_file,
     parse_inline,
     summarize,
 )
+from service.datasets.ingest_numpy import declared_npz_bytes
 from service.datasets.schemas import (
     DatasetCreateJSON,
     DatasetPage,
@@ -82,6 +84,36 @@ class PreparedDataset:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class StorageRoom:
+    """A tenant's stored bytes and quota, read before a dataset is prepared."""
+
+    used_bytes: int
+    max_stored_bytes: int
+
+    def check(self, new_bytes: int) -> None:
+        """:class:`StorageQuotaExceeded` (413) unless ``new_bytes`` more fit."""
+        check_storage_quota(self.used_bytes, new_bytes, self.max_stored_bytes)
+
+
+def storage_room(session: Session, tenant: str, max_stored_bytes: int | None) -> StorageRoom | None:
+    """``tenant``'s :class:`StorageRoom` under the quota ``max_stored_bytes`` (None: none)."""
+    if max_stored_bytes is None:
+        return None
+    return StorageRoom(repository.stored_bytes(session, tenant), max_stored_bytes)
+
+
+def upload_work_bytes(path: Path) -> int:
+    """The bytes that parsing the upload at ``path`` reads (the API offloads by it): its size,
+    or for an NPZ archive the larger total its members declare once decompressed."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(HEAD_BYTES)
+    if not is_zip(head):
+        return size
+    return max(size, declared_npz_bytes(path) or 0)
+
+
 def prepare_file(
     path: Path,
     *,
@@ -91,33 +123,44 @@ def prepare_file(
     target: str | None,
     invalid_rows: InvalidRows,
     limits: IngestLimits,
-    work_dir: Path,
+    dest: Path,
+    room: StorageRoom | None = None,
 ) -> PreparedDataset:
     """Parse the uploaded file at ``path`` (CSV, NPY or NPZ, detected from its first bytes,
-    then its name and content type). ``name`` defaults to ``filename``."""
+    then its name and content type) and write its canonical form to ``dest`` (a path of the
+    caller's choosing, so that the caller can delete it whatever happens). ``name`` defaults
+    to ``filename``; ``room``: the tenant's storage room (None: no quota)."""
     with path.open("rb") as file:
         head = file.read(HEAD_BYTES)
     fmt = detect_format(filename, content_type, head)
     parsed = parse_file(path, fmt, target=target, limits=limits, invalid_rows=invalid_rows)
-    return _prepare(parsed, name=name or filename or "upload", source_format=fmt, work_dir=work_dir)
+    name = name or filename or "upload"
+    return _prepare(parsed, name=name, source_format=fmt, dest=dest, room=room)
 
 
-def prepare_inline_json(raw: bytes, limits: IngestLimits, work_dir: Path) -> PreparedDataset:
-    """A ``DatasetCreateJSON`` body decoded, validated and prepared. :class:`InvalidInput`
-    listing every problem with its ``("body", ...)`` location otherwise."""
+def prepare_inline_json(
+    raw: bytes, limits: IngestLimits, dest: Path, room: StorageRoom | None = None
+) -> PreparedDataset:
+    """A ``DatasetCreateJSON`` body decoded, validated and prepared (as for
+    :func:`prepare_file`). :class:`InvalidInput` listing every problem with its
+    ``("body", ...)`` location otherwise."""
     try:
         body = DatasetCreateJSON.model_validate_json(raw)
     except ValidationError as exc:
         raise invalid_body(exc.errors()) from None
-    return prepare_inline(body, limits=limits, work_dir=work_dir)
+    return prepare_inline(body, limits=limits, dest=dest, room=room)
 
 
 def prepare_inline(
-    body: DatasetCreateJSON, *, limits: IngestLimits, work_dir: Path
+    body: DatasetCreateJSON,
+    *,
+    limits: IngestLimits,
+    dest: Path,
+    room: StorageRoom | None = None,
 ) -> PreparedDataset:
-    """A dataset sent inline as JSON, validated and prepared."""
+    """A dataset sent inline as JSON, validated and prepared (as for :func:`prepare_file`)."""
     parsed = parse_inline(body.X, body.y, limits=limits, feature_names=body.feature_names)
-    return _prepare(parsed, name=body.name, source_format="json", work_dir=work_dir)
+    return _prepare(parsed, name=body.name, source_format="json", dest=dest, room=room)
 
 
 def create_from_inline(
@@ -131,7 +174,8 @@ def create_from_inline(
 ) -> DatasetRead:
     """Validate and store a dataset sent inline as JSON, as ``tenant``'s, in one call
     (``max_stored_bytes`` as for :func:`store_prepared`)."""
-    prepared = prepare_inline(body, limits=limits, work_dir=work_dir)
+    room = storage_room(session, tenant, max_stored_bytes)
+    prepared = prepare_inline(body, limits=limits, dest=canonical_path(work_dir), room=room)
     return store_prepared(session, prepared, tenant=tenant, max_stored_bytes=max_stored_bytes)
 
 
@@ -153,24 +197,30 @@ def check_storage_quota(used_bytes: int, new_bytes: int, max_stored_bytes: int) 
     )
 
 
-def _prepare(
-    parsed: ParsedDataset, *, name: str, source_format: SourceFormat, work_dir: Path
-) -> PreparedDataset:
-    summary = summarize(parsed)
+def canonical_path(work_dir: Path) -> Path:
+    """A new, unused path in ``work_dir`` for a canonical file (not created)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=work_dir, prefix="canonical-", suffix=".npy")
-    os.close(fd)
-    canonical = Path(tmp_name)
-    try:
-        sha256, size_bytes = write_canonical(parsed, canonical)
-    except BaseException:
-        canonical.unlink(missing_ok=True)
-        raise
+    return work_dir / f"canonical-{uuid.uuid4().hex}.npy"
+
+
+def _prepare(
+    parsed: ParsedDataset,
+    *,
+    name: str,
+    source_format: SourceFormat,
+    dest: Path,
+    room: StorageRoom | None,
+) -> PreparedDataset:
+    if room is not None:
+        # Before the canonical file is written (re-checked, exactly, when it is stored).
+        room.check(canonical_size(parsed.n_rows, parsed.n_features))
+    summary = summarize(parsed)
+    sha256, size_bytes = write_canonical(parsed, dest)
     return PreparedDataset(
         name=name[:200],
         source_format=source_format,
         summary=summary,
-        path=canonical,
+        path=dest,
         sha256=sha256,
         size_bytes=size_bytes,
     )
@@ -187,10 +237,6 @@ def store_prepared(
     (whatever happens). ``max_stored_bytes``: the tenant's storage quota (None: none)."""
     summary, size_bytes = prepared.summary, prepared.size_bytes
     try:
-        if max_stored_bytes is not None:
-            # Early and unlocked: refuse before writing anything (re-checked, exactly, below).
-            used = repository.stored_bytes(session, tenant)
-            check_storage_quota(used, size_bytes, max_stored_bytes)
         dataset = Dataset(
             id=str(uuid.uuid4()),
             tenant=tenant,
@@ -344,7 +390,9 @@ def read_dataset_bytes(session: Session, dataset_id: str, dest_path: Path) -> Da
 __all__ = [
     "CHUNK_BYTES",
     "PreparedDataset",
+    "StorageRoom",
     "StoredBytesCorruptError",
+    "canonical_path",
     "canonical_size",
     "check_storage_quota",
     "create_from_inline",
@@ -356,6 +404,8 @@ __all__ = [
     "prepare_inline",
     "prepare_inline_json",
     "read_dataset_bytes",
+    "storage_room",
     "store_prepared",
     "to_read",
+    "upload_work_bytes",
 ]

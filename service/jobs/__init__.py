@@ -2,8 +2,10 @@
 
 Modules: ``schemas`` (what a client sends), ``read_schemas`` (what it reads back),
 ``repository`` (the request side's SQL), ``service`` (the rules; import it as
-``from service.jobs import service as jobs_service``), ``history`` (per-epoch tables, step-loss
-downsampling, CSV), ``limits`` (steps, runtime and queued jobs per tenant). The worker's queue
+``from service.jobs import service as jobs_service``), ``predictions`` (the trained model and
+predicting with it), ``advice`` (a job's batch-size advice, from :mod:`service.science`),
+``history`` (per-epoch tables, step-loss downsampling, CSV), ``limits`` (steps, runtime and
+queued jobs per tenant). The worker's queue
 operations (claim, lease, fenced writes, the per-tenant running limit) live in ``queue``.
 """
 

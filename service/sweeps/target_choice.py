@@ -116,7 +116,7 @@ def _deepest(
     lr_method: str,
 ) -> tuple[float, float, list[Run], list[TargetCandidateRead]]:
     """(fraction, loss, runs at it, candidates) of the ``auto`` target chosen among
-    ``fractions``, shallowest first: see :func:`_choose_target`."""
+    ``fractions``, shallowest first: see :func:`choose_target`."""
     candidates: list[TargetCandidateRead] = []
     tried: list[tuple[float, float, list[Run], bool]] = []
     chosen: int | None = None

@@ -1,5 +1,5 @@
 """``GET /v1/sweeps/{id}/plots/curves.svg|png`` and ``scaling.svg|png`` through the real app on
-both databases. The points' results are written through the tables (``tests/sweeps/helpers``):
+both databases. The points' results are written through the tables (``tests/support/sweeps``):
 every point's loss is L(s) = exp(−s·ln 2 / c_B), so with the absolute target 0.5 it reaches the
 target at exactly c_B steps, and c_B = S_min (1 + B_noise / B) is the fit's model exactly."""
 

@@ -17,9 +17,10 @@ from service.datasets.arrays import open_canonical
 from service.datasets.ingest import IngestLimits
 from service.datasets.schemas import DatasetCreateJSON
 from service.db import DatasetChunk
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest, NotFound, StorageQuotaExceeded
 from service.keys import DEFAULT_TENANT
 from service.pagination import decode_cursor, encode_cursor
+from tests.support.archives import declared_member, npz, training_arrays
 
 LIMITS = IngestLimits(max_rows=1_000_000, max_features=1_000)
 
@@ -145,3 +146,35 @@ def test_limit_one_walks_every_dataset(session: Session, tmp_path: Path) -> None
     assert cursor is None
     assert set(seen) == ids
     assert len(seen) == 3
+
+
+def test_a_tenant_without_room_is_refused_before_the_canonical_file_is_written(
+    tmp_path: Path,
+) -> None:
+    body = make_body(n_rows=50, n_features=3)
+    needed = datasets_service.canonical_size(50, 3)
+    dest = datasets_service.canonical_path(tmp_path)
+    room = datasets_service.StorageRoom(used_bytes=1_000, max_stored_bytes=1_000 + needed - 1)
+    with pytest.raises(StorageQuotaExceeded, match=f"Storing this dataset \\({needed} bytes\\)"):
+        datasets_service.prepare_inline(body, limits=LIMITS, dest=dest, room=room)
+    assert list(tmp_path.iterdir()) == []
+    exact = datasets_service.StorageRoom(used_bytes=1_000, max_stored_bytes=1_000 + needed)
+    prepared = datasets_service.prepare_inline(body, limits=LIMITS, dest=dest, room=exact)
+    assert (prepared.path, prepared.size_bytes) == (dest, needed)
+
+
+def test_an_npz_upload_weighs_what_its_members_declare(tmp_path: Path) -> None:
+    """The API offloads by this weight: a small archive that inflates to 1 GB is heavy."""
+    archive = npz(
+        *training_arrays(100), declared_member("feature_names.npy", (250_000_000,), "<U1")
+    )
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(archive)
+    assert len(archive) < 2_000_000
+    assert datasets_service.upload_work_bytes(path) > 1_000_000_000
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,y\n1,2\n")
+    assert datasets_service.upload_work_bytes(csv) == csv.stat().st_size
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04" + bytes(100))
+    assert datasets_service.upload_work_bytes(broken) == 104  # parsing says what is wrong

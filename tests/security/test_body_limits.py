@@ -360,3 +360,38 @@ def test_a_decoder_child_that_dies_is_503_and_the_next_large_body_gets_a_new_chi
         assert anyio.run(run) == len(large)
     finally:
         decoder.close()
+
+
+def _write_after(path: Path, delay_s: float) -> str:
+    time.sleep(delay_s)
+    path.write_text("written")
+    return str(path)
+
+
+def test_work_in_the_child_whose_caller_is_cancelled_is_undone_once_it_ends(
+    tmp_path: Path,
+) -> None:
+    """A client gone mid-upload: the child runs on, unwaited, and what it writes is deleted
+    when it ends."""
+    decoder = BodyDecoder()
+    written = tmp_path / "canonical.npy"
+    undone: list[bool] = []
+
+    def undo() -> None:
+        undone.append(written.exists())
+        written.unlink()
+
+    async def run() -> None:
+        with anyio.move_on_after(0.1):
+            await decoder.run(1 * MiB, _write_after, written, 1.0, on_cancel=undo)
+        assert undone == []
+
+    try:
+        anyio.run(run)
+        deadline = time.monotonic() + 60
+        while not undone and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert undone == [True]
+        assert not written.exists()
+    finally:
+        decoder.close()

@@ -1,19 +1,30 @@
 """``/v1/datasets``: upload (multipart file or inline JSON), list, get, delete.
 
-Thin: parse the request, call :mod:`service.datasets.service`, return its read schema. Parsing
-and storing are CPU and disk work, so they run in the thread pool, off the event loop.
+Thin: parse the request, call :mod:`service.datasets.service`, return its read schema. A
+dataset is prepared (parsed, summarised, written in its canonical form) in the thread pool when
+small and in a child process when large (:mod:`service.api.offload`), then stored in the thread
+pool: off the event loop either way.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
-from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
+from service.api.deps import (
+    PageCursor,
+    PageLimit,
+    ReadSessionsDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+)
 from service.api.offload import offload
 from service.api.problems import problem_responses
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
@@ -26,7 +37,7 @@ from service.datasets.schemas import (
     DatasetRead,
     DatasetUploadForm,
 )
-from service.errors import FieldError, InvalidInput, UnsupportedMediaType
+from service.errors import FieldError, InvalidInput, UnsupportedMediaType, body_errors
 
 router = APIRouter(
     prefix="/v1/datasets",
@@ -114,10 +125,6 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _body_errors(exc: ValidationError) -> list[FieldError]:
-    return [FieldError(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
-
-
 def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]:
     """The form's text fields validated, and its file; :class:`InvalidInput` listing every
     problem (missing or misnamed file part, unknown or repeated fields) otherwise."""
@@ -147,7 +154,7 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
     try:
         parsed = DatasetUploadForm.model_validate(fields)
     except ValidationError as exc:
-        errors.extend(_body_errors(exc))
+        errors.extend(body_errors(exc.errors()))
     upload = form.files.get(FILE_FIELD)
     if upload is None and not any(e.loc == ("body", FILE_FIELD) for e in errors):
         errors.append(FieldError(("body", FILE_FIELD), "Field required", "missing"))
@@ -158,6 +165,13 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
             errors=errors,
         )
     return parsed, upload
+
+
+def _storage_room(
+    read_sessions: sessionmaker[Session], tenant: str, max_stored_bytes: int | None
+) -> datasets_service.StorageRoom | None:
+    with read_sessions() as session:
+        return datasets_service.storage_room(session, tenant, max_stored_bytes)
 
 
 @router.post(
@@ -186,60 +200,78 @@ async def create_dataset(
     session: SessionDep,
     settings: SettingsDep,
     tenant: TenantDep,
+    read_sessions: ReadSessionsDep,
 ) -> DatasetRead:
     media_type = _media_type(request)
-    work_dir = spool_dir(settings.data_dir)
     limits = _limits(settings)
-    prepared: datasets_service.PreparedDataset
-    if media_type == "application/json":
-        json_limit = min(settings.max_upload_bytes, MAX_JSON_BYTES)
-        limit_name = (
-            "BATCHWISE_MAX_UPLOAD_BYTES"
-            if json_limit == settings.max_upload_bytes
-            else "the limit of an inline JSON dataset: upload the data as a file to "
-            "POST /v1/datasets, as multipart/form-data (CSV, NPY or NPZ), which streams"
-        )
-        raw = await read_body(request, max_bytes=json_limit, limit_name=limit_name)
-        # A large body is decoded and prepared in a child process (service.api.offload): on
-        # the event loop, or in a thread holding the GIL, it would stall every other request.
-        prepared = await offload(
-            request, len(raw), datasets_service.prepare_inline_json, raw, limits, work_dir
-        )
-    elif media_type == "multipart/form-data":
-        async with receive_multipart(
-            request,
-            spool_dir=work_dir,
-            max_bytes=settings.max_upload_bytes,
-            file_fields=(FILE_FIELD,),
-        ) as form:
-            fields, upload = _upload_fields(form)
+    # The canonical file's path is chosen here, so that it is deleted whatever happens.
+    dest = datasets_service.canonical_path(spool_dir(settings.data_dir))
+    forget = functools.partial(dest.unlink, missing_ok=True)
+    # Read before the work, in a session of its own: a tenant without room is refused before
+    # its canonical file is written, and no transaction stays open meanwhile.
+    room = await run_in_threadpool(
+        _storage_room, read_sessions, tenant, settings.tenant_max_stored_bytes
+    )
+    try:
+        if media_type == "application/json":
+            json_limit = min(settings.max_upload_bytes, MAX_JSON_BYTES)
+            limit_name = (
+                "BATCHWISE_MAX_UPLOAD_BYTES"
+                if json_limit == settings.max_upload_bytes
+                else "the limit of an inline JSON dataset: upload the data as a file to "
+                "POST /v1/datasets, as multipart/form-data (CSV, NPY or NPZ), which streams"
+            )
+            raw = await read_body(request, max_bytes=json_limit, limit_name=limit_name)
             prepared = await offload(
                 request,
-                upload.path.stat().st_size,
-                datasets_service.prepare_file,
-                upload.path,
-                filename=upload.filename,
-                content_type=upload.content_type,
-                name=fields.name,
-                target=fields.target,
-                invalid_rows=fields.invalid_rows,
-                limits=limits,
-                work_dir=work_dir,
+                len(raw),
+                datasets_service.prepare_inline_json,
+                raw,
+                limits,
+                dest,
+                room,
+                on_cancel=forget,
             )
-    else:
-        shown = media_type or "no Content-Type"
-        raise UnsupportedMediaType(
-            f"Cannot read a request body of type {shown!r}: send multipart/form-data (a file "
-            "part named 'file') or application/json."
+        elif media_type == "multipart/form-data":
+            async with receive_multipart(
+                request,
+                spool_dir=dest.parent,
+                max_bytes=settings.max_upload_bytes,
+                file_fields=(FILE_FIELD,),
+            ) as form:
+                fields, upload = _upload_fields(form)
+                size = await run_in_threadpool(datasets_service.upload_work_bytes, upload.path)
+                prepared = await offload(
+                    request,
+                    size,
+                    datasets_service.prepare_file,
+                    upload.path,
+                    filename=upload.filename,
+                    content_type=upload.content_type,
+                    name=fields.name,
+                    target=fields.target,
+                    invalid_rows=fields.invalid_rows,
+                    limits=limits,
+                    dest=dest,
+                    room=room,
+                    on_cancel=forget,
+                )
+        else:
+            shown = media_type or "no Content-Type"
+            raise UnsupportedMediaType(
+                f"Cannot read a request body of type {shown!r}: send multipart/form-data (a "
+                "file part named 'file') or application/json."
+            )
+        # What is left is database work, which mostly waits on I/O without the GIL.
+        dataset = await run_in_threadpool(
+            datasets_service.store_prepared,
+            session,
+            prepared,
+            tenant=tenant,
+            max_stored_bytes=settings.tenant_max_stored_bytes,
         )
-    # What is left is database work, which mostly waits on I/O without the GIL.
-    dataset = await run_in_threadpool(
-        datasets_service.store_prepared,
-        session,
-        prepared,
-        tenant=tenant,
-        max_stored_bytes=settings.tenant_max_stored_bytes,
-    )
+    finally:
+        forget()
     response.headers["Location"] = f"{router.prefix}/{dataset.id}"
     return dataset
 
