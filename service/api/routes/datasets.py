@@ -168,7 +168,7 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
 
 
 def _storage_room(
-    read_sessions: sessionmaker[Session], tenant: str, max_stored_bytes: int | None
+    read_sessions: sessionmaker[Session], tenant: str, max_stored_bytes: int
 ) -> datasets_service.StorageRoom | None:
     with read_sessions() as session:
         return datasets_service.storage_room(session, tenant, max_stored_bytes)
@@ -209,8 +209,11 @@ async def create_dataset(
     forget = functools.partial(dest.unlink, missing_ok=True)
     # Read before the work, in a session of its own: a tenant without room is refused before
     # its canonical file is written, and no transaction stays open meanwhile.
-    room = await run_in_threadpool(
-        _storage_room, read_sessions, tenant, settings.tenant_max_stored_bytes
+    quota = settings.tenant_max_stored_bytes
+    room = (
+        None
+        if quota is None
+        else await run_in_threadpool(_storage_room, read_sessions, tenant, quota)
     )
     try:
         if media_type == "application/json":
