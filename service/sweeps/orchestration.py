@@ -102,17 +102,15 @@ def advance(session: Session, sweep_id: str) -> bool:
     if proposals:
         batch_sizes = list(spec["batch_sizes"])
         for batch_size, rate in proposals:
-            for k in range(int(spec["seeds"])):
-                submit_point(
-                    session,
-                    sweep,
-                    spec,
-                    batch_size=batch_size,
-                    learning_rate=rate,
-                    seed=int(spec["base"]["seed"]) + k,
-                    round_=next_round,
-                    place=PointPlace(batch_sizes.index(batch_size), 0, "searched"),
-                )
+            submit_point(
+                session,
+                sweep,
+                spec,
+                batch_size=batch_size,
+                learning_rate=rate,
+                round_=next_round,
+                place=PointPlace(batch_sizes.index(batch_size), 0, "searched"),
+            )
         repository.set_state(session, sweep, round=next_round, lr_state=state)
         logger.info(
             "sweep %s: round %d, %d runs", sweep_id, next_round, len(proposals) * int(spec["seeds"])

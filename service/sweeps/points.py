@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service.db.tables import Sweep
-from service.errors import FieldError, InvalidInput
+from service.errors import FieldError, InvalidInput, body_errors
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits
 from service.jobs.schemas import JobCreate
@@ -80,13 +80,30 @@ def submit_point(
     *,
     batch_size: int,
     learning_rate: float,
-    seed: int,
     round_: int,
     place: PointPlace,
     limits: JobLimits | None = None,
-) -> str:
-    """Queue one point as an ordinary job (jobs' own validation, and ``limits``' steps and
-    runtime; the sweep counts its queue room itself) and attach it; its id."""
+) -> None:
+    """Queue one point as ordinary jobs, one per seed of the sweep (the base's seed, then the
+    next ``spec["seeds"] - 1``), and attach them."""
+    first_seed = int(spec["base"]["seed"])
+    for seed in range(first_seed, first_seed + int(spec["seeds"])):
+        _submit_run(session, sweep, spec, batch_size, learning_rate, seed, round_, place, limits)
+
+
+def _submit_run(
+    session: Session,
+    sweep: Sweep,
+    spec: Mapping[str, Any],
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    round_: int,
+    place: PointPlace,
+    limits: JobLimits | None,
+) -> None:
+    """One seed of a point, as an ordinary job (jobs' own validation, and ``limits``' steps
+    and runtime; the sweep counts its queue room itself), attached to the sweep."""
     base = dict(spec["base"])
     label = sweep.name or f"sweep {sweep.id[:8]}"
     fields = base | {
@@ -103,13 +120,7 @@ def submit_point(
     try:
         body = JobCreate.model_validate(fields)
     except ValidationError as exc:
-        raise _point_refused(
-            (
-                FieldError(("body", *error["loc"]), error["msg"], error["type"])
-                for error in exc.errors()
-            ),
-            place,
-        ) from None
+        raise _point_refused(body_errors(exc.errors()), place) from None
     try:
         # The sweep's tenant owns its points (the worker submits later rounds: no request).
         job = jobs_service.submit(session, body, tenant=sweep.tenant, limits=limits)
@@ -122,4 +133,3 @@ def submit_point(
         "round": round_,
     }
     repository.attach_job(session, job.id, sweep.id, point)
-    return job.id

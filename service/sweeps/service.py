@@ -190,24 +190,21 @@ def create(
         lr_state={},
         created_at=utcnow(),
     )
-    first_seed = int(spec["base"]["seed"])
     what = f"this sweep's first round of {first_round} jobs"
     with queue_room(session, tenant, limits, adding=first_round, what=what):
         repository.add(session, sweep)
         for batch_index, batch_size in enumerate(body.batch_sizes):
             for rate_index, rate in enumerate(_first_rates(body, batch_size)):
-                for k in range(body.seeds):
-                    submit_point(
-                        session,
-                        sweep,
-                        spec,
-                        batch_size=batch_size,
-                        learning_rate=rate,
-                        seed=first_seed + k,
-                        round_=0,
-                        place=PointPlace(batch_index, rate_index, method),
-                        limits=point_limits,
-                    )
+                submit_point(
+                    session,
+                    sweep,
+                    spec,
+                    batch_size=batch_size,
+                    learning_rate=rate,
+                    round_=0,
+                    place=PointPlace(batch_index, rate_index, method),
+                    limits=point_limits,
+                )
     return get_sweep(session, sweep.id, tenant=tenant, settle=False)
 
 
