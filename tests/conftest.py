@@ -15,6 +15,7 @@ except when ``CI`` is set, where that is a failure. Set but unreachable: always 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -47,6 +48,39 @@ from tests.support.processes import (
     find_free_port,
     run_server,
 )
+
+# --- tests that run alone -------------------------------------------------------------------
+
+
+#: Advisory locks shared by every pytest-xdist worker of a run (files they all have; their
+#: content is never touched): the room, held by every test, and the gate in front of it.
+_ROOM, _GATE = Path(__file__), Path(__file__).with_name("__init__.py")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` (a bound on latency or CPU time) runs while
+    no other worker runs a test: it holds the room exclusively, every other test shares it,
+    from setup to teardown (module-scoped fixtures included). Each test passes the gate to
+    enter, and an ``alone`` test holds it while it waits and runs, so a stream of short tests
+    on the other worker cannot keep the room shared forever."""
+    if not hasattr(item.config, "workerinput"):  # not an xdist worker: nothing runs beside
+        yield
+        return
+    alone = item.get_closest_marker("alone") is not None
+    with _GATE.open("rb") as gate, _ROOM.open("rb") as room:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(room, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(room, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
 
 # --- PostgreSQL -----------------------------------------------------------------------------
 

@@ -5,37 +5,37 @@ against a real ``batchwise serve`` with auth on and a key made by ``batchwise ke
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.client import API_KEY_ENV, BatchwiseAPIError, BatchwiseClient
-from tests.support.processes import ServeProcess, run_batchwise
+from tests.support.processes import run_batchwise, run_server
 
 
-@pytest.fixture
-def service(serve_process: ServeProcess, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    """A server with auth on; its URL and the keys of tenants ``a`` and ``b``."""
-    data_dir = tmp_path / "data"
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, str]]:
+    """A server with auth on, shared by this file's tests (each works as tenants of its own:
+    ``a`` and ``b`` for the Python client, ``c`` for the terminal one); its URL and the keys."""
+    data_dir = tmp_path_factory.mktemp("client-auth") / "data"
     database = {"BATCHWISE_DATABASE_URL": f"sqlite:///{(data_dir / 'batchwise.db').as_posix()}"}
-    with serve_process(
+    with run_server(
         database_url=database["BATCHWISE_DATABASE_URL"],
         data_dir=data_dir,
         env={"BATCHWISE_AUTH": "on"},
     ) as base_url:
         keys = []
-        for tenant in ("a", "b"):
+        for tenant in ("a", "b", "c"):
             made = run_batchwise("keys", "create", "--tenant", tenant, env=database)
             assert made.returncode == 0, made.stderr
             keys.append(made.stdout.strip())
-        yield base_url, keys[0], keys[1]
+        yield base_url, keys[0], keys[1], keys[2]
 
 
 def test_the_python_client_sends_its_key_or_the_environments(
-    service: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+    service: tuple[str, str, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base_url, key_a, key_b = service
+    base_url, key_a, key_b, _ = service
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     with BatchwiseClient(base_url, api_key=key_a) as client:
         dataset = client.create_dataset_inline(np.eye(3), np.arange(3.0), name="mine")
@@ -58,9 +58,9 @@ def test_the_python_client_sends_its_key_or_the_environments(
 
 
 def test_the_terminal_client_takes_the_flag_or_the_environment_and_says_how_on_401(
-    service: tuple[str, str, str],
+    service: tuple[str, str, str, str],
 ) -> None:
-    base_url, key_a, _ = service
+    base_url, _, _, key_c = service
     listed = ("datasets", "list", "--url", base_url, "--json")
 
     refused = run_batchwise(*listed, env={})
@@ -68,8 +68,8 @@ def test_the_terminal_client_takes_the_flag_or_the_environment_and_says_how_on_4
     assert "401 Unauthorized" in refused.stderr
     assert f"give an API key with --api-key or ${API_KEY_ENV}" in refused.stderr
 
-    by_flag = run_batchwise(*listed, "--api-key", key_a, env={})
-    by_env = run_batchwise(*listed, env={API_KEY_ENV: key_a})
+    by_flag = run_batchwise(*listed, "--api-key", key_c, env={})
+    by_env = run_batchwise(*listed, env={API_KEY_ENV: key_c})
     for result in (by_flag, by_env):
         assert result.returncode == 0, result.stderr
         assert '"items": []' in result.stdout

@@ -152,8 +152,46 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc, instance=request.url.path)
 
 
+def _not_json_body(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """The answer to a JSON body sent without ``Content-Type: application/json`` (none, or
+    ``curl -d``'s ``application/x-www-form-urlencoded``): FastAPI then validates the raw bytes,
+    and pydantic's "Input should be a valid dictionary" would not say what is wrong."""
+    if not any(
+        tuple(error.get("loc", ())) == ("body",) and isinstance(error.get("input"), bytes)
+        for error in exc.errors()
+    ):
+        return None
+    content_type = request.headers.get("content-type", "").strip()
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if content_type:
+        shown = repr(content_type if len(content_type) <= 100 else content_type[:100] + "…")
+    else:
+        shown = "no Content-Type"
+    how = "send the header `Content-Type: application/json` with it"
+    if media_type == "application/x-www-form-urlencoded":
+        how = "`curl -d` sends that: add `-H 'Content-Type: application/json'`, or use `--json`"
+    return problem_response(
+        status=422,
+        title="Invalid input",
+        detail=f"The request body must be JSON, sent with the header `Content-Type: "
+        f"application/json`; this one came with {shown} ({how}).",
+        type_="/problems/invalid-input",
+        instance=request.url.path,
+        errors=[
+            {
+                "loc": ["body"],
+                "msg": f"expected JSON with `Content-Type: application/json`, got {shown}",
+                "type": "json_content_type",
+            }
+        ],
+    )
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    not_json = _not_json_body(request, exc)
+    if not_json is not None:
+        return not_json
     # Keep loc/msg/type only: the rejected input can be large, and echoing it back helps nobody.
     errors = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}

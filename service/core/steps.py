@@ -94,7 +94,8 @@ class DivergenceGuard:
         reference = self.reference
         if reference is None or reference <= 0.0 or loss >= FLOAT32_MAX:
             return f"the loss {loss:.4g} overflows float32"
-        what = "the first step's" if self.first_epoch else "the first epoch's"
+        # The reference named as the docs name it: what it was measured on, then its value.
+        what = "the loss of epoch 1's first step" if self.first_epoch else "epoch 1's train loss"
         return f"the loss {loss:.4g} is over {DIVERGENCE_FACTOR:g} × {what} ({reference:.4g})"
 
 

@@ -70,8 +70,21 @@ class ParsedDataset:
         return int(self.X.shape[1])
 
 
-def invalid(errors: Sequence[FieldError], *, more: int = 0) -> InvalidInput:
-    """An :class:`InvalidInput` whose detail tells the first problem (and how many others)."""
+#: What to do about text in a CSV file. No upload field selects columns (``target`` names the
+#: target, ``invalid_rows=drop`` drops rows of empty, NaN or infinite cells), so the file must
+#: change.
+CSV_TEXT_HINT = (
+    "Every column must hold numbers: encode a text column as numbers (one-hot: a 0/1 column "
+    "per value; or an integer code per value, as the classes of a target) or delete it from "
+    "the file, then upload again. No upload field leaves a column out: `target` names the "
+    "target column, and `invalid_rows=drop` drops rows with empty, NaN or infinite cells, "
+    "never text."
+)
+
+
+def invalid(errors: Sequence[FieldError], *, more: int = 0, hint: str = "") -> InvalidInput:
+    """An :class:`InvalidInput` whose detail tells the first problem (and how many others),
+    then ``hint``: what to do."""
     first = errors[0]
     where = ""
     for part in first.loc[1:]:  # ("file", "line 3", "column 'b'") -> "line 3, column 'b'"
@@ -83,6 +96,8 @@ def invalid(errors: Sequence[FieldError], *, more: int = 0) -> InvalidInput:
     others = len(errors) - 1 + more
     if others:
         detail += f" (and {others} more problem{'s' if others > 1 else ''})"
+    if hint:
+        detail += f". {hint}"
     return InvalidInput(detail, errors=errors)
 
 

@@ -42,6 +42,7 @@ from typing import BinaryIO
 import numpy as np
 
 from service.datasets.ingest_common import (
+    CSV_TEXT_HINT,
     MAX_REPORTED_ERRORS,
     IngestLimits,
     InvalidRows,
@@ -313,7 +314,8 @@ class _CsvParser:
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break  # enough to act on; the rest of the file is not read
         if errors:
-            raise invalid(errors[:MAX_REPORTED_ERRORS])
+            text = any(error.type == "not_a_number" for error in errors)
+            raise invalid(errors[:MAX_REPORTED_ERRORS], hint=CSV_TEXT_HINT if text else "")
         if kept:
             self._append(np.array(kept, dtype=np.float64))
 

@@ -53,6 +53,7 @@ from service.db import Dataset, utcnow
 from service.errors import (
     BatchwiseError,
     Conflict,
+    InvalidInput,
     NotFound,
     StorageQuotaExceeded,
     invalid_body,
@@ -138,16 +139,28 @@ def prepare_file(
     return _prepare(parsed, name=name, source_format=fmt, dest=dest, room=room)
 
 
+#: What to do about text in an inline dataset's X or y.
+JSON_TEXT_HINT = (
+    "X and y must hold numbers: encode text as numbers (one-hot: a 0/1 column per value; or "
+    "an integer code per value, as the classes of y), or leave that column out of X and its "
+    "name out of feature_names."
+)
+
+
 def prepare_inline_json(
     raw: bytes, limits: IngestLimits, dest: Path, room: StorageRoom | None = None
 ) -> PreparedDataset:
     """A ``DatasetCreateJSON`` body decoded, validated and prepared (as for
     :func:`prepare_file`). :class:`InvalidInput` listing every problem with its
-    ``("body", ...)`` location otherwise."""
+    ``("body", ...)`` location otherwise, and what to do about text where numbers belong."""
     try:
         body = DatasetCreateJSON.model_validate_json(raw)
     except ValidationError as exc:
-        raise invalid_body(exc.errors()) from None
+        problems = exc.errors()
+        refused = invalid_body(problems)
+        if any(e["type"] == "float_parsing" and e["loc"][0] in ("X", "y") for e in problems):
+            refused = InvalidInput(f"{refused.detail} {JSON_TEXT_HINT}", errors=refused.errors)
+        raise refused from None
     return prepare_inline(body, limits=limits, dest=dest, room=room)
 
 

@@ -8,12 +8,8 @@ import ``service.worker.loop`` only after it.
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 import sys
-
-logger = logging.getLogger("service.worker")
 
 #: The variables the BLAS and OpenMP runtimes NumPy may use read once, when they load.
 BLAS_THREAD_VARIABLES = (
@@ -31,22 +27,17 @@ def blas_thread_env(threads: int) -> dict[str, str]:
     return dict.fromkeys(BLAS_THREAD_VARIABLES, str(threads))
 
 
-def cap_blas_threads(threads: int) -> bool:
-    """Cap this process's BLAS threads at ``threads``; True when the cap is in force.
+def cap_blas_threads(threads: int) -> None:
+    """Cap this process's BLAS threads at ``threads``.
 
-    Before NumPy loads, the environment does it. After, only threadpoolctl can (when
-    installed); otherwise the cap is not applied and a warning says so.
+    Before NumPy loads, the environment does it; after, threadpoolctl (a dependency) does.
     """
     if "numpy" not in sys.modules:
         os.environ.update(blas_thread_env(threads))
-        return True
-    try:
-        threadpoolctl = importlib.import_module("threadpoolctl")
-    except ImportError:
-        logger.warning("NumPy loaded before the BLAS thread cap and threadpoolctl is missing")
-        return False
-    threadpoolctl.threadpool_limits(limits=threads)
-    return True
+        return
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(limits=threads)
 
 
 __all__ = ["BLAS_THREAD_VARIABLES", "blas_thread_env", "cap_blas_threads"]

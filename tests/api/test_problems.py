@@ -105,3 +105,56 @@ def test_unexpected_error_is_500_without_internals(
     assert any(
         r.exc_info and "secret-connection-string" in str(r.exc_info[1]) for r in caplog.records
     )
+
+
+JOB = '{"dataset_id": "0b7e", "epochs": 2}'
+
+
+@pytest.mark.parametrize(
+    ("headers", "came_with", "how"),
+    [
+        (
+            {"content-type": "application/x-www-form-urlencoded"},
+            "'application/x-www-form-urlencoded'",
+            "`curl -d` sends that: add `-H 'Content-Type: application/json'`, or use `--json`",
+        ),
+        ({}, "no Content-Type", "send the header `Content-Type: application/json` with it"),
+        (
+            {"content-type": "text/plain; charset=utf-8"},
+            "'text/plain; charset=utf-8'",
+            "send the header `Content-Type: application/json` with it",
+        ),
+    ],
+    ids=["curl-d", "none", "text"],
+)
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/sweeps"])
+def test_a_json_body_without_the_json_content_type_says_so(
+    client: TestClient, path: str, headers: dict[str, str], came_with: str, how: str
+) -> None:
+    """Not pydantic's "Input should be a valid dictionary": the problem names JSON and the
+    Content-Type header, and how to send it."""
+    body = problem(client.post(path, content=JOB.encode(), headers=headers), 422)
+    assert body["type"] == "/problems/invalid-input"
+    assert body["detail"] == (
+        "The request body must be JSON, sent with the header `Content-Type: application/json`; "
+        f"this one came with {came_with} ({how})."
+    )
+    assert body["errors"] == [
+        {
+            "loc": ["body"],
+            "msg": f"expected JSON with `Content-Type: application/json`, got {came_with}",
+            "type": "json_content_type",
+        }
+    ]
+
+
+def test_a_json_body_of_the_wrong_shape_keeps_the_validation_message(client: TestClient) -> None:
+    """Sent as JSON, a body that is not an object is a validation error of its content."""
+    response = client.post(
+        "/v1/jobs", content=b"[1, 2]", headers={"content-type": "application/json"}
+    )
+    body = problem(response, 422)
+    assert body["detail"] == "The request is invalid: 1 error."
+    [error] = body["errors"]
+    assert error["loc"] == ["body"]
+    assert error["type"] == "model_attributes_type"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.api.upload import spool_dir
 from tests.support.processes import run_server, server_pid, wait_for
@@ -62,6 +63,7 @@ def worker_processes(processes: dict[int, list[str]]) -> list[int]:
     return sorted(pid for pid, argv in processes.items() if argv[-2:] == ["service", "worker"])
 
 
+@pytest.mark.alone  # a median latency bound (Nagle's algorithm off)
 def test_two_api_processes_each_answer_and_sigterm_stops_every_process(
     db_url: str, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ resumed checkpoint).
 ``golden_histories.json`` was written by ``python -m tests.core.test_golden_histories`` on the
 commit before the move; run that again only to record a deliberate change of the numbers, and
 say why in the commit. Floats are compared exactly on the NumPy version and CPU they were
-recorded with, and to 1e-9 relative elsewhere (another BLAS may round a matrix product
+recorded with, and to 1e-6 relative elsewhere (another BLAS may round a matrix product
 differently; a change of algorithm still shows).
 """
 
@@ -184,7 +184,7 @@ def test_the_run_gives_the_history_recorded_before_the_move(
 
 
 def _same(got: Any, want: Any, *, exact: bool) -> bool:
-    """Equal, floats exactly or to 1e-9 relative; sha256 fields compared only when exact."""
+    """Equal, floats exactly or to 1e-6 relative; sha256 fields compared only when exact."""
     if isinstance(want, dict) and isinstance(got, dict):
         keys = {k for k in want if exact or not k.endswith("sha256")}
         return set(got) == set(want) and all(_same(got[k], want[k], exact=exact) for k in keys)
@@ -193,7 +193,9 @@ def _same(got: Any, want: Any, *, exact: bool) -> bool:
             _same(g, w, exact=exact) for g, w in zip(got, want, strict=True)
         )
     if isinstance(want, float) and isinstance(got, float) and not exact:
-        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+        # Another CPU's BLAS kernels round differently: Intel Xeon against the AMD EPYC record
+        # differs by up to 7.4e-7 relative (a float32 validation loss near convergence).
+        return math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12)
     return bool(got == want)
 
 

@@ -342,6 +342,12 @@ def test_divergence_names_epoch_step_and_remedy() -> None:
     assert err.step >= 2
     assert f"epoch 1, step {err.step}" in str(err)
     assert "lower the learning rate (now 0.5) or set standardize" in str(err)
+    # Within epoch 1 the reference is its first step's loss, which a tiny rate also reaches.
+    (first,) = run(train(X, y, TrainConfig(learning_rate=1e-12, batch_size=20, epochs=1)))
+    reference = float(first.step_losses[0])
+    assert f"the loss {err.loss:.4g} is over 1e+06 × the loss of epoch 1's first step " in str(err)
+    assert str(err).split("first step ")[1].startswith(f"({reference:.4g});")
+    assert err.loss > 1e6 * reference
     assert seen == []
     assert training.stop_reason == "diverged"
     assert np.all(np.isfinite(training.model.theta))
@@ -389,6 +395,10 @@ def test_divergence_after_good_epochs_keeps_their_records_finite() -> None:
     with pytest.raises(TrainingDiverged) as info:
         collect(train(X, y, config), seen)
     assert info.value.epoch == len(seen) + 1 >= 2
+    # After epoch 1 the reference is epoch 1's train loss (the mean of its step losses).
+    reference = seen[0].train_loss
+    assert f"is over 1e+06 × epoch 1's train loss ({reference:.4g});" in str(info.value)
+    assert info.value.loss > 1e6 * reference
     for record in seen:
         assert math.isfinite(record.train_loss)
         assert np.all(np.isfinite(record.step_losses))

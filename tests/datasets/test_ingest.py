@@ -337,7 +337,10 @@ def test_csv_several_problems_are_all_listed(tmp_path: Path) -> None:
         ("file", "line 3"),
         ("file", "line 4", "column 'b'"),
     ]
-    assert info.value.detail.endswith("(and 2 more problems)")
+    # A text cell among them: what to do about text follows the count.
+    assert "'x' is not a number (and 2 more problems). Every column must hold numbers: " in (
+        info.value.detail
+    )
 
 
 def test_csv_empty_and_duplicate_column_names(tmp_path: Path) -> None:

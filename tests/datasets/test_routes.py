@@ -170,6 +170,47 @@ def test_bad_csv_cell_names_line_and_column(
     assert_nothing_left(engine, settings)
 
 
+def test_a_text_column_says_how_to_encode_or_drop_it(
+    client: TestClient, engine: Engine, settings: Settings
+) -> None:
+    """Not only ``'paris' is not a number``: the detail says what to do, and that no upload
+    field leaves a column out (naming the fields there are)."""
+    csv = b"rooms,city,price\n2,paris,100\n3,lyon,150\n4,paris,210\n"
+    body = assert_problem(upload(client, csv, invalid_rows="drop"), 422, "/problems/invalid-input")
+    assert [(e["loc"], e["msg"], e["type"]) for e in body["errors"]] == [
+        (["file", f"line {n}", "column 'city'"], f"{city!r} is not a number", "not_a_number")
+        for n, city in ((2, "paris"), (3, "lyon"), (4, "paris"))
+    ]
+    assert body["detail"] == (
+        "line 2, column 'city': 'paris' is not a number (and 2 more problems). "
+        "Every column must hold numbers: encode a text column as numbers (one-hot: a 0/1 column "
+        "per value; or an integer code per value, as the classes of a target) or delete it from "
+        "the file, then upload again. No upload field leaves a column out: `target` names the "
+        "target column, and `invalid_rows=drop` drops rows with empty, NaN or infinite cells, "
+        "never text."
+    )
+    assert_nothing_left(engine, settings)
+
+
+def test_other_bad_cells_get_no_text_hint(client: TestClient) -> None:
+    body = assert_problem(upload(client, b"a,y\n1,2\n,3\n4,5\n"), 422)
+    assert body["detail"] == "line 3, column 'a': the cell is empty"
+
+
+def test_text_in_an_inline_dataset_says_how_to_encode_or_leave_it_out(
+    client: TestClient, engine: Engine, settings: Settings
+) -> None:
+    body = {"X": [[1.0, "paris"], [2.0, "lyon"]], "y": [1.0, 2.0], "feature_names": ["a", "c"]}
+    problem = assert_problem(client.post("/v1/datasets", json=body), 422)
+    assert [e["loc"] for e in problem["errors"]] == [["body", "X", 0, 1], ["body", "X", 1, 1]]
+    assert problem["detail"] == (
+        "The request is invalid: 2 errors. X and y must hold numbers: encode text as numbers "
+        "(one-hot: a 0/1 column per value; or an integer code per value, as the classes of y), "
+        "or leave that column out of X and its name out of feature_names."
+    )
+    assert_nothing_left(engine, settings)
+
+
 def test_unknown_file_format_is_415(client: TestClient, engine: Engine, settings: Settings) -> None:
     response = client.post(
         "/v1/datasets", files={"file": ("photo.png", b"\x89PNG\r\n\x1a\n....", "image/png")}

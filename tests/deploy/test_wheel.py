@@ -104,6 +104,19 @@ def test_the_wheel_carries_every_migration(wheel: Path) -> None:
     assert top_level == {"service"}  # no top-level `migrations` to merge with another
 
 
+def test_the_wheel_requires_threadpoolctl_without_extras(wheel: Path) -> None:
+    """A plain install caps a worker's BLAS threads with threadpoolctl: it is a dependency of
+    the package itself, not of an extra."""
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = archive.read(metadata).decode().splitlines()
+    required = [line for line in lines if line.startswith("Requires-Dist: threadpoolctl")]
+    assert required
+    assert [line for line in required if "extra ==" not in line] == [
+        "Requires-Dist: threadpoolctl>=3.5"
+    ]
+
+
 def test_an_installed_wheel_migrates_a_fresh_database_from_its_own_scripts(
     wheel: Path, tmp_path: Path
 ) -> None:

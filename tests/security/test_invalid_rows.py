@@ -71,6 +71,7 @@ def test_the_drop_path_keeps_every_valid_row_and_counts_the_rest(tmp_path: Path)
     assert parsed.y.tolist() == [1.0] * 600
 
 
+@pytest.mark.alone  # a ratio of CPU times
 def test_dropping_invalid_rows_costs_about_what_reading_valid_rows_costs(
     tmp_path: Path,
 ) -> None:
@@ -81,6 +82,7 @@ def test_dropping_invalid_rows_costs_about_what_reading_valid_rows_costs(
     assert bad < MOST_COST_AGAINST_CLEAN * clean, (bad, clean)
 
 
+@pytest.mark.alone  # a ratio of CPU times
 def test_dropping_invalid_rows_is_linear_in_the_rows(tmp_path: Path) -> None:
     small, large = cpu_seconds(
         write_csv(tmp_path / "n.csv", ROWS, bad_row),

@@ -27,7 +27,7 @@ from service.worker.cache import DatasetCache
 from service.worker.loop import EXIT_OK, run_worker
 from service.worker.signals import StopFlag
 from tests.support.factories import add_dataset, regression_data, submit
-from tests.support.processes import REPO_ROOT, wait_for
+from tests.support.processes import REPO_ROOT, run_batchwise, wait_for
 from tests.support.stored import job_row
 
 ServeProcess = Callable[..., AbstractContextManager[str]]
@@ -103,10 +103,14 @@ def test_dataset_cache_fills_once_by_content_hash_and_memory_maps(
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
-def test_blas_thread_cap_is_in_force_in_a_worker_process() -> None:
-    code = (
+@pytest.mark.parametrize("numpy_first", [False, True], ids=["environment", "threadpoolctl"])
+def test_blas_thread_cap_is_in_force_in_a_worker_process(numpy_first: bool) -> None:
+    """Before NumPy loads the environment caps it; after, threadpoolctl (a runtime dependency,
+    so never a warning that it is missing), as in ``batchwise worker``."""
+    before = "import numpy\n" if numpy_first else ""
+    code = before + (
         "from service.worker import cap_blas_threads\n"
-        "assert cap_blas_threads(1)\n"
+        "cap_blas_threads(1)\n"
         "import numpy\n"
         "from threadpoolctl import threadpool_info\n"
         "print(sorted({pool['num_threads'] for pool in threadpool_info()}))\n"
@@ -117,7 +121,20 @@ def test_blas_thread_cap_is_in_force_in_a_worker_process() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1]"
+    assert result.stderr == ""
     assert blas_thread_env(3) == dict.fromkeys(BLAS_THREAD_VARIABLES, "3")
+
+
+def test_a_plain_worker_logs_no_warning(db_url: str, tmp_path: Path) -> None:
+    """What ``serve`` embeds, as a new user runs it: the BLAS cap is applied (NumPy is loaded
+    by then, so by threadpoolctl) without a warning about anything."""
+    env = {"BATCHWISE_DATABASE_URL": db_url, "BATCHWISE_DATA_DIR": str(tmp_path)}
+    result = run_batchwise("worker", "--burst", env=env)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "worker" in output  # it logged (at INFO), so a warning would show
+    assert "WARNING" not in output
+    assert "threadpoolctl" not in output
 
 
 def test_worker_refuses_a_database_that_is_not_migrated(

@@ -1,4 +1,4 @@
-"""The README's configuration table names every setting, with its default, and nothing else."""
+"""docs/configuration.md's table names every setting, with its default, and nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic_core import PydanticUndefined
 
 from service.config import Settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `BATCHWISE_([A-Z_]+)` \| (.*?) \| (.*) \|$")
 
 
@@ -25,9 +25,9 @@ def expected_table() -> list[tuple[str, str]]:
     return [(f"BATCHWISE_{name.upper()}", _default_text(name)) for name in Settings.model_fields]
 
 
-def readme_table() -> list[tuple[str, str]]:
+def documented_table() -> list[tuple[str, str]]:
     rows = []
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in CONFIGURATION.read_text(encoding="utf-8").splitlines():
         match = ROW.match(line)
         if match:
             rows.append((f"BATCHWISE_{match.group(1)}", match.group(2)))
@@ -35,7 +35,7 @@ def readme_table() -> list[tuple[str, str]]:
 
 
 def test_configuration_table_matches_settings() -> None:
-    assert readme_table() == expected_table()
+    assert documented_table() == expected_table()
 
 
 def test_every_setting_has_a_description() -> None:
