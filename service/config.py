@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default a SQLite file `batchwise.db` in the data dir. "
         "PostgreSQL: postgresql+psycopg://user:password@host:5432/dbname",
     )
+    database_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=5.0,
+        description="PostgreSQL, in the API: the longest wait for a new connection (libpq: at "
+        "least 2 s) or for any one answer of the server; past it the request is answered 503 "
+        "with `Retry-After`. Bounds what a stalled server costs a request.",
+    )
     data_dir: Path = Field(
         default=Path("./batchwise-data"),
         description="Where the SQLite database, upload spool files and the worker's dataset "
@@ -49,6 +55,12 @@ class Settings(BaseSettings):
         description="API processes `batchwise serve` runs (uvicorn workers sharing its port, "
         "each with its own database pool); more use more cores for requests. The embedded "
         "workers are started once, whatever this is.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, `GET /metrics` needs `Authorization: Bearer <this token>` (401 "
+        "with `WWW-Authenticate: Bearer` without it); unset, `/metrics` is open to anyone who "
+        "reaches the port. Give it to the Prometheus scrape job (`authorization.credentials`).",
     )
     auth: Literal["on", "off"] = Field(
         default="on",

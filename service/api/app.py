@@ -18,6 +18,7 @@ from service.api.docs import install_docs
 from service.api.observability import install_observability
 from service.api.offload import BodyDecoder
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
+from service.api.reads import READ_THREADS, Reads
 from service.api.routes import datasets, health, jobs, plots, sweeps
 from service.api.same_origin import SameOriginWrites
 from service.api.security_headers import install_security_headers
@@ -45,15 +46,23 @@ def create_app(settings: Settings) -> FastAPI:
     The database is not touched here (``/readyz`` says whether it is usable): migrating is the
     entry point's job (``batchwise serve`` for SQLite, ``batchwise migrate`` otherwise).
     """
-    engine = create_engine_for(settings.resolved_database_url)
-    # The reads made on the event loop (the key check, the hot job reads: see
-    # service.api.auth.tenant_of_key) have an engine of their own. From the shared pool the loop
-    # could wait for a connection held by a sync route's session, which is given back only
-    # when the loop runs that route's next step: a deadlock. Autocommit, as they write nothing:
+    # Every wait on PostgreSQL ends after database_timeout_s (503 with Retry-After): a stalled
+    # server costs a request that long, never a thread for ever.
+    timeout_s = settings.database_timeout_s
+    engine = create_engine_for(settings.resolved_database_url, timeout_s=timeout_s)
+    # The reads of async code (the key check, the hot job reads: service.api.reads) have an
+    # engine of their own, so that they never queue for a connection behind the sessions of
+    # slower routes, with a connection for each read thread. Autocommit, as they write nothing:
     # PostgreSQL is spared a BEGIN and a ROLLBACK round trip each, and each statement still
     # sees what was committed before it, as in a READ COMMITTED transaction (SQLite's driver
     # begins no transaction for a SELECT either way).
-    read_engine = create_engine_for(settings.resolved_database_url, isolation_level="AUTOCOMMIT")
+    read_engine = create_engine_for(
+        settings.resolved_database_url,
+        timeout_s=timeout_s,
+        isolation_level="AUTOCOMMIT",
+        pool_size=READ_THREADS,
+        max_overflow=4,  # for the sync dependencies that check a key (the dashboard's pages)
+    )
     body_decoder = BodyDecoder()  # large JSON bodies, decoded in a child process
 
     @asynccontextmanager
@@ -78,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.read_session_factory = session_factory(read_engine)
+    app.state.reads = Reads(app.state.read_session_factory)
     app.state.body_decoder = body_decoder
     install_problem_handlers(app)
     app.add_middleware(AuthenticateFirst)

@@ -17,8 +17,9 @@ the docs page need no key (the docs' "Authorize" button sets one for "Try it out
 :class:`AuthenticateFirst` checks the key of a ``/v1`` request before the route reads its body:
 FastAPI parses a JSON body before it solves dependencies, so without it a client with no key
 would learn about its malformed JSON (422) instead of its missing key (401), and would have its
-body read. The dependency stays the guarantee, and checks again whatever the middleware could
-not (a database error is raised in the route, where the 503 handler renders it).
+body read. The dependency stays the guarantee; a database error the middleware met is raised
+again by it, in the route, where the 503 handler renders it. Both look the key up in the thread
+pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from service.keys import service as keys_service
 KEY_COOKIE = "batchwise_key"
 #: Where :class:`AuthenticateFirst` leaves the tenant for :func:`require_tenant`.
 _TENANT_STATE = "batchwise_tenant"
+#: Where it leaves an error other than a refusal of the key, for :func:`require_tenant` to raise.
+_AUTH_ERROR_STATE = "batchwise_auth_error"
 
 #: Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" button). It
 #: never refuses anything itself: :func:`require_tenant` reads the header, to say precisely
@@ -85,14 +88,17 @@ def presented_key(request: Request) -> str:
 def tenant_of_key(request: Request, key: str) -> str:
     """The tenant ``key`` acts for, checked in a session of its own (the request's session may
     then stay unopened through a long upload; autocommit: it writes nothing);
-    :class:`Unauthorized` otherwise.
-
-    Called on the event loop, not the thread pool: it is one primary-key lookup, shorter than
-    the hop to a pool thread and back, which under load costs far more than itself (the pool's
-    threads and the event loop take turns at the GIL; figures in docs/performance.md)."""
+    :class:`Unauthorized` otherwise. Sync: async callers use :func:`tenant_of_key_off_loop`."""
     factory: sessionmaker[Session] = request.app.state.read_session_factory
     with factory() as session:
         return keys_service.authenticate(session, key)
+
+
+async def tenant_of_key_off_loop(request: Request, key: str) -> str:
+    """:func:`tenant_of_key` through :class:`service.api.reads.Reads`: the event loop never
+    waits on the database (a stalled one would stop every request of the process, ``/healthz``
+    too)."""
+    return await request.app.state.reads(keys_service.authenticate, key)  # type: ignore[no-any-return]
 
 
 async def require_tenant(
@@ -101,15 +107,18 @@ async def require_tenant(
 ) -> str:
     """The tenant the request acts for; :class:`Unauthorized` (401) without a valid key.
 
-    Async, so that it takes no hop to the thread pool, as a sync dependency would (see
-    :func:`tenant_of_key`)."""
+    Async, so that a request whose key :class:`AuthenticateFirst` checked takes no hop to the
+    thread pool, as a sync dependency would."""
     settings: Settings = request.app.state.settings
     if settings.auth == "off":
         return DEFAULT_TENANT
     checked: str | None = getattr(request.state, _TENANT_STATE, None)
     if checked is not None:
         return checked
-    return tenant_of_key(request, presented_key(request))
+    failed: Exception | None = getattr(request.state, _AUTH_ERROR_STATE, None)
+    if failed is not None:
+        raise failed
+    return await tenant_of_key_off_loop(request, presented_key(request))
 
 
 class AuthenticateFirst:
@@ -130,13 +139,16 @@ class AuthenticateFirst:
         if settings.auth == "on":
             try:
                 key = presented_key(request)
-                tenant = tenant_of_key(request, key)
+                tenant = await tenant_of_key_off_loop(request, key)
             except Unauthorized as exc:
                 response = error_response(exc, instance=path, headers=closing_if_body(request))
                 await response(scope, receive, send)
                 return
-            except Exception:
-                pass  # a database error, say: the dependency meets it again, in the route
+            except Exception as exc:
+                # A database error, say: raised again by the dependency, in the route, where
+                # its handler renders it (the key is not looked up twice: against a stalled
+                # database that would double the wait).
+                scope.setdefault("state", {})[_AUTH_ERROR_STATE] = exc
             else:
                 scope.setdefault("state", {})[_TENANT_STATE] = tenant
         await self.app(scope, receive, send)
@@ -162,4 +174,5 @@ __all__ = [
     "presented_key",
     "require_tenant",
     "tenant_of_key",
+    "tenant_of_key_off_loop",
 ]

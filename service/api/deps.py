@@ -4,14 +4,16 @@
 rolls back when it raises. Its scope is ``"function"``, so the commit happens before the
 response is sent: a client that got 201 can read what it created.
 
-``ReadSessionsDep`` is for the hot reads (a job, its history, a model to predict with), from
-``async`` routes: the factory of read-only sessions (autocommit: see ``read_session_factory``
-in :func:`service.api.app.create_app`), each opened and closed on the event loop in a ``with``
-around the read. A sync route would take four hops to the thread pool and back, each costing
-more under load than the one or two indexed lookups of such a read (docs/performance.md); a
-factory rather than a yielded session, because a ``yield`` dependency costs about a tenth of
-such a request. The price: while a read waits on the database, this process serves nothing
-else.
+``ReadsDep`` runs the reads of ``async`` routes — the hot reads (a job, its history, a model to
+predict with), the storage room — with what builds their body, so that the event loop never
+waits on the database (:class:`service.api.reads.Reads`): ``await reads(fn, *args)`` for
+``fn(session, *args)``. A sync route would take four hops to the thread pool and back, each
+costing more under load than the one or two indexed lookups of such a read (docs/performance.md).
+
+``SessionsDep`` is for an ``async`` route that writes and wants all its database work in one
+hop to the thread pool (``POST /v1/jobs``): the factory of the request's sessions, for
+``await run_in_threadpool(in_transaction, sessions, fn, ...)``; :func:`in_transaction` commits
+and rolls back as ``SessionDep`` does.
 
 ``TenantDep`` is the tenant the request acts for (:mod:`service.api.auth`); every ``/v1``
 router already requires it, and FastAPI runs the check once per request however many ask.
@@ -19,14 +21,18 @@ router already requires it, and FastAPI runs the check once per request however 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import require_tenant
+from service.api.reads import Reads
 from service.config import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,15 +53,40 @@ def get_session(request: Request) -> Iterator[Session]:
         session.commit()
 
 
-async def get_read_sessions(request: Request) -> sessionmaker[Session]:
-    """The factory of read-only sessions, for ``with read_sessions() as session:`` on the loop."""
-    factory: sessionmaker[Session] = request.app.state.read_session_factory
+def in_transaction(
+    sessions: sessionmaker[Session],
+    fn: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``fn(session, *args)`` in a session of its own: committed when it returns, rolled back
+    when it raises."""
+    with sessions() as session:
+        try:
+            result = fn(session, *args, **kwargs)
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
+        return result
+
+
+async def get_sessions(request: Request) -> sessionmaker[Session]:
+    """The factory of the request sessions (async: a sync dependency would take a hop)."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
     return factory
+
+
+async def get_reads(request: Request) -> Reads:
+    """The app's :class:`Reads` (async: a sync dependency would take a hop to the pool)."""
+    reads: Reads = request.app.state.reads
+    return reads
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-ReadSessionsDep = Annotated[sessionmaker[Session], Depends(get_read_sessions)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 TenantDep = Annotated[str, Depends(require_tenant)]
 
 #: Cursor pagination's query parameters, shared by every list route.
@@ -68,11 +99,14 @@ PageCursor = Annotated[
 __all__ = [
     "PageCursor",
     "PageLimit",
-    "ReadSessionsDep",
+    "ReadsDep",
     "SessionDep",
+    "SessionsDep",
     "SettingsDep",
     "TenantDep",
-    "get_read_sessions",
+    "get_reads",
     "get_session",
+    "get_sessions",
     "get_settings",
+    "in_transaction",
 ]

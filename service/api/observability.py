@@ -16,10 +16,14 @@ Metrics (prometheus-client, one registry per app):
   durations of jobs finished in the last hour (a *gauge* histogram: it can go down as jobs
   leave the window, so read it with ``histogram_quantile`` directly, not through ``rate``),
   and the training speed of the running jobs (from each one's latest epoch record).
+
+With ``BATCHWISE_METRICS_TOKEN`` set, ``/metrics`` answers only a request that carries it as a
+bearer token (401 problem+json with ``WWW-Authenticate: Bearer`` otherwise).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -48,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_responses
 from service.db import utcnow
+from service.errors import Unauthorized
 from service.jobs.stats import FINAL_STATUSES, JOB_STATUSES, read_job_stats
 from service.logs import log_context
 
@@ -244,6 +249,23 @@ def _bound(le: float) -> str:
 router = APIRouter(tags=["metrics"])
 
 
+def _check_metrics_token(request: Request) -> None:
+    """With ``Settings.metrics_token`` set, :class:`Unauthorized` (401, ``WWW-Authenticate:
+    Bearer``) unless the request carries it as a bearer token; compared in constant time."""
+    token = request.app.state.settings.metrics_token
+    if token is None:
+        return
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), expected):
+        return
+    raise Unauthorized(
+        "GET /metrics needs the metrics token: send `Authorization: Bearer <token>` with the "
+        "token set in BATCHWISE_METRICS_TOKEN" + (" (the one sent is not it)." if sent else "."),
+        invalid_token=bool(sent),
+    )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
@@ -258,10 +280,11 @@ router = APIRouter(tags=["metrics"])
             "description": "The metrics.",
             "content": {"text/plain": {"schema": {"type": "string"}, "example": METRICS_EXAMPLE}},
         },
-        **problem_responses(500),
+        **problem_responses(401, 500),
     },
 )
 def metrics(request: Request) -> Response:
+    _check_metrics_token(request)
     registry: CollectorRegistry = request.app.state.metrics_registry
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encoder(registry), media_type=content_type)

@@ -30,6 +30,7 @@ from psycopg import OperationalError as PsycopgOperationalError
 from psycopg.errors import DiskFull
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import BatchwiseError, FieldError, InsufficientStorage, ServiceUnavailable
@@ -247,6 +248,19 @@ def is_database_unreachable(exc: DBAPIError) -> bool:
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in _DISCONNECT_SQLSTATES
 
 
+def is_database_busy(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (SQLITE_BUSY, or SQLITE_LOCKED): another
+    connection held the write lock past the busy timeout. Nothing was written; a retry works."""
+    orig = exc.orig
+    if not isinstance(orig, sqlite3.Error):
+        return False
+    # The extended code's low byte is the primary code.
+    return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
 def is_storage_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the server's storage is full: an ``OSError`` with ENOSPC or EDQUOT
     (spooling an upload, writing its canonical file), SQLite's SQLITE_FULL ("database or disk
@@ -281,10 +295,24 @@ def _os_error(request: Request, exc: Exception) -> JSONResponse:
     return _unexpected_error(request, exc)
 
 
+def _database_busy(request: Request) -> JSONResponse:
+    logger.warning(
+        "%s %s: the database stayed locked (SQLite busy)", request.method, request.url.path
+    )
+    busy = ServiceUnavailable(
+        "The database stayed locked by other writers past its busy timeout; nothing was "
+        f"changed. Retry in {DATABASE_RETRY_AFTER_S} s.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+    return error_response(busy, instance=request.url.path)
+
+
 def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if is_storage_full(exc):
         return _storage_full(request, exc)
+    if is_database_busy(exc):
+        return _database_busy(request)
     if not is_database_unreachable(exc):
         return _unexpected_error(request, exc)
     cause = type(exc.orig).__name__
@@ -293,6 +321,18 @@ def _database_error(request: Request, exc: Exception) -> JSONResponse:
     )
     unavailable = ServiceUnavailable(
         f"The database is unreachable ({cause}); the request was not completed. "
+        f"Retry in {DATABASE_RETRY_AFTER_S} s.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+    return error_response(unavailable, instance=request.url.path)
+
+
+def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    # Every pooled connection stayed busy for the pool's timeout (Settings.database_timeout_s):
+    # a stalled database holding them all, or more load than the pool serves.
+    logger.warning("%s %s: no database connection free: %s", request.method, request.url.path, exc)
+    unavailable = ServiceUnavailable(
+        "No database connection was free in time; the request was not completed. "
         f"Retry in {DATABASE_RETRY_AFTER_S} s.",
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
     )
@@ -311,6 +351,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 

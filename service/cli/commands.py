@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__
-from service.cli import keys, remote, server
+from service.cli import keys, remote, server, tenants
 from service.cli.remote import demo
 from service.config import Settings
 from service.db.session import DatabaseUrlError
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_command(commands)
     server.add_migrate(commands)
     keys.add_commands(commands)  # `keys`: API keys, on the database
+    tenants.add_commands(commands)  # `tenants`: their limits, on the database
     remote.add_commands(commands)  # `datasets` and `jobs`: the HTTP client
     return parser
 
@@ -69,6 +70,9 @@ def _run_on_settings(args: argparse.Namespace) -> int:
         elif args.command == keys.COMMAND:
             server.require_head(settings.resolved_database_url)
             return keys.run(settings, args)
+        elif args.command == tenants.COMMAND:
+            server.require_head(settings.resolved_database_url)
+            return tenants.run(settings, args)
         else:
             server.serve(settings)
     except server.UnsafeSettingsError as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from service import tenants
 from service.datasets import repository
 from service.datasets.arrays import canonical_header, write_canonical
 from service.datasets.ingest import (
@@ -101,7 +102,14 @@ def storage_room(session: Session, tenant: str, max_stored_bytes: int | None) ->
     """``tenant``'s :class:`StorageRoom` under the quota ``max_stored_bytes`` (None: none)."""
     if max_stored_bytes is None:
         return None
+    max_stored_bytes = _own_quota(session, tenant, max_stored_bytes)
     return StorageRoom(repository.stored_bytes(session, tenant), max_stored_bytes)
+
+
+def _own_quota(session: Session, tenant: str, default: int) -> int:
+    """``tenant``'s own storage quota (``batchwise tenants set-limits``), else ``default``."""
+    own = tenants.limits_of(session, tenant).max_stored_bytes
+    return default if own is None else own
 
 
 def upload_work_bytes(path: Path) -> int:
@@ -275,6 +283,7 @@ def store_prepared(
         )
         if max_stored_bytes is not None:
             repository.lock_tenant_storage(session, tenant)
+            max_stored_bytes = _own_quota(session, tenant, max_stored_bytes)
         repository.add(session, dataset)
         if max_stored_bytes is not None:
             # Under the lock, counting this dataset's own row: exact (see the module docstring).

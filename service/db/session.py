@@ -8,9 +8,12 @@ writers from the API and workers wait instead of failing at once.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -70,18 +73,57 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         cursor.close()
 
 
-#: Seconds a PostgreSQL connect may take before it fails (and the API answers 503).
+#: Seconds a PostgreSQL connect may take before it fails, unless the engine is given its own
+#: timeout (the API's: ``Settings.database_timeout_s``).
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
-def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
+#: How often psycopg's wait wakes to let a signal in (its own default).
+_WAIT_INTERVAL_S = 0.1
+
+
+class AnswerTimeoutConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits at most :attr:`answer_timeout_s` for each answer.
+
+    libpq has no client-side statement timeout, and PostgreSQL's own ``statement_timeout``
+    does nothing when the server is stalled (stopped, swapping, partitioned while its kernel
+    still acknowledges our packets): a query would wait forever. Past the timeout the connection
+    is closed (its state is unknown) and :class:`psycopg.OperationalError` raised, which
+    SQLAlchemy reports as a lost connection and the API answers 503.
+    """
+
+    answer_timeout_s: float | None = None
+
+    def wait(
+        self,
+        gen: Generator[Any, Any, Any],
+        interval: float = _WAIT_INTERVAL_S,
+        timeout: float | None = None,
+    ) -> Any:
+        limit = self.answer_timeout_s if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, limit)
+        except psycopg.OperationalError:
+            if limit is None or time.monotonic() - started < limit:
+                raise
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"the database did not answer within {limit:g} s (BATCHWISE_DATABASE_TIMEOUT_S)"
+            ) from None
+
+
+def create_engine_for(url: str | URL, *, timeout_s: float | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (see :func:`normalize_url`), configured for the service.
 
     SQLite: the file's directory is created; every connection gets WAL, ``foreign_keys=ON`` and
     a busy timeout of ``SQLITE_BUSY_TIMEOUT_MS``, and may be used from any thread (the pool
     hands each connection to one thread at a time). PostgreSQL: psycopg 3, with pre-ping so a
-    restarted server costs one retry, not an error, and a connect timeout of
-    ``POSTGRES_CONNECT_TIMEOUT_S``. ``kwargs`` go to ``create_engine``.
+    restarted server costs one retry, not an error; a connect and each wait for an answer
+    (:class:`AnswerTimeoutConnection`) fail after ``timeout_s``
+    (None, the default: connects after :data:`POSTGRES_CONNECT_TIMEOUT_S`, answers are awaited
+    for ever, as a worker or a migration may need; libpq makes a connect timeout at least
+    2 s). ``kwargs`` go to ``create_engine``.
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -95,12 +137,23 @@ def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     # A server that drops packets rather than refusing them would otherwise hold a connect for
-    # the kernel's TCP timeout (minutes), and the API's hot reads run on the event loop. A URL's
-    # own ?connect_timeout= wins.
-    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S} | kwargs.pop("connect_args", {})
+    # the kernel's TCP timeout (minutes). A URL's own ?connect_timeout= wins.
+    connect_s = POSTGRES_CONNECT_TIMEOUT_S if timeout_s is None else max(1, round(timeout_s))
+    connect_args = {"connect_timeout": connect_s} | kwargs.pop("connect_args", {})
     if "connect_timeout" in parsed.query:
         connect_args.pop("connect_timeout")
-    return create_engine(parsed, connect_args=connect_args, **kwargs)
+    engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    if timeout_s is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(
+            _dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
+        ) -> AnswerTimeoutConnection:
+            connection = AnswerTimeoutConnection.connect(*cargs, **cparams)
+            connection.answer_timeout_s = timeout_s
+            return connection
+
+    return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -109,7 +162,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 __all__ = [
+    "POSTGRES_CONNECT_TIMEOUT_S",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "AnswerTimeoutConnection",
     "DatabaseUrlError",
     "create_engine_for",
     "is_sqlite",

@@ -147,6 +147,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    # Attempts in a row that checkpointed no new epoch (the running one included): the job
+    # fails as poison at max_attempts of them; a new epoch resets it.
+    stalled_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -269,6 +272,22 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class TenantLimits(Base):
+    """One tenant's own limits, overriding the configured defaults (``Settings``); a NULL
+    column keeps the default. Set with ``batchwise tenants set-limits``."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH), primary_key=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_steps_per_job: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_job_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_job_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 __all__ = [
     "TENANT_LENGTH",
     "ApiKey",
@@ -280,6 +299,7 @@ __all__ = [
     "JobEpoch",
     "JobModel",
     "Sweep",
+    "TenantLimits",
     "UTCDateTime",
     "utcnow",
 ]

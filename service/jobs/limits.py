@@ -1,6 +1,8 @@
 """Per-tenant limits on jobs, request side: the steps a job may take, how long it may run,
-and how many of a tenant's jobs may wait in the queue. Every tenant gets the same
-:class:`JobLimits`, built from ``Settings``; each limit counts that tenant's jobs only.
+and how many of a tenant's jobs may wait in the queue. Every tenant gets the
+:class:`JobLimits` built from ``Settings``, with its own overrides in place
+(:meth:`JobLimits.for_tenant`, :mod:`service.tenants`); each limit counts that tenant's jobs
+only.
 
 - Steps: epochs × steps per epoch, summed over the epochs of the batch-size schedule, with
   steps per epoch = ⌈n_train / B⌉ (⌊n_train / B⌋ with ``drop_last``) as the training loop
@@ -29,9 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
+from service import tenants as tenant_limits
 from service.config import Settings
 from service.core import Task, TrainConfig, estimate_job_bytes, model_outputs, split_sizes
 from service.errors import FieldError, InvalidInput, TooManyQueuedJobs
@@ -45,6 +49,8 @@ __all__ = [
     "queue_room",
     "steps_per_epoch",
 ]
+
+T = TypeVar("T", int, float)
 
 #: What a 429 for a full queue tells clients to wait: long enough for workers to start some.
 QUEUE_RETRY_AFTER_S = 30
@@ -122,6 +128,21 @@ class JobLimits:
             max_steps_per_job=settings.max_steps_per_job,
             max_job_runtime_s=settings.max_job_runtime_s,
             max_job_bytes=settings.resolved_max_job_bytes,
+        )
+
+    def for_tenant(self, session: Session, tenant: str) -> JobLimits:
+        """These limits with ``tenant``'s own in place of the defaults (its overrides,
+        :mod:`service.tenants`; a limit turned off here stays off)."""
+        own = tenant_limits.limits_of(session, tenant)
+
+        def pick(default: T | None, override: T | None) -> T | None:
+            return default if default is None or override is None else override
+
+        return JobLimits(
+            max_queued_jobs=pick(self.max_queued_jobs, own.max_queued_jobs),
+            max_steps_per_job=pick(self.max_steps_per_job, own.max_steps_per_job),
+            max_job_runtime_s=pick(self.max_job_runtime_s, own.max_job_runtime_s),
+            max_job_bytes=pick(self.max_job_bytes, own.max_job_bytes),
         )
 
     def runtime_for(self, requested: float | None) -> float | None:

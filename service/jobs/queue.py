@@ -5,12 +5,19 @@ transaction boundary), so each is one short transaction and none is open while t
 
 Claim: the oldest claimable job — ``queued``, or ``running`` with an expired lease and attempts
 left — becomes ``running`` with ``attempt + 1``, this worker's id and a lease of
-``lease_seconds``. PostgreSQL picks it with ``SELECT … FOR UPDATE SKIP LOCKED`` inside the
-``UPDATE``, so concurrent claimers never wait on, nor take, the same row; SQLite serialises
-claimers with ``BEGIN IMMEDIATE`` (the write lock first, then select + update). Expired jobs with
-no attempts left are failed (``lease_expired``) by the same transaction. With a per-tenant
-running limit, a tenant at it is skipped (its jobs wait), and PostgreSQL claims take turns on an
-advisory lock so the limit holds exactly (see :func:`claim`).
+``lease_seconds``. Attempts left: fewer than ``max_attempts`` attempts in a row checkpointed no
+new epoch (``stalled_attempts``); an attempt that wrote an epoch starts the count again, so only
+a job that keeps losing its worker before any progress fails as poison. PostgreSQL picks the
+job with ``SELECT … FOR UPDATE SKIP LOCKED`` inside the ``UPDATE``, so concurrent claimers never
+wait on, nor take, the same row; SQLite serialises claimers with ``BEGIN IMMEDIATE`` (the write
+lock first, then select + update). Expired jobs with no attempts left are failed
+(``lease_expired``) by the same transaction. With a per-tenant running limit, a tenant at it is
+skipped (its jobs wait), and PostgreSQL claims take turns on an advisory lock so the limit holds
+exactly (see :func:`claim`).
+
+One clock: lease times come from the database's clock, read once the claiming or renewing
+statement can no longer wait (:mod:`service.jobs.lease_clock`), and every comparison with a
+lease uses that clock; a claim that waited for the write lock still gets its whole lease.
 
 Fencing: every later write is conditioned on the claim,
 ``WHERE id = :id AND attempt = :attempt AND worker_id = :worker_id AND status = 'running'``,
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -32,8 +39,9 @@ from sqlalchemy.orm import Session
 
 from service.core import FittedModel
 from service.core.finite import json_safe
-from service.db import is_sqlite
-from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel
+from service.db import is_sqlite, utcnow
+from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel, TenantLimits
+from service.jobs.lease_clock import LeaseClock, lease_clock
 
 FinalStatus = Literal["succeeded", "failed", "cancelled"]
 
@@ -74,30 +82,46 @@ def _fence(claim: Claim) -> ColumnElement[bool]:
     )
 
 
-def _expired(now: datetime) -> ColumnElement[bool]:
-    return and_(Job.status == "running", Job.lease_expires_at < now)
+def _lock_fenced_row(session: Session, claim: Claim) -> None:
+    """Before a write that renews the lease, on PostgreSQL: wait for the job's row here. An
+    ``UPDATE`` computes its new values, ``clock_timestamp()`` included, before it waits for a
+    locked row (an API cancel, a claim settling it), so that wait would come out of the lease.
+    (On SQLite the write lock, taken first, already covers it.) :class:`LeaseLost` if fenced
+    out."""
+    if is_sqlite(session.get_bind().engine.url):
+        return
+    held = session.execute(select(Job.id).where(_fence(claim)).with_for_update()).first()
+    if held is None:
+        raise LeaseLost(claim.job_id, claim.attempt, claim.worker_id)
 
 
-def _exhausted_message(attempt: int, max_attempts: int) -> str:
+def _expired(clock: LeaseClock) -> ColumnElement[bool]:
+    return and_(Job.status == "running", Job.lease_expires_at < clock.now())
+
+
+def exhausted_message(attempt: int, max_attempts: int) -> str:
+    """Why a job failed as poison (``lease_expired``), with the rule."""
     return (
-        f"the lease expired on attempt {attempt} of {max_attempts}: the worker running the job "
-        "stopped heartbeating (killed, or paused past its lease) on every attempt, so it is not "
-        "retried again"
+        f"the lease expired on attempt {attempt}, the last of {max_attempts} attempts in a row "
+        "that checkpointed no new epoch: the worker running the job stopped heartbeating "
+        "(killed, or paused past its lease) each time before it finished an epoch, so it is "
+        "not retried again (an attempt that checkpoints a new epoch does not count toward the "
+        f"limit of {max_attempts})"
     )
 
 
-def _settle_expired(session: Session, now: datetime) -> None:
+def _settle_expired(session: Session, clock: LeaseClock) -> None:
     """Expired jobs that cannot run again: out of attempts → failed; cancel asked → cancelled."""
-    dead = or_(Job.attempt >= Job.max_attempts, Job.cancel_requested.is_(True))
+    dead = or_(Job.stalled_attempts >= Job.max_attempts, Job.cancel_requested.is_(True))
     query = select(Job.id, Job.attempt, Job.max_attempts, Job.cancel_requested).where(
-        _expired(now), dead
+        _expired(clock), dead
     )
     if not is_sqlite(session.get_bind().engine.url):
         query = query.with_for_update(skip_locked=True)
     for job_id, attempt, max_attempts, cancel_requested in session.execute(query).all():
         values: dict[str, Any] = {
             "lease_expires_at": None,
-            "finished_at": now,
+            "finished_at": clock.now(),
         }
         if cancel_requested:
             values["status"] = "cancelled"
@@ -105,17 +129,17 @@ def _settle_expired(session: Session, now: datetime) -> None:
             values |= {
                 "status": "failed",
                 "error_code": "lease_expired",
-                "error_message": _exhausted_message(attempt, max_attempts),
+                "error_message": exhausted_message(attempt, max_attempts),
             }
-        session.execute(update(Job).where(Job.id == job_id, _expired(now)).values(**values))
+        session.execute(update(Job).where(Job.id == job_id, _expired(clock)).values(**values))
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _claimable(clock: LeaseClock) -> ColumnElement[bool]:
     return or_(
         Job.status == "queued",
         and_(
-            _expired(now),
-            Job.attempt < Job.max_attempts,
+            _expired(clock),
+            Job.stalled_attempts < Job.max_attempts,
             Job.cancel_requested.is_(False),
         ),
     )
@@ -126,10 +150,21 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 CLAIM_LOCK_KEYS = (7103, 0)
 
 
-def _tenants_at(limit: int, now: datetime) -> Select[str]:
-    """The tenants with ``limit`` or more running jobs whose lease has not expired."""
-    running = and_(Job.status == "running", Job.lease_expires_at >= now)
-    return select(Job.tenant).where(running).group_by(Job.tenant).having(func.count() >= limit)
+def _tenants_at(limit: int, clock: LeaseClock) -> Select[str]:
+    """The tenants with as many running jobs (lease unexpired) as they may have: their own
+    ``max_running_jobs`` (:class:`TenantLimits`), else ``limit``."""
+    running = and_(Job.status == "running", Job.lease_expires_at >= clock.now())
+    own = (
+        select(TenantLimits.max_running_jobs)
+        .where(TenantLimits.tenant == Job.tenant)
+        .scalar_subquery()
+    )
+    return (
+        select(Job.tenant)
+        .where(running)
+        .group_by(Job.tenant)
+        .having(func.count() >= func.coalesce(own, limit))
+    )
 
 
 def claim(
@@ -137,16 +172,18 @@ def claim(
     *,
     worker_id: str,
     lease_seconds: float,
-    now: datetime,
+    now: datetime | None = None,
     max_running_per_tenant: int | None = None,
 ) -> Claim | None:
     """Claim the oldest claimable job for ``worker_id``, or None when there is none.
 
     ``session`` must have no transaction open (on SQLite this starts one with ``BEGIN
-    IMMEDIATE``); commit right after. The job's lease runs to ``now + lease_seconds``.
+    IMMEDIATE``); commit right after. The job's lease runs ``lease_seconds`` from the
+    database's clock once the claim holds its locks (``now``: a fixed clock, for tests).
 
     ``max_running_per_tenant``: a job is claimable only while its tenant has fewer running
-    jobs (lease unexpired) than that; its jobs wait queued, and the oldest job of a tenant
+    jobs (lease unexpired) than that, or than the tenant's own ``max_running_jobs``
+    (:class:`TenantLimits`); its jobs wait queued, and the oldest job of a tenant
     below it is claimed instead. Exact under concurrent claimers: SQLite's ``BEGIN
     IMMEDIATE`` runs claims one at a time; on PostgreSQL ``SKIP LOCKED`` alone would let two
     claimers each take a different job of one tenant and both pass its limit, so claims hold
@@ -155,24 +192,32 @@ def claim(
     so waiting for the lock costs milliseconds.
     """
     sqlite_backend = is_sqlite(session.get_bind().engine.url)
-    if sqlite_backend:
-        # Take the write lock before reading, so two claimers cannot both read the same job
-        # queued (a deferred transaction would only find out at its write, or fail to upgrade).
-        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-    elif max_running_per_tenant is not None:
+    # A read first, which takes no lock: idle workers polling an empty queue would otherwise
+    # keep taking the write (or claim) lock that heartbeats and claims of real work wait for.
+    # A lease it misses by a hair is found at the next poll.
+    hint = LeaseClock(utcnow() if sqlite_backend and now is None else now)
+    work = or_(Job.status == "queued", _expired(hint))
+    if session.execute(select(Job.id).where(work).limit(1)).first() is None:
+        return None
+    if not sqlite_backend and max_running_per_tenant is not None:
         # The next statements (READ COMMITTED) see every claim committed before this one.
         session.execute(select(func.pg_advisory_xact_lock(*CLAIM_LOCK_KEYS)))
-    _settle_expired(session, now)
-    pick = select(Job.id).where(_claimable(now)).order_by(Job.created_at, Job.id).limit(1)
+    # On SQLite this takes the write lock (BEGIN IMMEDIATE) before reading, so two claimers
+    # cannot both read the same job queued, and before reading the clock, so the wait for
+    # the lock is not taken out of the lease.
+    clock = lease_clock(session, now)
+    _settle_expired(session, clock)
+    pick = select(Job.id).where(_claimable(clock)).order_by(Job.created_at, Job.id).limit(1)
     if max_running_per_tenant is not None:
-        pick = pick.where(Job.tenant.not_in(_tenants_at(max_running_per_tenant, now)))
+        pick = pick.where(Job.tenant.not_in(_tenants_at(max_running_per_tenant, clock)))
     values = {
         "status": "running",
         "attempt": Job.attempt + 1,
+        "stalled_attempts": Job.stalled_attempts + 1,  # until it checkpoints an epoch
         "worker_id": worker_id,
-        "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        "heartbeat_at": now,
-        "started_at": case((Job.started_at.is_(None), now), else_=Job.started_at),
+        "lease_expires_at": clock.after(lease_seconds),
+        "heartbeat_at": clock.now(),
+        "started_at": case((Job.started_at.is_(None), clock.now()), else_=Job.started_at),
         "step": 0,
     }
     returning = (Job.id, Job.attempt, Job.dataset_id, Job.config, Job.max_runtime_s)
@@ -180,7 +225,7 @@ def claim(
         job_id = session.execute(pick).scalar_one_or_none()
         if job_id is None:
             return None
-        statement = update(Job).where(Job.id == job_id, _claimable(now))
+        statement = update(Job).where(Job.id == job_id, _claimable(clock))
     else:
         locked = pick.with_for_update(skip_locked=True).scalar_subquery()
         statement = update(Job).where(Job.id == locked)
@@ -198,16 +243,22 @@ def claim(
 
 
 def heartbeat(
-    session: Session, claim: Claim, *, step: int, lease_seconds: float, now: datetime
+    session: Session,
+    claim: Claim,
+    *,
+    step: int,
+    lease_seconds: float,
+    now: datetime | None = None,
 ) -> bool:
-    """Extend the lease to ``now + lease_seconds`` and store ``step`` (within the running
-    epoch); return whether a cancel was requested. :class:`LeaseLost` if fenced out."""
+    """Extend the lease to ``lease_seconds`` from now on the database's clock (``now``: a
+    fixed clock) and store ``step`` (within the running epoch); return whether a cancel was
+    requested. :class:`LeaseLost` if fenced out."""
+    _lock_fenced_row(session, claim)
+    clock = lease_clock(session, now)
     statement = (
         update(Job)
         .where(_fence(claim))
-        .values(
-            lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now, step=step
-        )
+        .values(lease_expires_at=clock.after(lease_seconds), heartbeat_at=clock.now(), step=step)
         .returning(Job.cancel_requested)
     )
     cancel_requested = session.execute(statement).scalar_one_or_none()
@@ -239,13 +290,14 @@ def record_epoch(
     step_losses: np.ndarray,
     checkpoint_bytes: bytes,
     *,
-    now: datetime,
+    now: datetime | None = None,
     lease_seconds: float | None = None,
 ) -> None:
     """Store one completed epoch: its record (``EpochRecord.to_dict()``), its step losses
     ((steps,) → float32 little-endian bytes), the checkpoint taken after it, and the job's
     progress (epoch, samples seen, latest and best losses); with ``lease_seconds`` the lease is
-    extended too (the write is proof of life).
+    extended too (the write is proof of life). A new epoch makes the attempt one that made
+    progress: ``stalled_attempts`` starts again from 0.
 
     Idempotent: (job, epoch) and the job's checkpoint are upserts, and best = min(best, latest)
     is unchanged by a repeat. :class:`LeaseLost` (before anything is written) if fenced out.
@@ -256,12 +308,15 @@ def record_epoch(
     train_loss, val_loss = clean.get("train_loss"), clean.get("val_loss")
     lease: dict[str, Any] = {}
     if lease_seconds is not None:
-        lease = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "heartbeat_at": now}
+        _lock_fenced_row(session, claim)
+        clock = lease_clock(session, now)
+        lease = {"lease_expires_at": clock.after(lease_seconds), "heartbeat_at": clock.now()}
     progress = (
         update(Job)
         .where(_fence(claim))
         .values(
             **lease,
+            stalled_attempts=case((Job.epoch < epoch, 0), else_=Job.stalled_attempts),
             epoch=epoch,
             step=0,
             steps_per_epoch=clean.get("steps"),
@@ -308,10 +363,11 @@ def finish(
     model: FittedModel | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
-    now: datetime,
+    now: datetime | None = None,
 ) -> None:
-    """End the job as ``status``; store ``model`` (succeeded jobs) and the error (failed
-    ones, ``error_code`` one of :data:`ERROR_CODES`). :class:`LeaseLost` if fenced out."""
+    """End the job as ``status`` at the database's clock (``now``: a fixed clock); store
+    ``model`` (succeeded jobs) and the error (failed ones, ``error_code`` one of
+    :data:`ERROR_CODES`). :class:`LeaseLost` if fenced out."""
     if error_code is not None and error_code not in ERROR_CODES:
         raise ValueError(f"unknown error code {error_code!r}; expected one of {ERROR_CODES}")
     done = (
@@ -320,7 +376,7 @@ def finish(
         .values(
             status=status,
             lease_expires_at=None,
-            finished_at=now,
+            finished_at=lease_clock(session, now).now(),
             error_code=error_code,
             error_message=error_message,
         )
@@ -340,13 +396,21 @@ def finish(
         )
 
 
-def release(session: Session, claim: Claim, *, now: datetime) -> None:
+def release(session: Session, claim: Claim, *, now: datetime | None = None) -> None:
     """Give the job back to the queue (a worker shutting down): ``queued``, lease cleared,
-    the attempt count kept; the next claim resumes it from its checkpoint."""
+    the attempt count kept; the next claim resumes it from its checkpoint. The worker chose
+    to stop, so this attempt does not count as one without progress."""
     back = (
         update(Job)
         .where(_fence(claim))
-        .values(status="queued", worker_id=None, lease_expires_at=None, heartbeat_at=now, step=0)
+        .values(
+            status="queued",
+            worker_id=None,
+            lease_expires_at=None,
+            heartbeat_at=lease_clock(session, now).now(),
+            step=0,
+            stalled_attempts=case((Job.stalled_attempts > 0, Job.stalled_attempts - 1), else_=0),
+        )
     )
     if session.execute(back).rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(claim.job_id, claim.attempt, claim.worker_id)
@@ -358,6 +422,7 @@ __all__ = [
     "FinalStatus",
     "LeaseLost",
     "claim",
+    "exhausted_message",
     "finish",
     "heartbeat",
     "load_checkpoint",

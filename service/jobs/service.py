@@ -97,6 +97,8 @@ def submit(
     caller's rollback then undoes."""
     config = _resolve_config(body)
     dataset = datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
+    if limits is not None:
+        limits = limits.for_tenant(session, tenant)
     try:
         check_config_for_dataset(
             config,

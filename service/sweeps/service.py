@@ -158,6 +158,8 @@ def create(
     """
     # 404 before anything else.
     datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
+    if limits is not None:
+        limits = limits.for_tenant(session, tenant)
     first_round = _check_request(body)
     max_queued = None if limits is None else limits.max_queued_jobs
     if max_queued is not None and first_round > max_queued:

@@ -14,7 +14,6 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.db import utcnow
 from service.jobs import queue
 from service.jobs.queue import Claim, LeaseLost
 from service.worker.context import RunnerContext, claim_log_ids
@@ -75,7 +74,6 @@ class Heartbeat(threading.Thread):
                     self.claim,
                     step=max(self.flags.step, 0),
                     lease_seconds=self.context.lease_seconds,
-                    now=utcnow(),
                 )
                 session.commit()
         except LeaseLost:

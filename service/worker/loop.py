@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
-from service.db import create_engine_for, session_factory, utcnow
+from service.db import create_engine_for, session_factory
 from service.jobs import queue
 from service.logs import log_context
 from service.worker.cache import DatasetCache
@@ -88,7 +88,6 @@ def _loop(
                         session,
                         worker_id=worker_id,
                         lease_seconds=settings.lease_seconds,
-                        now=utcnow(),
                         max_running_per_tenant=settings.tenant_max_running_jobs,
                     )
                     session.commit()

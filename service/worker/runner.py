@@ -43,14 +43,13 @@ from service.core import (
 from service.datasets.arrays import CanonicalFileError
 from service.datasets.schemas import DatasetRead
 from service.datasets.service import StoredBytesCorruptError
-from service.db import utcnow
 from service.errors import NotFound
 from service.jobs import queue
 from service.jobs.queue import Claim, FinalStatus, LeaseLost
 from service.logs import log_context
 from service.sweeps import orchestration
 from service.worker.context import RunnerContext
-from service.worker.database_outage import UNREACHABLE, DatabaseLost, with_database
+from service.worker.database_outage import UNREACHABLE, DatabaseLost, is_transient, with_database
 from service.worker.heartbeat import Heartbeat, RunFlags
 
 logger = logging.getLogger("service.worker")
@@ -102,7 +101,6 @@ def _finish(
             model=training.model if training is not None else None,
             error_code=error_code,
             error_message=error_message,
-            now=utcnow(),
         )
         _advance_sweep(session, claim.job_id)
 
@@ -133,11 +131,14 @@ def _finish(
 def _advance_sweep(session: Session, job_id: str) -> None:
     """Advance the job's sweep (if any) in the finish's own transaction, so a crash cannot
     lose the step. A bug there must not lose the finish: it is rolled back to a savepoint and
-    logged, and the next read of the sweep advances it."""
+    logged, and the next read of the sweep advances it. The database going away is no bug: its
+    error propagates (a savepoint cannot outlive the connection) and the finish is retried."""
     try:
         with session.begin_nested():
             orchestration.job_finished(session, job_id)
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            raise
         logger.exception("job %s: advancing its sweep failed", job_id)
 
 
@@ -150,7 +151,7 @@ def _release(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
             claim,
             flags,
             "release the job",
-            lambda session: queue.release(session, claim, now=utcnow()),
+            lambda session: queue.release(session, claim),
         )
     except LeaseLost:
         logger.warning("job %s: lease lost before it could be released", claim.job_id)
@@ -263,7 +264,6 @@ def _run(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
                     record.to_dict(),
                     record.step_losses,
                     checkpoint,
-                    now=utcnow(),
                     lease_seconds=context.lease_seconds,
                 )
 

@@ -1,10 +1,11 @@
-"""The reads the event loop makes itself — the key check, ``GET /v1/jobs/{id}`` and its history
-— next to sync routes that hold database connections across their steps, in a real
-``batchwise serve`` with auth on: every request is answered.
+"""The reads async code makes — the key check, ``GET /v1/jobs/{id}`` and its history, each in
+one hop to a thread (:mod:`service.api.reads`) — next to sync routes that hold database
+connections across their steps, in a real ``batchwise serve`` with auth on: every request is
+answered.
 
 They read through an engine of their own: from the shared pool, with every connection held by
-sync routes (``POST /v1/jobs``) that wait for the loop to run their next step, the loop would
-wait for a connection — a deadlock until the pool's 30 s timeout, which this test catches.
+sync routes (``POST /v1/jobs``) that wait for the loop to run their next step, the reads would
+wait for a connection — a deadlock until the pool's timeout, which this test catches.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from service.api.observability import (
 from service.config import Settings
 from service.db import session_factory
 from tests.support.factories import T0, epoch_row, line_data, make_dataset, set_job, submit
+from tests.support.problems import assert_problem
 
 NOW = T0 + timedelta(minutes=10)
 
@@ -212,3 +214,67 @@ def test_request_id_is_echoed_when_well_formed_else_generated(client: TestClient
     assert re.fullmatch(r"[0-9a-f]{32}", first)
     assert first != second
     assert request_id_from("x" * 128) == "x" * 128
+
+
+# --- the metrics token ------------------------------------------------------------------------
+
+METRICS_TOKEN = "scrape-0123456789abcdef"
+
+
+@pytest.fixture
+def guarded(settings: Settings) -> Iterator[TestClient]:
+    guarded_settings = settings.model_copy(update={"metrics_token": SecretStr(METRICS_TOKEN)})
+    with TestClient(create_app(guarded_settings)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("authorization", "invalid_token"),
+    [
+        (None, False),
+        (f"Bearer {METRICS_TOKEN}x", True),
+        (f"Bearer {METRICS_TOKEN[:-1]}", True),
+        ("Bearer ", False),
+        (f"Basic {METRICS_TOKEN}", True),
+    ],
+)
+def test_with_a_token_set_metrics_without_it_is_a_401_with_a_bearer_challenge(
+    guarded: TestClient, authorization: str | None, invalid_token: bool
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = guarded.get("/metrics", headers=headers)
+    body = assert_problem(response, 401)
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert ('error="invalid_token"' in challenge) is invalid_token
+    assert "BATCHWISE_METRICS_TOKEN" in body["detail"]
+    assert METRICS_TOKEN not in response.text
+    assert "batchwise_jobs" not in response.text
+
+
+def test_with_a_token_set_metrics_with_it_answers_the_metrics(guarded: TestClient) -> None:
+    response = guarded.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    samples = parse(response.text)
+    assert value(samples, "batchwise_database_up") == 1.0
+    # A refused scrape is counted too: the 401s show on the next page.
+    guarded.get("/metrics")
+    again = parse(
+        guarded.get("/metrics", headers={"authorization": f"bearer {METRICS_TOKEN}"}).text
+    )
+    assert requests(again, "/metrics", "4xx") == 1.0
+
+
+def test_without_a_token_metrics_stays_open(client: TestClient) -> None:
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer anything"}).status_code == 200
+
+
+def test_the_metrics_token_setting_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATCHWISE_METRICS_TOKEN", METRICS_TOKEN)
+    token = Settings().metrics_token
+    assert token is not None
+    assert token.get_secret_value() == METRICS_TOKEN
+    assert METRICS_TOKEN not in repr(Settings())

@@ -19,6 +19,7 @@ DATA_TABLES = {
     "datasets",
     "dataset_chunks",
     "jobs",
+    "tenant_limits",
     "job_epochs",
     "job_checkpoints",
     "job_models",

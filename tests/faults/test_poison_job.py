@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from service.config import Settings
 from service.db import session_factory
+from service.jobs import queue
 from tests.support.factories import LONG_JOB, add_dataset, long_job_data, regression_data, submit
 from tests.support.processes import wait_for, worker_pid, workers
 from tests.support.stored import job_row
@@ -75,9 +76,10 @@ def test_poison_job_fails_after_three_killed_attempts_without_blocking_the_queue
     assert len(survivors) == len(started) - MAX_ATTEMPTS == 1
     failed = job_row(engine, poison)
     assert (failed["error_code"], failed["lease_expires_at"]) == ("lease_expired", None)
-    assert failed["error_message"] == (
-        "the lease expired on attempt 3 of 3: the worker running the job stopped heartbeating "
-        "(killed, or paused past its lease) on every attempt, so it is not retried again"
+    assert failed["error_message"] == queue.exhausted_message(3, MAX_ATTEMPTS)
+    assert failed["error_message"].startswith(
+        "the lease expired on attempt 3, the last of 3 attempts in a row that checkpointed no "
+        "new epoch"
     )
     assert failed["finished_at"] is not None
     for job_id in others:

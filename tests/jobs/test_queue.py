@@ -171,9 +171,53 @@ def test_expiry_requeues_until_max_attempts_then_fails_with_the_reason(session: 
     row = job_row(session, job_id)
     assert row["status"] == "failed"
     assert row["error_code"] == "lease_expired"
-    assert "attempt 2 of 2" in row["error_message"]
+    assert row["error_message"] == queue.exhausted_message(2, 2)
+    assert "attempt 2, the last of 2 attempts in a row" in row["error_message"]
     assert row["finished_at"] == now
     assert row["lease_expires_at"] is None
+
+
+def test_an_attempt_that_checkpoints_a_new_epoch_does_not_count_toward_the_limit(
+    session: Session,
+) -> None:
+    dataset_id = add_metadata_dataset(session)
+    job_id = add_job(session, dataset_id, created_at=T0, max_attempts=2)
+    now = T0
+    # Four attempts that each checkpoint an epoch before their lease runs out: none counts.
+    for attempt in (1, 2, 3, 4):
+        epoch = attempt
+        claimed = claim(session, f"w{attempt}", now)
+        assert claimed is not None
+        assert claimed.attempt == attempt
+        assert job_row(session, job_id)["stalled_attempts"] == 1
+        queue.record_epoch(
+            session, claimed, record(epoch, 1.0), np.ones(3, np.float32), b"c", now=now
+        )
+        session.commit()
+        assert job_row(session, job_id)["stalled_attempts"] == 0
+        now += timedelta(seconds=LEASE + 1)
+    # Then two in a row with no new epoch: the limit.
+    for attempt in (5, 6):
+        claimed = claim(session, f"w{attempt}", now)
+        assert claimed is not None
+        assert claimed.attempt == attempt
+        now += timedelta(seconds=LEASE + 1)
+    assert claim(session, "w7", now) is None
+    row = job_row(session, job_id)
+    assert (row["status"], row["attempt"], row["stalled_attempts"]) == ("failed", 6, 2)
+    assert row["error_message"] == queue.exhausted_message(6, 2)
+
+
+def test_a_released_attempt_does_not_count_as_one_without_progress(session: Session) -> None:
+    dataset_id = add_metadata_dataset(session)
+    job_id = add_job(session, dataset_id, created_at=T0, max_attempts=1)
+    for attempt in (1, 2, 3):
+        claimed = claim(session, f"w{attempt}")
+        assert claimed is not None
+        assert claimed.attempt == attempt
+        queue.release(session, claimed, now=T0)
+        session.commit()
+        assert job_row(session, job_id)["stalled_attempts"] == 0
 
 
 def test_expired_job_with_a_cancel_request_is_cancelled_not_retried(session: Session) -> None:

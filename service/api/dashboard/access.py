@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from service.api.auth import KEY_COOKIE, tenant_of_key
+from service.api.auth import KEY_COOKIE, tenant_of_key, tenant_of_key_off_loop
 from service.api.dashboard.render import render_page
 from service.config import Settings
 from service.errors import Unauthorized
@@ -138,7 +138,7 @@ async def sign_in(request: Request) -> Response:
             status_code=401,
         )
     try:
-        tenant_of_key(request, key)
+        await tenant_of_key_off_loop(request, key)
     except Unauthorized as exc:
         return _form(next_path=next_path, error=exc.detail, status_code=401)
     response = RedirectResponse(next_path, 303)

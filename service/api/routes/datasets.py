@@ -13,14 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import (
     PageCursor,
     PageLimit,
-    ReadSessionsDep,
+    ReadsDep,
     SessionDep,
     SettingsDep,
     TenantDep,
@@ -167,13 +166,6 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
     return parsed, upload
 
 
-def _storage_room(
-    read_sessions: sessionmaker[Session], tenant: str, max_stored_bytes: int
-) -> datasets_service.StorageRoom | None:
-    with read_sessions() as session:
-        return datasets_service.storage_room(session, tenant, max_stored_bytes)
-
-
 @router.post(
     "",
     status_code=201,
@@ -200,7 +192,7 @@ async def create_dataset(
     session: SessionDep,
     settings: SettingsDep,
     tenant: TenantDep,
-    read_sessions: ReadSessionsDep,
+    reads: ReadsDep,
 ) -> DatasetRead:
     media_type = _media_type(request)
     limits = _limits(settings)
@@ -210,11 +202,7 @@ async def create_dataset(
     # Read before the work, in a session of its own: a tenant without room is refused before
     # its canonical file is written, and no transaction stays open meanwhile.
     quota = settings.tenant_max_stored_bytes
-    room = (
-        None
-        if quota is None
-        else await run_in_threadpool(_storage_room, read_sessions, tenant, quota)
-    )
+    room = None if quota is None else await reads(datasets_service.storage_room, tenant, quota)
     try:
         if media_type == "application/json":
             json_limit = min(settings.max_upload_bytes, MAX_JSON_BYTES)

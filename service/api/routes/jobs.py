@@ -7,20 +7,25 @@ happens in worker processes; nothing here waits for it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import TypeAdapter
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import (
     PageCursor,
     PageLimit,
-    ReadSessionsDep,
+    ReadsDep,
     SessionDep,
+    SessionsDep,
     SettingsDep,
     TenantDep,
+    in_transaction,
 )
 from service.api.offload import offload
 from service.api.problems import problem_responses
@@ -43,10 +48,10 @@ router = APIRouter(
     responses=problem_responses(401),
 )
 
-# The hot reads (a job, its history, the model to predict with) are ``async`` routes reading in
-# a session of ReadSessionsDep: no hop to the thread pool (see service.api.deps). Each returns
-# the body it built (:func:`_json`), so FastAPI neither validates our own output again nor
-# serializes it a second time; ``response_model`` still documents it.
+# The hot reads (a job, its history, the model to predict with) are ``async`` routes that read
+# and build their body through ReadsDep (service.api.reads): the event loop never waits on the
+# database. Each returns the body it built (:func:`_json`), so FastAPI neither validates our
+# own output again nor serializes it a second time; ``response_model`` still documents it.
 
 # How FastAPI serializes a response model: pydantic's ``dump_json``, ``by_alias=True``.
 _JOB_JSON, _HISTORY_JSON = TypeAdapter(JobRead), TypeAdapter(HistoryRead)
@@ -114,6 +119,7 @@ _CREATE_EXAMPLES = {
 @router.post(
     "",
     status_code=202,
+    response_model=JobRead,
     summary="Submit a training job",
     description=(
         "Queue a training job on a stored dataset. The body is the flat training config with "
@@ -137,17 +143,21 @@ _CREATE_EXAMPLES = {
         }
     },
 )
-def submit_job(
-    body: JobSubmit,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    tenant: TenantDep,
-) -> JobRead:
+async def submit_job(
+    body: JobSubmit, sessions: SessionsDep, settings: SettingsDep, tenant: TenantDep
+) -> Response:
+    # All its database work in one hop to the pool, committed there: the tenant's queue lock
+    # (service.jobs.limits) is held to the commit, and SessionDep would commit after more hops,
+    # each of which holds every other submit of the tenant waiting (docs/performance.md).
     limits = JobLimits.from_settings(settings)
-    job = jobs_service.submit(session, body, tenant=tenant, limits=limits)
+    submit = partial(
+        in_transaction, sessions, jobs_service.submit, body, tenant=tenant, limits=limits
+    )
+    job = await run_in_threadpool(submit)
+    response = _json(_JOB_JSON.dump_json(job, by_alias=True))
+    response.status_code = 202
     response.headers["Location"] = job.links.self
-    return job
+    return response
 
 
 @router.get(
@@ -197,10 +207,13 @@ def list_jobs(
     "and its uncertainty factor. Null without noise-scale measurements.",
     responses=problem_responses(404),
 )
-async def get_job(job_id: JobId, read_sessions: ReadSessionsDep, tenant: TenantDep) -> Response:
-    with read_sessions() as session:
-        job = jobs_service.get_job(session, job_id, tenant=tenant)
-    return _json(_JOB_JSON.dump_json(job, by_alias=True))
+async def get_job(job_id: JobId, reads: ReadsDep, tenant: TenantDep) -> Response:
+    return _json(await reads(_job_body, job_id, tenant))
+
+
+def _job_body(session: Session, job_id: str, tenant: str) -> bytes:
+    job = jobs_service.get_job(session, job_id, tenant=tenant)
+    return _JOB_JSON.dump_json(job, by_alias=True)
 
 
 @router.post(
@@ -266,7 +279,7 @@ def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
 )
 async def get_history(
     job_id: JobId,
-    read_sessions: ReadSessionsDep,
+    reads: ReadsDep,
     tenant: TenantDep,
     max_points: MaxPoints = None,
     format: Annotated[
@@ -278,10 +291,9 @@ async def get_history(
     ] = "epochs",
 ) -> Response:
     if format == "csv":
-        with read_sessions() as session:
-            text = jobs_service.history_csv(
-                session, job_id, tenant=tenant, table=table, max_points=max_points
-            )
+        text = await reads(
+            jobs_service.history_csv, job_id, tenant=tenant, table=table, max_points=max_points
+        )
         return PlainTextResponse(
             text,
             media_type="text/csv",
@@ -289,10 +301,12 @@ async def get_history(
                 "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
             },
         )
+    return _json(await reads(_history_body, job_id, tenant, max_points))
 
-    with read_sessions() as session:
-        history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
-    return _json(_HISTORY_JSON.dump_json(history, by_alias=True))
+
+def _history_body(session: Session, job_id: str, tenant: str, max_points: int | None) -> bytes:
+    history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
+    return _HISTORY_JSON.dump_json(history, by_alias=True)
 
 
 @router.get(
@@ -346,12 +360,9 @@ def get_model(
         }
     },
 )
-async def predict(
-    job_id: JobId, request: Request, read_sessions: ReadSessionsDep, tenant: TenantDep
-) -> Response:
+async def predict(job_id: JobId, request: Request, reads: ReadsDep, tenant: TenantDep) -> Response:
     # FastAPI would decode the body on the event loop; offload decodes it (a large one in a
     # child process, which also predicts and serializes the answer), once the model is found.
     raw = await request.body()  # under its cap: service.api.body_limit
-    with read_sessions() as session:
-        npz = predictions.get_model_npz(session, job_id, tenant=tenant)
+    npz = await reads(predictions.get_model_npz, job_id, tenant=tenant)
     return _json(await offload(request, len(raw), predictions.predict_json, raw, npz))

@@ -130,6 +130,7 @@ def create_sweep(
 ) -> SweepRead:
     limits = JobLimits.from_settings(settings)
     sweep = sweeps_service.create(session, body, tenant=tenant, limits=limits)
+    session.commit()  # the tenant's queue lock is held to it: see submit_job's
     response.headers["Location"] = sweep.links.self
     return sweep
 
