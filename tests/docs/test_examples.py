@@ -26,7 +26,10 @@ DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 #: Workers per file: two where a sweep runs, none where no job does (each is a process).
 WORKERS = {"README.md": 2, "sweeps.md": 2, "deployment.md": 0, "operations.md": 0}
 #: Files whose examples need a server set up otherwise (keys are made and checked there).
-SERVER_ENV = {"deployment.md": {"BATCHWISE_AUTH": "on"}}
+SERVER_ENV = {
+    "deployment.md": {"BATCHWISE_AUTH": "on"},
+    "reliability.md": {"BATCHWISE_METRICS_TOKEN": "example-metrics-token"},
+}
 #: A loaded machine can take long to import and migrate; the examples themselves are not timed.
 STARTUP_TIMEOUT_S = 120.0
 #: Illustrations are few: docker compose, other machines, a deployment's database.
