@@ -21,8 +21,12 @@ DATA_TABLES = {
     "jobs",
     "job_epochs",
     "job_checkpoints",
+    "job_kept_checkpoints",
+    "job_starts",
     "job_models",
     "sweeps",
+    "probes",
+    "probe_branches",
 }
 
 
