@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         description="Most queued jobs per tenant; a job or sweep that would pass it is refused "
         "with 429 and Retry-After.",
     )
+    checkpoint_budget_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=256 * 1024**2,
+        description="Most bytes of kept checkpoints (a job's `keep_checkpoints`) per tenant. A "
+        "job whose checkpoints would pass it is refused at submit with 422; an epoch that "
+        "finds it full anyway (other jobs filled it meanwhile) is not kept, with a note.",
+    )
     tenant_max_running_jobs: Annotated[int, Field(ge=1)] = Field(
         default=4,
         description="Most jobs of one tenant running at once; its other jobs stay queued while "

@@ -444,6 +444,38 @@ def test_job_body_layers_config_then_set_then_flags(tmp_path: Path) -> None:
     }
 
 
+def test_job_body_takes_a_warm_start_and_the_checkpoints_to_keep(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(
+        [
+            "jobs", "submit", "--dataset", "d", "--epochs", "9", "--init-from", "job-1:4",
+            "--reset-optimizer", "--keep-checkpoints", "5,7",
+        ]
+    )  # fmt: skip
+    assert build_job_body(args) == {
+        "epochs": 9,
+        "init_from": {"job_id": "job-1", "epoch": 4, "reset_optimizer": True},
+        "keep_checkpoints": [5, 7],
+    }
+    every = build_parser().parse_args(
+        ["jobs", "submit", "--dataset", "d", "--init-from", "j:2", "--keep-checkpoints", "all"]
+    )
+    assert build_job_body(every) == {
+        "init_from": {"job_id": "j", "epoch": 2},
+        "keep_checkpoints": "all",
+    }
+    submit = ["jobs", "submit", "--dataset", "d", "--url", UNREACHABLE]
+    bad = usage_error([*submit, "--init-from", "job-1"], capsys)
+    assert "--init-from 'job-1': expected JOB:EPOCH" in bad
+    bad = usage_error([*submit, "--init-from", "job-1:x"], capsys)
+    assert "--init-from 'job-1:x': expected JOB:EPOCH" in bad
+    bad = usage_error([*submit, "--reset-optimizer"], capsys)
+    assert "--reset-optimizer goes with --init-from JOB:EPOCH" in bad
+    bad = usage_error([*submit, "--keep-checkpoints", "2,last"], capsys)
+    assert "--keep-checkpoints '2,last': expected epochs like 2,4, or all" in bad
+
+
 # --- the client methods the CLI stands on -----------------------------------------------------
 
 

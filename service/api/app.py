@@ -19,7 +19,7 @@ from service.api.observability import install_observability
 from service.api.offload import BodyDecoder
 from service.api.problems import PROBLEM_JSON, install_problem_handlers
 from service.api.reads import READ_THREADS, Reads
-from service.api.routes import datasets, health, jobs, plots, sweeps
+from service.api.routes import datasets, health, jobs, plots, probes, sweeps
 from service.api.same_origin import SameOriginWrites
 from service.api.security_headers import install_security_headers
 from service.config import Settings
@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(sweeps.router)
+    app.include_router(probes.router)
     app.include_router(plots.router)
 
     def openapi() -> dict[str, Any]:

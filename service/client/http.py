@@ -39,6 +39,7 @@ from service.client.errors import (
 )
 from service.client.schemas import (
     FINISHED_JOB_STATUSES,
+    FINISHED_PROBE_STATUSES,
     FINISHED_SWEEP_STATUSES,
     Dataset,
     DatasetPage,
@@ -48,6 +49,9 @@ from service.client.schemas import (
     JobStatus,
     Model,
     Prediction,
+    Probe,
+    ProbePage,
+    ProbeSummary,
     Sweep,
     SweepPage,
     SweepSummary,
@@ -200,8 +204,14 @@ class BatchwiseClient:
     def submit_job(self, dataset_id: str, **config: Any) -> Job:
         """``POST /v1/jobs``: train on ``dataset_id`` with ``config`` (the flat training
         config: ``batch_size=32, epochs=10, learning_rate=0.01, …``, plus ``name``, ``tags``,
-        ``max_runtime_s``). Answers the queued job; 422 names a field that cannot run."""
+        ``max_runtime_s``, ``init_from``, ``keep_checkpoints``). Answers the queued job; 422
+        names a field that cannot run."""
         return cast(Job, self._json("POST", "/v1/jobs", json={"dataset_id": dataset_id, **config}))
+
+    def list_checkpoints(self, job_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}/checkpoints``: the epochs a warm start (``submit_job(…,
+        init_from={"job_id": id, "epoch": e})``) can start from, with samples and loss."""
+        return cast(dict[str, Any], self._json("GET", f"/v1/jobs/{job_id}/checkpoints"))
 
     def get_job(self, job_id: str) -> Job:
         """``GET /v1/jobs/{id}``: status, progress, losses, error."""
@@ -361,6 +371,50 @@ class BatchwiseClient:
             poll_s=poll_s,
             timeout_s=timeout_s,
             what=f"sweep {sweep_id}",
+        )
+
+    # --- probes -----------------------------------------------------------------------------
+
+    def create_probe(self, job_id: str, **options: Any) -> Probe:
+        """``POST /v1/probes``: branch ``job_id``'s checkpoints (``at_epochs``, a list or
+        ``"auto"``) at ``multipliers`` × its batch for ``window_samples``, the rate per branch
+        by ``lr`` (``"search"``, ``"sqrt"``, ``"linear"``), ``tolerance``, ``seeds``, ``name``."""
+        body = {"job_id": job_id, **options}
+        return cast(Probe, self._json("POST", "/v1/probes", json=body))
+
+    def get_probe(self, probe_id: str) -> Probe:
+        """``GET /v1/probes/{id}``: per checkpoint the critical batch, its bracket, B_simple."""
+        return cast(Probe, self._json("GET", f"/v1/probes/{probe_id}"))
+
+    def list_probes(self, *, limit: int | None = None, cursor: str | None = None) -> ProbePage:
+        """``GET /v1/probes``: one page of summaries (``limit`` 1 to 100), newest first."""
+        params = _params(limit=limit, cursor=cursor)
+        return cast(ProbePage, self._json("GET", "/v1/probes", params=params))
+
+    def iter_probes(self, *, page_size: int = 100) -> Iterator[ProbeSummary]:
+        """Every probe's summary, newest first, fetched ``page_size`` at a time."""
+        return _pages(lambda cursor: self.list_probes(limit=page_size, cursor=cursor))
+
+    def cancel_probe(self, probe_id: str) -> Probe:
+        """``POST /v1/probes/{id}/cancel`` (409 once finished)."""
+        return cast(Probe, self._json("POST", f"/v1/probes/{probe_id}/cancel"))
+
+    def wait_for_probe(
+        self,
+        probe_id: str,
+        *,
+        on_progress: Callable[[Probe], None] | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        timeout_s: float | None = None,
+    ) -> Probe:
+        """Poll the probe every ``poll_s`` seconds until it has finished; answer it then."""
+        return _poll(
+            lambda: self.get_probe(probe_id),
+            lambda probe: probe["status"] in FINISHED_PROBE_STATUSES,
+            on_progress=on_progress,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            what=f"probe {probe_id}",
         )
 
     # --- plots ------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class Job(TypedDict):
     finished_at: str | None
     links: dict[str, str]
     batch_size_advice: dict[str, Any] | None
+    init_from: dict[str, Any] | None
+    keep_checkpoints: list[int] | str | None
 
 
 class Steps(TypedDict):
@@ -251,3 +253,90 @@ class Prediction(TypedDict):
     predictions: list[float]
     probabilities: list[list[float]] | None
     classes: list[float] | None
+
+
+ProbeStatus = Literal["running", "succeeded", "failed", "cancelled"]
+FINISHED_PROBE_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ProbeBranch(TypedDict):
+    """One multiplier at one checkpoint: the rate chosen, the loss after the window, whether
+    it kept up with ×1."""
+
+    multiplier: int
+    batch_size: int
+    job_ids: list[str]
+    complete: bool
+    learning_rate: float | None
+    learning_rates_tried: list[float]
+    lr_edge: Literal["low", "high"] | None
+    loss: float | None
+    losses: list[float | None]
+    relative_gap: float | None
+    kept_up: bool | None
+
+
+class ProbeCritical(TypedDict):
+    """The critical batch at a checkpoint: ``bracket`` [kept up, fell behind or null]."""
+
+    batch_size: int | None
+    bracket: list[int | None]
+    multipliers: list[int | None]
+    open_ended: bool
+    monotone: bool
+    unanimous: bool
+    rule: str
+    reason: str | None
+
+
+class ProbeCheckpoint(TypedDict):
+    """One checkpoint of a probe's source: its branches, the critical batch, B_simple."""
+
+    epoch: int
+    samples_seen: int | None
+    loss: float | None
+    batch_size: int | None
+    learning_rate: float | None
+    branches: list[ProbeBranch]
+    critical: ProbeCritical
+    b_simple: float | None
+    b_simple_corrected: float | None
+    b_simple_reason: str | None
+    ratio: float | None
+
+
+class ProbeSummary(TypedDict):
+    """One entry of ``GET /v1/probes``: the probe without its checkpoints."""
+
+    id: str
+    job_id: str
+    dataset_id: str
+    name: str | None
+    status: ProbeStatus
+    round: int
+    at_epochs: list[int]
+    multipliers: list[int]
+    created_at: str
+    finished_at: str | None
+    links: dict[str, str]
+
+
+class Probe(ProbeSummary):
+    """``GET /v1/probes/{id}``: the critical batch at each checkpoint of the source job."""
+
+    partial: bool
+    window_samples: int
+    tolerance: float
+    lr: Literal["search", "sqrt", "linear"]
+    seeds: int
+    jobs: dict[str, int]
+    checkpoints: list[ProbeCheckpoint]
+    error: str | None
+    spec: dict[str, Any]
+
+
+class ProbePage(TypedDict):
+    """``GET /v1/probes``: one page, newest first; ``next_cursor`` null on the last."""
+
+    items: list[ProbeSummary]
+    next_cursor: str | None

@@ -3,7 +3,13 @@
 The public surface for the layers above (the worker, the API's validation, sweeps).
 """
 
-from service.core.budget import JobBytes, JobBytesPart, estimate_job_bytes, model_outputs
+from service.core.budget import (
+    JobBytes,
+    JobBytesPart,
+    estimate_checkpoint_bytes,
+    estimate_job_bytes,
+    model_outputs,
+)
 from service.core.checkpoint import Checkpoint
 from service.core.config import (
     EarlyStopping,
@@ -40,6 +46,7 @@ __all__ = [
     "TrainingDiverged",
     "check_config_for_dataset",
     "effective_task",
+    "estimate_checkpoint_bytes",
     "estimate_job_bytes",
     "infer_task",
     "model_outputs",

@@ -38,6 +38,9 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from service.core.checkpoint import Checkpoint
 from service.core.config import TrainConfig, effective_task, split_sizes
 from service.core.data import AUGMENTED_CHUNK_BYTES, CHUNK_BYTES, chunk_rows
 from service.core.fused_sgd import AUGMENTED_MAX_BATCH
@@ -50,9 +53,11 @@ from service.core.measurements import (
 from service.core.tasks import Task
 
 __all__ = [
+    "CHECKPOINT_HEADER_MARGIN",
     "MODEL_JSON_BYTES_PER_PARAM",
     "JobBytes",
     "JobBytesPart",
+    "estimate_checkpoint_bytes",
     "estimate_job_bytes",
     "model_outputs",
 ]
@@ -120,6 +125,12 @@ def _batch_sizes(config: TrainConfig, n_train: int) -> list[int]:
     changes = (config.epochs - 1) // schedule.every_epochs
     if schedule.kind == "constant":
         changes = 0
+    if schedule.kind == "warmup":  # the base and every point's batch, as the run clamps them
+        every = {
+            first,
+            *(schedule.warmup_batch_at(at, base, n_train)[0] for at, _ in schedule.points),
+        }
+        return sorted(every)
     sizes = [first]
     growth = float(schedule.factor) if schedule.kind == "grow" else schedule.max_growth
     while changes and sizes[-1] < cap:
@@ -341,3 +352,39 @@ def estimate_job_bytes(
         parts.append(JobBytesPart(rows_field, rows_extra, rows_what))
     parts.sort(key=lambda part: part.bytes, reverse=True)
     return JobBytes(parts=tuple(parts), n_params=P, largest_batch=sizes[-1])
+
+
+#: Header text a real checkpoint may have beyond the estimate's (floats, reasons).
+CHECKPOINT_HEADER_MARGIN = 1024
+
+
+def estimate_checkpoint_bytes(
+    config: TrainConfig, *, n_features: int, task: Task, n_classes: int | None
+) -> int:
+    """The bytes of one ``Checkpoint.to_bytes()`` of ``config`` on a dataset of this shape:
+    a checkpoint of zeros of the real arrays' shapes and dtypes, measured, plus
+    ``CHECKPOINT_HEADER_MARGIN`` for the header's values (``np.savez`` does not compress, so
+    the arrays' share is exact)."""
+    dtype = np.dtype(config.dtype)
+    n_params, _ = _n_params(config, n_features, model_outputs(config, task, n_classes))
+    buffers = {"sgd": (), "momentum": ("momentum_buffer",), "nesterov": ("momentum_buffer",)}
+    names = buffers.get(config.optimizer, ("m", "v"))
+    optimizer_state = {name: np.zeros(n_params, dtype) for name in names}
+    optimizer_state["step"] = np.array(0, dtype=np.int64)
+    es = config.early_stopping
+    labels = None if effective_task(config, task) == "regression" else np.zeros(n_classes or 2)
+    rng = np.random.default_rng(0).bit_generator.state
+    checkpoint = Checkpoint(
+        config=config,
+        epoch=0,
+        theta=np.zeros(n_params, dtype),
+        optimizer_state=optimizer_state,
+        rng_states={"shuffle": rng, "noise": rng},
+        task=task,
+        n_features=n_features,
+        classes=labels,
+        mean=np.zeros(n_features) if config.standardize else None,
+        std=np.zeros(n_features) if config.standardize else None,
+        best_theta=np.zeros(n_params, dtype) if es and es.restore_best_weights else None,
+    )
+    return len(checkpoint.to_bytes()) + CHECKPOINT_HEADER_MARGIN

@@ -101,9 +101,12 @@ class TrainConfig:
 
     Batching: ``batch_size`` [32] rows per step, None = the whole training set; ``epochs`` [10];
     ``shuffle`` [True] reshuffle every epoch; ``drop_last`` [False] drop a final partial batch;
-    ``seed`` [0] every random draw derives from it; ``validation_split`` [0.0] seeded fraction of
-    rows held out (0 ≤ f < 1); ``standardize`` [False] z-score features with training-split stats;
-    ``dtype`` ["float32"]; ``max_in_memory_bytes`` [2 GiB] above this the epoch gather is chunked.
+    ``seed`` [0] every random draw derives from it; ``split_seed`` [None] when set, the
+    initial parameters, the validation split and the evaluation subsample derive from it
+    instead (a warm start with another seed keeps its source's rows); ``validation_split``
+    [0.0] seeded fraction of rows held out (0 ≤ f < 1); ``standardize`` [False] z-score
+    features with training-split stats; ``dtype`` ["float32"]; ``max_in_memory_bytes``
+    [2 GiB] above this the epoch gather is chunked.
 
     Science: ``noise_scale`` [False] measure the gradient noise scale every epoch, exactly over
     every training row when they fit ``train``'s budget, else from ``noise_scale_samples``
@@ -132,6 +135,7 @@ class TrainConfig:
     shuffle: bool = True
     drop_last: bool = False
     seed: int = 0
+    split_seed: int | None = None
     validation_split: float = 0.0
     standardize: bool = False
     dtype: DType = "float32"
@@ -184,6 +188,8 @@ class TrainConfig:
             if not isinstance(getattr(self, flag), bool):
                 raise CoreConfigError(flag, f"must be true or false; got {getattr(self, flag)!r}")
         check_int("seed", self.seed, minimum=0)
+        if self.split_seed is not None:
+            check_int("split_seed", self.split_seed, minimum=0)
         _real(self, "validation_split", "validation_split", minimum=0.0, maximum=1.0, max_open=True)
         check_choice("dtype", self.dtype, get_args(DType))
         check_int("noise_scale_samples", self.noise_scale_samples, minimum=2)
@@ -200,6 +206,11 @@ class TrainConfig:
             raise CoreConfigError("evaluation", "must be an Evaluation or null")
 
     @property
+    def data_seed(self) -> int:
+        """The seed of the initial parameters, the validation split and the evaluation rows."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def measures_noise_scale(self) -> bool:
         """Whether every epoch measures the noise scale (asked for, or the adaptive batch)."""
         return self.noise_scale or self.batch_size_schedule.kind == "adaptive"
@@ -208,6 +219,15 @@ class TrainConfig:
         """A JSON-able dict: nested dataclasses as dicts, ``hidden_layers`` as a list."""
         out = dataclasses.asdict(self)
         out["hidden_layers"] = list(self.hidden_layers)
+        # Fields only some configs use are left out at their defaults, so every other
+        # config reads as it did before they existed.
+        if self.split_seed is None:
+            del out["split_seed"]
+        schedule = out["batch_size_schedule"]
+        if self.batch_size_schedule.kind == "warmup":
+            schedule["points"] = [list(point) for point in self.batch_size_schedule.points]
+        else:
+            del schedule["points"], schedule["probe_id"]
         return out
 
     @classmethod

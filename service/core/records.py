@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["EpochRecord", "EvaluationPoint", "NoiseRecord", "StopReason"]
+__all__ = ["BatchChange", "EpochRecord", "EvaluationPoint", "NoiseRecord", "StopReason"]
 
 StopReason = Literal["completed", "early_stopping", "stopped", "diverged"]
 
@@ -44,13 +44,30 @@ class EvaluationPoint:
     loss: float
 
 
+@dataclass(frozen=True)
+class BatchChange:
+    """The batch size changed (the warmup schedule): from the run's global step ``step``
+    (0-based: the steps done before the first one at the new size), when ``samples`` training
+    examples had been consumed, the steps take ``batch_size`` rows at ``learning_rate``;
+    ``reason`` says why in words."""
+
+    step: int
+    samples: int
+    batch_size: int
+    learning_rate: float
+    reason: str
+
+
 @dataclass(frozen=True, eq=False)
 class EpochRecord:
     """One epoch's results. ``step_losses`` (steps,) float32, one per minibatch step.
 
     ``evaluations``: the evaluations made during the epoch, in step order (epoch 1's starts at
     step 0; each epoch's ends at its last step); empty without ``config.evaluation``.
-    ``batch_size_reason``: with the adaptive batch size, why the epoch ran at ``batch_size``.
+    ``batch_size_reason``: with the adaptive batch size, why the epoch ran at ``batch_size``
+    (with the warmup, why its first step did). ``batch_size`` and ``learning_rate`` are the
+    first step's; ``batch_changes``: the warmup's changes within the epoch, in step order
+    (the first step's own when the epoch starts with one).
     """
 
     epoch: int
@@ -70,10 +87,15 @@ class EpochRecord:
     step_losses: np.ndarray
     evaluations: tuple[EvaluationPoint, ...] = ()
     batch_size_reason: str | None = None
+    batch_changes: tuple[BatchChange, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields without ``step_losses`` (store those as ``step_losses.tobytes()``);
         ``evaluations`` as a list of ``{step, samples, loss}``."""
         out = {name: value for name, value in asdict(self).items() if name != "step_losses"}
         out["evaluations"] = [asdict(point) for point in self.evaluations]
+        if self.batch_changes:  # absent otherwise: older records and other schedules alike
+            out["batch_changes"] = [asdict(change) for change in self.batch_changes]
+        else:
+            out.pop("batch_changes")
         return out

@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 LRScheduleKind = Literal["constant", "step", "exponential", "cosine"]
-BatchSizeScheduleKind = Literal["constant", "grow", "adaptive"]
+BatchSizeScheduleKind = Literal["constant", "grow", "adaptive", "warmup"]
 LR_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "step", "exponential", "cosine")
-BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow", "adaptive")
+BATCH_SIZE_SCHEDULE_KINDS: tuple[str, ...] = ("constant", "grow", "adaptive", "warmup")
 LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")
 
 
@@ -136,6 +136,12 @@ class BatchSizeSchedule:
       needs it). The training loop measures the noise scale for it and keeps B in
       its checkpoint (``adapt`` is the rule; ``batch_size_at`` gives the start).
 
+    - warmup:   the batch follows ``points`` ((samples, batch), …; samples strictly
+      increasing): B₀ until the first point's samples, then each point's batch from the first
+      step boundary at or after its samples count (samples seen over the whole run, a warm
+      start's source included), mid-epoch too (``warmup_batch_at``; Merrill et al. 2025's
+      batch-size warmup). ``probe_id`` names the probe the points came from, if any.
+
     Never above the training set's n_train rows (nor, with a cap, above the cap — a cap below
     B₀ caps B₀ too). ``min_batch_size`` and ``max_growth`` belong to adaptive only, ``factor``
     to grow only: set with another kind they are refused rather than silently ignored.
@@ -147,12 +153,15 @@ class BatchSizeSchedule:
     max_batch_size: int | None = None
     min_batch_size: int | None = None
     max_growth: float = 2.0
+    points: tuple[tuple[int, int], ...] = ()
+    probe_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_SIZE_SCHEDULE_KINDS:
             raise CoreConfigError(
                 "kind", f"must be one of {', '.join(BATCH_SIZE_SCHEDULE_KINDS)}, not {self.kind!r}"
             )
+        self._check_points()
         if not is_int(self.factor) or self.factor < 2:
             raise CoreConfigError("factor", f"must be an integer ≥ 2, not {self.factor!r}")
         if not is_int(self.every_epochs) or self.every_epochs < 1:
@@ -195,6 +204,57 @@ class BatchSizeSchedule:
                 "min_batch_size",
                 f"{self.min_batch_size} is above max_batch_size {self.max_batch_size}",
             )
+
+    def _check_points(self) -> None:
+        if not isinstance(self.points, tuple | list):
+            raise CoreConfigError("points", "must be a list of [samples, batch] pairs")
+        points: list[tuple[int, int]] = []
+        for i, point in enumerate(self.points):
+            if not isinstance(point, tuple | list) or len(point) != 2:
+                raise CoreConfigError(f"points[{i}]", f"must be [samples, batch], not {point!r}")
+            samples, batch = point
+            if not is_int(samples) or samples < 0:
+                raise CoreConfigError(
+                    f"points[{i}]", f"samples must be an integer ≥ 0, not {samples!r}"
+                )
+            if not is_int(batch) or batch < 1:
+                raise CoreConfigError(
+                    f"points[{i}]", f"batch must be an integer ≥ 1, not {batch!r}"
+                )
+            if points and samples <= points[-1][0]:
+                raise CoreConfigError(
+                    f"points[{i}]", f"samples must increase: {samples} is not above {points[-1][0]}"
+                )
+            points.append((int(samples), int(batch)))
+        # Tuples, so that a JSON round trip (lists) gives an equal object.
+        object.__setattr__(self, "points", tuple(points))
+        if self.kind == "warmup" and not points:
+            raise CoreConfigError("points", "the warmup schedule needs at least one point")
+        if self.kind != "warmup" and (points or self.probe_id is not None):
+            name = "points" if points else "probe_id"
+            raise CoreConfigError(name, f"only the warmup schedule has {name}, not {self.kind}")
+        if self.probe_id is not None and not isinstance(self.probe_id, str):
+            raise CoreConfigError("probe_id", f"must be a string or null, not {self.probe_id!r}")
+
+    def warmup_batch_at(self, samples: int, base: int, n_train: int) -> tuple[int, int | None]:
+        """Warmup: ``(batch, point)`` for a step that starts with ``samples`` seen — the last
+        point at or below ``samples`` (``base`` before the first; ``point`` its index, None
+        then), never above ``n_train`` (nor ``max_batch_size``)."""
+        batch, index = base, None
+        for i, (at, size) in enumerate(self.points):
+            if at > samples:
+                break
+            batch, index = size, i
+        if self.max_batch_size is not None:
+            batch = min(batch, self.max_batch_size)
+        return min(batch, n_train), index
+
+    def next_warmup_point(self, samples: int) -> int | None:
+        """Warmup: the samples count of the first point above ``samples`` (None: none left)."""
+        for at, _ in self.points:
+            if at > samples:
+                return at
+        return None
 
     def batch_size_at(self, epoch: int, base: int, n_train: int) -> int:
         """The batch size for 0-based ``epoch``, from ``base`` rows, never above ``n_train``.

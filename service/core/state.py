@@ -25,7 +25,8 @@ class RunState:
     ``reference``: the divergence reference (the first epoch's train loss; None before).
     ``best_*``, ``wait``: early stopping's. ``finished``: "completed" or "early_stopping" once
     the run has ended. ``batch_size``, ``batch_size_reason``: the adaptive batch size of the
-    next epoch and why (None for the other kinds).
+    next epoch and why; the warmup's batch of the last step run and why (None before it, and
+    for the other kinds).
     """
 
     config: TrainConfig
@@ -114,8 +115,8 @@ class RunState:
         self.wait = checkpoint.epochs_without_improvement
         self.best_theta = None if checkpoint.best_theta is None else checkpoint.best_theta.copy()
         self.finished = checkpoint.finished
-        adaptive = self.config.batch_size_schedule.kind == "adaptive"
-        if adaptive and checkpoint.batch_size is not None:
+        remembers = self.config.batch_size_schedule.kind in ("adaptive", "warmup")
+        if remembers and checkpoint.batch_size is not None:
             self.batch_size = checkpoint.batch_size
             self.batch_size_reason = checkpoint.batch_size_reason
 

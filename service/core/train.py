@@ -8,12 +8,13 @@
 Randomness: one ``np.random.default_rng(seed)`` spawns five independent children — init,
 validation split, shuffles, noise-scale samples, the evaluation subsample — so switching one
 feature on (noise_scale, evaluation) never changes another's stream. Nothing touches NumPy's
-global RNG.
+global RNG. With ``split_seed`` (a warm start's), init, split and evaluation come from it.
 
 Per epoch e (0-based): B = batch_size_schedule.batch_size_at(e, batch_size or n_train, n_train)
 (adaptive: the size ``BatchSizeSchedule.adapt`` chose at the last epoch end from the measured
 noise scale, kept in the checkpoint), lr = lr_schedule.lr_at(e, scale_lr(learning_rate, B,
-reference_batch_size, lr_scaling), epochs), both fixed for the epoch. The epoch's rows are
+reference_batch_size, lr_scaling), epochs), both fixed for the epoch — but for the warmup,
+whose batch changes at the first step boundary past each point (``warmup``). The epoch's rows are
 gathered once (see ``data``), then each step takes a contiguous slice view:
 ``J, g = loss_and_grad(θ, X[a:a+B], y[a:a+B])``; ``θ ← optimizer(θ, g)``.
 ``train_loss`` is the mean of the epoch's step losses (the Keras convention: losses at the θ
@@ -84,6 +85,8 @@ from service.core.schedules import log_spaced_steps, scale_lr
 from service.core.state import RunState
 from service.core.steps import DivergenceGuard, FusedSteps, GradientSteps, StepDiverged
 from service.core.tasks import Task, infer_task
+from service.core.warm_start import check_warm_start, warm_start
+from service.core.warmup import EpochPlan, PhasedSteps, warmup_plan
 
 __all__ = ["EpochRecord", "EvaluationPoint", "NoiseRecord", "StopReason", "Training", "train"]
 
@@ -92,7 +95,9 @@ class Training:
     """A run of ``config`` on ``X`` (n, d) and ``y`` (n,); iterate it for one record per epoch.
 
     ``X_val``/``y_val``: an explicit validation set (instead of ``validation_split``).
-    ``resume_from``: continue a checkpoint of the same config and data. ``should_stop``: called
+    ``resume_from``: continue a checkpoint of the same config and data. ``init_from``: start
+    from another run's checkpoint (a warm start, ``warm_start``; its optimizer state left out
+    with ``reset_optimizer``). ``should_stop``: called
     between steps; True ends the run at the last epoch boundary. ``task``: the target's task
     when known (dataset metadata), else ``infer_task(y)``.
     """
@@ -106,6 +111,8 @@ class Training:
         X_val: np.ndarray | None = None,
         y_val: np.ndarray | None = None,
         resume_from: Checkpoint | None = None,
+        init_from: Checkpoint | None = None,
+        reset_optimizer: bool = False,
         should_stop: Callable[[], bool] | None = None,
         task: Task | None = None,
     ) -> None:
@@ -142,9 +149,15 @@ class Training:
         check_finite_features(X)
 
         # spawn(5)'s first four children are spawn(4)'s: adding the fifth changed no stream.
+        if resume_from is not None and init_from is not None:
+            raise CoreConfigError("init_from", "resume a run or warm-start one, not both")
         init_rng, split_rng, shuffle_rng, noise_rng, evaluation_rng = np.random.default_rng(
             config.seed
         ).spawn(5)
+        if config.split_seed is not None:  # the rows and the start stay the source run's
+            init_rng, split_rng, _, _, evaluation_rng = np.random.default_rng(
+                config.split_seed
+            ).spawn(5)
         _, n_val = split_sizes(n_rows, config.validation_split)
         train_rows, val_rows = split_rows(n_rows, n_val, split_rng)
         #: Row indices (sorted) of X used for training and for validation (empty with X_val).
@@ -153,8 +166,9 @@ class Training:
         self.n_train = train_rows.shape[0]
 
         standardization: Standardization | None = None
-        if resume_from is not None and resume_from.mean is not None and resume_from.std is not None:
-            standardization = Standardization(mean=resume_from.mean, std=resume_from.std)
+        start = resume_from if resume_from is not None else init_from
+        if start is not None and start.mean is not None and start.std is not None:
+            standardization = Standardization(mean=start.mean, std=start.std)
         elif config.standardize:
             standardization = fit_standardization(X, train_rows, dtype)
         self.standardization = standardization
@@ -245,11 +259,15 @@ class Training:
             if state.batch_size != base:
                 reason += ", within min_batch_size, max_batch_size, the rows"
             state.batch_size_reason = reason + ")"
+        self._warmup = schedule.kind == "warmup"
         if resume_from is not None:
             state.check_resumable(resume_from)
             state.restore(resume_from)
             self._checkpoint = resume_from
         else:
+            if init_from is not None:
+                check_warm_start(state, init_from, reset_optimizer=reset_optimizer)
+                warm_start(state, init_from, reset_optimizer=reset_optimizer)
             self._checkpoint = state.snapshot()
 
     def checkpoint(self) -> Checkpoint:
@@ -323,12 +341,24 @@ class Training:
         )
 
     def _epoch_steps(
-        self, epoch: int, lr: float, B: int, step_losses: np.ndarray
-    ) -> GradientSteps | FusedSteps:
-        """The epoch's steps: fused when the optimizer has a kernel and B is small."""
+        self, epoch: int, lr: float, B: int, step_losses: np.ndarray, plan: EpochPlan | None
+    ) -> GradientSteps | FusedSteps | PhasedSteps:
+        """The epoch's steps: fused when the optimizer has a kernel and B is small; the
+        warmup's phases one after another (never fused: the batch changes within an epoch)."""
         state = self._state
         guard = DivergenceGuard(state.reference, first_epoch=epoch == 1)
         rng = self._shuffle_rng if self.config.shuffle else None
+        if plan is not None:
+            return PhasedSteps(
+                self._minibatch_step,
+                self._source.segments(1, rng),
+                plan,
+                theta=self._theta,
+                grad=self._grad,
+                step_losses=step_losses,
+                guard=guard,
+                should_stop=self._should_stop,
+            )
         if self._fused is not None and B <= AUGMENTED_MAX_BATCH:
             if self._fused_epochs is None:
                 assert isinstance(self._source, InMemoryEpochs)
@@ -364,9 +394,18 @@ class Training:
         state = self._state
         epoch0 = state.epoch
         epoch = epoch0 + 1
-        lr, B = self._lr_and_batch_size(epoch0)
         n_train = self.n_train
-        steps = n_train // B + (1 if n_train % B and not self.config.drop_last else 0)
+        plan = warmup_plan(self._state, epoch0, self.n_train) if self._warmup else None
+        if plan is not None:
+            first = plan.phases[0]
+            lr, B, steps = first.lr, first.batch_size, plan.steps
+        else:
+            lr, B = self._lr_and_batch_size(epoch0)
+            steps = n_train // B + (1 if n_train % B and not self.config.drop_last else 0)
+
+        def rows_after(step: int) -> int:
+            return min(step * B, n_train) if plan is None else plan.rows_after(step)
+
         step_losses = np.empty(steps, dtype=np.float32)
         evaluations: list[EvaluationPoint] = []
         stops: list[int] = []  # steps within the epoch after which to evaluate (< steps)
@@ -374,10 +413,10 @@ class Training:
         if evaluation is not None:
             g0 = state.total_steps
             if g0 == 0:
-                self._evaluate_at(evaluations, epoch, 0, B, lr)
+                self._evaluate_at(evaluations, epoch, 0, 0, lr)
             scheduled = log_spaced_steps(evaluation.per_decade, g0, g0 + steps - 1)
             stops = [step - g0 for step in scheduled]
-        epoch_steps = self._epoch_steps(epoch, lr, B, step_losses)
+        epoch_steps = self._epoch_steps(epoch, lr, B, step_losses, plan)
         # A diverging step overflows: that is reported as TrainingDiverged from its loss,
         # not as NumPy's RuntimeWarning on the way there.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -390,10 +429,10 @@ class Training:
                     state.restore(self._checkpoint)
                     return None
                 if evaluation is not None:  # at each stop, and at the epoch's end
-                    self._evaluate_at(evaluations, epoch, stop, B, lr)
+                    self._evaluate_at(evaluations, epoch, stop, rows_after(stop), lr)
 
         train_loss = epoch_steps.loss_sum / steps
-        samples = min(steps * B, n_train)
+        samples = rows_after(steps)
         if epoch0 == 0:
             state.reference = train_loss
         val_loss, val_rmse, val_r2, val_accuracy = self._validation.measure(
@@ -407,6 +446,12 @@ class Training:
             else None
         )
         batch_size_reason = state.batch_size_reason
+        changes = () if plan is None else tuple(p.change for p in plan.phases if p.change)
+        if plan is not None:
+            if plan.phases[0].change is not None:
+                batch_size_reason = plan.phases[0].change.reason
+            state.batch_size = plan.batch_size
+            state.batch_size_reason = changes[-1].reason if changes else batch_size_reason
         if self._adaptive:
             self._adapt_batch_size(epoch, B, noise)
 
@@ -436,6 +481,7 @@ class Training:
             step_losses=step_losses,
             evaluations=tuple(evaluations),
             batch_size_reason=batch_size_reason,
+            batch_changes=changes,
         )
 
     def _adapt_batch_size(self, epoch: int, B: int, noise: NoiseRecord | None) -> None:
@@ -453,10 +499,11 @@ class Training:
         self._state.batch_size, self._state.batch_size_reason = change.batch_size, change.reason
 
     def _evaluate_at(
-        self, evaluations: list[EvaluationPoint], epoch: int, step: int, B: int, lr: float
+        self, evaluations: list[EvaluationPoint], epoch: int, step: int, rows: int, lr: float
     ) -> None:
-        """Append the evaluation after ``step`` steps of this epoch (at the current θ):
-        mean loss over the evaluation rows; a non-finite one is a divergence."""
+        """Append the evaluation after ``step`` steps of this epoch, which consumed ``rows``
+        rows (at the current θ): mean loss over the evaluation rows; a non-finite one is a
+        divergence."""
         assert self._evaluation_set is not None
         # The gradient it also writes into the step's scratch array is dropped.
         loss = evaluation_loss(self._model, self._theta, self._grad, self._evaluation_set)
@@ -464,7 +511,7 @@ class Training:
         if not math.isfinite(loss):
             where = "the initial parameters" if total == 0 else f"global step {total}"
             raise self._diverged(epoch, step, loss, lr, f"the evaluation loss at {where} is {loss}")
-        samples = self._state.samples_seen + min(step * B, self.n_train)
+        samples = self._state.samples_seen + rows
         evaluations.append(EvaluationPoint(step=total, samples=samples, loss=float(loss)))
 
 

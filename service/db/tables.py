@@ -174,6 +174,12 @@ class Job(Base):
     sweep_point: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )
+    # A warm start: {job_id, epoch, reset_optimizer}; NULL for a job that starts afresh.
+    init_from: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # The epochs whose checkpoints the job keeps: a list of epochs or "all"; NULL for none.
+    keep_checkpoints: Mapped[list[int] | str | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
 
     __table_args__ = (
         # The claim: the oldest queued job (and expired running ones) by status, then age.
@@ -243,6 +249,36 @@ class JobCheckpoint(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class JobKeptCheckpoint(Base):
+    """A checkpoint a job keeps (``Job.keep_checkpoints``), taken after ``epoch``, with the
+    samples seen and train loss there. ``data`` NULL: not kept, ``note`` says why (the tenant's
+    checkpoint budget was full)."""
+
+    __tablename__ = "job_kept_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    samples_seen: Mapped[int] = mapped_column(BigInteger)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class JobStart(Base):
+    """The checkpoint a warm-started job starts from (``Job.init_from``), copied at submit so
+    that the source's later epochs or its deletion cannot change it."""
+
+    __tablename__ = "job_starts"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class JobModel(Base):
     """A succeeded job's fitted model: ``model`` is ``FittedModel.to_dict()``; ``npz`` its
     ``to_npz_bytes()``."""
@@ -288,6 +324,58 @@ class TenantLimits(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Probe(Base):
+    """A probe of a source job's critical batch size (Merrill et al. 2025): branches from its
+    checkpoints at several batch multipliers; its branches are ordinary :class:`Job` rows named
+    in :class:`ProbeBranch`.
+
+    ``status``: running | succeeded | failed | cancelled. ``spec`` is the validated request with
+    its defaults resolved (``at_epochs``, ``multipliers``, ``window_samples``); ``round`` the
+    learning-rate round submitted last (0 first).
+    """
+
+    __tablename__ = "probes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH))
+    # CASCADE: a probe without its source job means nothing.
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    # A tenant's newest-first keyset pagination: WHERE tenant = ? ORDER BY created_at DESC, id DESC.
+    __table_args__ = (Index("ix_probes_tenant_created_at_id", "tenant", "created_at", "id"),)
+
+
+class ProbeBranch(Base):
+    """One branch job of a probe: the checkpoint ``epoch`` it starts from, its batch
+    ``multiplier``, ``learning_rate``, ``seed`` and the learning-rate ``round`` it ran in."""
+
+    __tablename__ = "probe_branches"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    probe_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("probes.id", ondelete="CASCADE"), index=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    multiplier: Mapped[int] = mapped_column(Integer)
+    learning_rate: Mapped[float] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    round: Mapped[int] = mapped_column(Integer)
+
+
 __all__ = [
     "TENANT_LENGTH",
     "ApiKey",
@@ -297,7 +385,11 @@ __all__ = [
     "Job",
     "JobCheckpoint",
     "JobEpoch",
+    "JobKeptCheckpoint",
     "JobModel",
+    "JobStart",
+    "Probe",
+    "ProbeBranch",
     "Sweep",
     "TenantLimits",
     "UTCDateTime",

@@ -91,11 +91,12 @@ def join_evaluations(records: Iterable[Mapping[str, Any]]) -> Evaluations:
     return out
 
 
-def join_steps(blobs: Sequence[bytes]) -> Steps:
-    """All step losses of a run, in order, from per-epoch float32 blobs; non-finite dropped."""
+def join_steps(blobs: Sequence[bytes], first: int = 1) -> Steps:
+    """All step losses of a run, in order, from per-epoch float32 blobs, numbered from
+    ``first`` (a warm start's count on from its source's); non-finite dropped."""
     parts = [np.frombuffer(blob, dtype=STEP_DTYPE) for blob in blobs]
     loss = np.concatenate(parts) if parts else np.empty(0, dtype=STEP_DTYPE)
-    step = np.arange(1, loss.shape[0] + 1, dtype=np.int64)
+    step = np.arange(first, first + loss.shape[0], dtype=np.int64)
     total = int(loss.shape[0])
     finite = np.isfinite(loss)
     if not finite.all():

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from service import tenants as tenant_limits
 from service.config import Settings
 from service.core import Task, TrainConfig, estimate_job_bytes, model_outputs, split_sizes
+from service.core.warmup import plan_epoch
 from service.errors import FieldError, InvalidInput, TooManyQueuedJobs
 from service.jobs import repository
 
@@ -90,6 +91,8 @@ def count_steps(config: TrainConfig, n_rows: int) -> StepCount:
     n_train, _ = split_sizes(n_rows, config.validation_split)
     base = config.batch_size if config.batch_size is not None else n_train
     schedule = config.batch_size_schedule
+    if schedule.kind == "warmup":
+        return _count_warmup_steps(config, n_train, base)
     period = schedule.every_epochs
     total = 0
     first = last = schedule.batch_size_at(0, base, n_train)
@@ -112,6 +115,42 @@ def count_steps(config: TrainConfig, n_rows: int) -> StepCount:
     )
 
 
+def _count_warmup_steps(config: TrainConfig, n_train: int, base: int) -> StepCount:
+    """The warmup's steps, epoch by epoch as the run plans them (from the start: a warm
+    start runs fewer). Once past the last point every epoch is the same."""
+    schedule = config.batch_size_schedule
+    last_point = schedule.points[-1][0]
+    total = samples = 0
+    previous: int | None = None
+    first_batch = first_steps = 0
+    for epoch in range(config.epochs):
+        plan = plan_epoch(
+            schedule,
+            samples=samples,
+            total_steps=total,
+            previous=previous,
+            base=base,
+            n_train=n_train,
+            drop_last=config.drop_last,
+            lr_for=lambda _: config.learning_rate,
+        )
+        if epoch == 0:
+            first_batch, first_steps = plan.phases[0].batch_size, plan.steps
+        if samples >= last_point:  # the rest run at this one size
+            total += (config.epochs - epoch) * plan.steps
+            break
+        total += plan.steps
+        samples += plan.rows
+        previous = plan.batch_size
+    return StepCount(
+        total=total,
+        n_train=n_train,
+        first_batch_size=first_batch,
+        first_steps=first_steps,
+        last_batch_size=schedule.warmup_batch_at(samples, base, n_train)[0],
+    )
+
+
 @dataclass(frozen=True)
 class JobLimits:
     """The limits every tenant's jobs are held to; ``None`` leaves that one unchecked."""
@@ -120,6 +159,7 @@ class JobLimits:
     max_steps_per_job: int | None = None
     max_job_runtime_s: float | None = None
     max_job_bytes: int | None = None
+    checkpoint_budget_bytes: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobLimits:
@@ -128,6 +168,7 @@ class JobLimits:
             max_steps_per_job=settings.max_steps_per_job,
             max_job_runtime_s=settings.max_job_runtime_s,
             max_job_bytes=settings.resolved_max_job_bytes,
+            checkpoint_budget_bytes=settings.checkpoint_budget_bytes,
         )
 
     def for_tenant(self, session: Session, tenant: str) -> JobLimits:
@@ -143,6 +184,7 @@ class JobLimits:
             max_steps_per_job=pick(self.max_steps_per_job, own.max_steps_per_job),
             max_job_runtime_s=pick(self.max_job_runtime_s, own.max_job_runtime_s),
             max_job_bytes=pick(self.max_job_bytes, own.max_job_bytes),
+            checkpoint_budget_bytes=self.checkpoint_budget_bytes,
         )
 
     def runtime_for(self, requested: float | None) -> float | None:

@@ -41,6 +41,7 @@ from service.core import FittedModel
 from service.core.finite import json_safe
 from service.db import is_sqlite, utcnow
 from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel, TenantLimits
+from service.jobs import checkpoints
 from service.jobs.lease_clock import LeaseClock, lease_clock
 
 FinalStatus = Literal["succeeded", "failed", "cancelled"]
@@ -292,12 +293,15 @@ def record_epoch(
     *,
     now: datetime | None = None,
     lease_seconds: float | None = None,
+    checkpoint_budget_bytes: int | None = None,
 ) -> None:
     """Store one completed epoch: its record (``EpochRecord.to_dict()``), its step losses
-    ((steps,) → float32 little-endian bytes), the checkpoint taken after it, and the job's
-    progress (epoch, samples seen, latest and best losses); with ``lease_seconds`` the lease is
-    extended too (the write is proof of life). A new epoch makes the attempt one that made
-    progress: ``stalled_attempts`` starts again from 0.
+    ((steps,) → float32 little-endian bytes), the checkpoint taken after it (and a kept copy
+    when the job keeps that epoch's, within the tenant's ``checkpoint_budget_bytes``:
+    :mod:`service.jobs.checkpoints`), and the job's progress (epoch, samples seen, latest and
+    best losses); with ``lease_seconds`` the lease is extended too (the write is proof of
+    life). A new epoch makes the attempt one that made progress: ``stalled_attempts`` starts
+    again from 0.
 
     Idempotent: (job, epoch) and the job's checkpoint are upserts, and best = min(best, latest)
     is unchanged by a repeat. :class:`LeaseLost` (before anything is written) if fenced out.
@@ -345,6 +349,9 @@ def record_epoch(
             "data": checkpoint_bytes,
         },
         ["job_id"],
+    )
+    checkpoints.keep_after_epoch(
+        session, claim.job_id, epoch, clean, checkpoint_bytes, budget=checkpoint_budget_bytes
     )
 
 

@@ -100,6 +100,7 @@ class JobLinks(BaseModel):
     model: str
     predict: str
     cancel: str
+    checkpoints: str
     dataset: str
 
 
@@ -150,9 +151,18 @@ _EXAMPLE_READ: dict[str, Any] = {
         "model": f"/v1/jobs/{EXAMPLE_JOB_ID}/model",
         "predict": f"/v1/jobs/{EXAMPLE_JOB_ID}/predict",
         "cancel": f"/v1/jobs/{EXAMPLE_JOB_ID}/cancel",
+        "checkpoints": f"/v1/jobs/{EXAMPLE_JOB_ID}/checkpoints",
         "dataset": f"/v1/datasets/{EXAMPLE_DATASET_ID}",
     },
 }
+
+
+class InitFromRead(BaseModel):
+    """A warm start: the job and epoch whose checkpoint the job started from."""
+
+    job_id: str
+    epoch: int
+    reset_optimizer: bool
 
 
 class JobRead(BaseModel):
@@ -179,6 +189,12 @@ class JobRead(BaseModel):
         description="`GET /v1/jobs/{id}` only (null in lists and other answers): for a job run "
         "with `noise_scale`, where its batch size sits against the measured gradient noise "
         "scale; null before the first measured epoch or without `noise_scale`.",
+    )
+    init_from: InitFromRead | None = Field(
+        default=None, description="The checkpoint a warm-started job started from."
+    )
+    keep_checkpoints: list[int] | Literal["all"] | None = Field(
+        default=None, description="The epochs whose checkpoints the job keeps."
     )
     error: JobErrorRead | None = Field(description="Set when the job failed.")
     attempts: int = Field(description="Times a worker claimed the job (more after a crash).")
@@ -232,6 +248,19 @@ class EvaluationsRead(BaseModel):
     step: list[int]
     samples: list[int]
     loss: list[float]
+
+
+class BatchSizeChangeRead(BaseModel):
+    """The batch size changed during ``epoch``: from the run's global step ``step`` (the steps
+    done before the first at the new size) and ``samples`` seen, ``batch_size`` rows at
+    ``learning_rate``; ``reason`` in words."""
+
+    epoch: int
+    step: int
+    samples: int
+    batch_size: int
+    learning_rate: float
+    reason: str
 
 
 class HistoryRead(BaseModel):
@@ -291,6 +320,11 @@ class HistoryRead(BaseModel):
     noise_scale: list[NoiseScaleRead | None]
     batch_size_reason: list[str | None] = Field(
         description="With the adaptive batch size, why each epoch ran at its batch size."
+    )
+    batch_size_changes: list[BatchSizeChangeRead] = Field(
+        default_factory=list,
+        description="With the warmup batch size: every change, in step order (the first "
+        "step's included), with the learning rate from then on and why.",
     )
     evaluations: EvaluationsRead = Field(
         description="The evaluations of every epoch, in step order; empty without `evaluation`."

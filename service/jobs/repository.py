@@ -63,6 +63,8 @@ class JobView(NamedTuple):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    init_from: dict[str, Any] | None
+    keep_checkpoints: list[int] | str | None
 
     @classmethod
     def of(cls, job: Job) -> JobView:

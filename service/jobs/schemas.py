@@ -19,6 +19,7 @@ from pydantic import (
     FiniteFloat,
     StrictBool,
     StringConstraints,
+    model_validator,
 )
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -74,17 +75,65 @@ class LRScheduleIn(_Strict):
     warmup_epochs: Annotated[int, Field(strict=True, ge=0)] = 0
 
 
-class BatchSizeScheduleIn(_Strict):
-    """Batch size per epoch e: constant B₀; grow B₀·factor^⌊e/every_epochs⌋ up to the cap; or
-    adaptive: every `every_epochs` epochs, toward the measured noise scale B̂ (never shrinking,
-    at most ×`max_growth` per change, within [`min_batch_size`, `max_batch_size`])."""
+MAX_WARMUP_POINTS = 1000
+WarmupPoint = tuple[
+    Annotated[int, Field(strict=True, ge=0, le=2**62)], Annotated[int, Field(strict=True, ge=1)]
+]
 
-    kind: Literal["constant", "grow", "adaptive"] = "constant"
+
+class BatchSizeScheduleIn(_Strict):
+    """Batch size per epoch e: constant B₀; grow B₀·factor^⌊e/every_epochs⌋ up to the cap;
+    adaptive: every `every_epochs` epochs, toward the measured noise scale B̂ (never shrinking,
+    at most ×`max_growth` per change, within [`min_batch_size`, `max_batch_size`]); or warmup:
+    the batch of each of `points` from its samples count on (or a probe's, `probe_id`)."""
+
+    kind: Literal["constant", "grow", "adaptive", "warmup"] = "constant"
     factor: Annotated[int, Field(strict=True, ge=2, le=1024)] = 2
     every_epochs: Annotated[int, Field(strict=True, ge=1)] = 1
     max_batch_size: Annotated[int, Field(strict=True, ge=1)] | None = None
     min_batch_size: Annotated[int, Field(strict=True, ge=1)] | None = None
     max_growth: Annotated[float, Field(gt=1, le=1024, allow_inf_nan=False)] = 2.0
+    points: Annotated[list[WarmupPoint], Field(max_length=MAX_WARMUP_POINTS)] | None = Field(
+        default=None,
+        description="warmup: [[samples, batch], …], samples strictly increasing; the batch "
+        "changes to each point's at the first step boundary at or after its samples count "
+        "(samples seen since the run's start); `batch_size` runs before the first point.",
+    )
+    probe_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] | None = Field(
+        default=None,
+        description="warmup: take the points from this probe's measured critical batches "
+        "(resolved at submission; the job keeps the points and the probe's id). With "
+        "`points` too, the points are used and the id kept as where they came from.",
+    )
+
+    @model_validator(mode="after")
+    def _warmup_fields(self) -> BatchSizeScheduleIn:
+        if self.kind == "warmup" and self.points is None and self.probe_id is None:
+            raise ValueError("the warmup schedule needs points, or a probe_id to take them from")
+        return self
+
+
+class InitFromIn(_Strict):
+    """A warm start: begin from job `job_id`'s parameters (and optimizer state, unless
+    `reset_optimizer`) at the end of its epoch `epoch`."""
+
+    job_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] = Field(
+        description="The job to start from: one of yours, on the same dataset and model."
+    )
+    epoch: Annotated[int, Field(strict=True, ge=1)] = Field(
+        description="Its epoch whose end to start from: a kept checkpoint "
+        "(`keep_checkpoints`) or its latest (`GET /v1/jobs/{id}/checkpoints`)."
+    )
+    reset_optimizer: StrictBool = Field(
+        default=False,
+        description="Start the optimizer afresh (momentum, Adam moments and step count); "
+        "needed to change `optimizer`.",
+    )
+
+
+KeepCheckpoints = Annotated[
+    list[Annotated[int, Field(strict=True, ge=1, le=100_000)]], Field(max_length=10_000)
+]
 
 
 class EvaluationIn(_Strict):
@@ -191,6 +240,17 @@ class JobCreate(_Strict):
         default=None,
         description="Record `evaluations` (step, samples, loss) on a log-spaced step schedule.",
     )
+    init_from: InitFromIn | None = Field(
+        default=None,
+        description="Warm start from another job's checkpoint; `epochs` then counts on from "
+        "its epoch (the job runs epochs epoch+1 … `epochs`).",
+    )
+    keep_checkpoints: KeepCheckpoints | Literal["all"] | None = Field(
+        default=None,
+        description='Epochs whose checkpoints to keep for warm starts (or "all"), within '
+        "the tenant's checkpoint budget (`BATCHWISE_CHECKPOINT_BUDGET_BYTES`); the latest is "
+        "always kept until the job is deleted.",
+    )
     max_runtime_s: PositiveFloat | None = Field(
         default=None, description="Stop the job as failed (`time_limit`) after this long."
     )
@@ -201,7 +261,19 @@ class JobCreate(_Strict):
 
     def train_config(self) -> dict[str, Any]:
         """The fields that make up the core's ``TrainConfig``, as a dict for ``from_dict``."""
-        return self.model_dump(exclude={"dataset_id", "max_runtime_s", "name", "tags"})
+        config = self.model_dump(
+            exclude={
+                "dataset_id",
+                "max_runtime_s",
+                "name",
+                "tags",
+                "init_from",
+                "keep_checkpoints",
+            }
+        )
+        schedule = config["batch_size_schedule"]
+        schedule["points"] = [] if schedule["points"] is None else schedule["points"]
+        return config
 
 
 class JobSubmit(JobCreate):
@@ -239,6 +311,7 @@ __all__ = [
     "EarlyStoppingIn",
     "ErrorCode",
     "EvaluationIn",
+    "InitFromIn",
     "JobCreate",
     "JobStatus",
     "JobSubmit",

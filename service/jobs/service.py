@@ -24,12 +24,14 @@ from service.core import (
     TrainConfig,
     check_config_for_dataset,
     effective_task,
+    estimate_checkpoint_bytes,
+    split_sizes,
 )
 from service.core.finite import finite_or_none, json_safe
 from service.datasets import service as datasets_service
 from service.db import Job, utcnow
 from service.errors import Conflict, FieldError, InvalidInput, NotFound
-from service.jobs import repository
+from service.jobs import checkpoints, repository
 from service.jobs.advice import batch_size_advice
 from service.jobs.history import (
     Steps,
@@ -41,8 +43,10 @@ from service.jobs.history import (
 )
 from service.jobs.limits import JobLimits, queue_room
 from service.jobs.read_schemas import (
+    BatchSizeChangeRead,
     EvaluationsRead,
     HistoryRead,
+    InitFromRead,
     JobErrorRead,
     JobLinks,
     JobPage,
@@ -54,12 +58,14 @@ from service.jobs.read_schemas import (
 )
 from service.jobs.repository import JobView
 from service.jobs.schemas import FINISHED_STATUSES, JobCreate, JobStatus
+from service.jobs.warm_starts import ProbeResolver, resolve_probe_points, resolve_warm_start
 from service.links import links as resource_links
 from service.pagination import decode_cursor, page_of
 
 JOBS_PATH = "/v1/jobs"
-#: Server-side settings of the core that a client does not choose (hidden from the config shown).
-SERVER_FIELDS = ("max_in_memory_bytes",)
+#: Settings of the core a client does not choose (hidden from the config shown): the
+#: server's memory budget, and the split seed a warm start with another seed inherits.
+SERVER_FIELDS = ("max_in_memory_bytes", "split_seed")
 
 
 def _invalid_config(exc: CoreConfigError) -> InvalidInput:
@@ -83,8 +89,26 @@ def _resolve_config(body: JobCreate) -> TrainConfig:
         raise _invalid_config(exc) from None
 
 
+def _check_points(config: TrainConfig, n_rows: int) -> None:
+    """422 naming the warmup point whose batch is above the training rows."""
+    n_train, _ = split_sizes(n_rows, config.validation_split)
+    for i, (_, batch) in enumerate(config.batch_size_schedule.points):
+        if batch > n_train:
+            raise _invalid_config(
+                CoreConfigError(
+                    f"batch_size_schedule.points[{i}]",
+                    f"batch {batch} is larger than the {n_train} training rows; lower it",
+                )
+            )
+
+
 def submit(
-    session: Session, body: JobCreate, *, tenant: str, limits: JobLimits | None = None
+    session: Session,
+    body: JobCreate,
+    *,
+    tenant: str,
+    limits: JobLimits | None = None,
+    resolve_probe: ProbeResolver | None = None,
 ) -> JobRead:
     """Queue a job for ``tenant``: 404 for an unknown dataset (another tenant's included), 422
     naming the field for a config that cannot run on it (e.g. ``batch_size`` above the training
@@ -94,7 +118,12 @@ def submit(
     ``limits`` (:mod:`service.jobs.limits`; None checks none): 422 for too many steps, more
     memory than one job may use, or a ``max_runtime_s`` above the limit, which a job without
     one gets; 429 when ``tenant``'s queue is full — found after the insert, which the
-    caller's rollback then undoes."""
+    caller's rollback then undoes.
+
+    Warm starts (``init_from``) and kept checkpoints: :mod:`service.jobs.warm_starts` and
+    :mod:`service.jobs.checkpoints` (their refusals name the field too); a warmup's
+    ``probe_id`` is resolved into points by ``resolve_probe`` (the probes')."""
+    body = resolve_probe_points(body, resolve_probe)
     config = _resolve_config(body)
     dataset = datasets_service.get_dataset(session, body.dataset_id, tenant=tenant)
     if limits is not None:
@@ -114,6 +143,22 @@ def submit(
                 errors=[FieldError(("body", "dataset_id"), exc.message, "value_error")],
             ) from None
         raise _invalid_config(exc) from None
+    _check_points(config, dataset.n_rows)
+    start = None
+    if body.init_from is not None:
+        start = resolve_warm_start(session, body, config, tenant=tenant)
+        config = start.config
+    n_classes = None if dataset.classes is None else len(dataset.classes)
+    kept = checkpoints.epochs_to_keep(
+        body.keep_checkpoints, start_epoch=start.epoch if start else 0, epochs=config.epochs
+    )
+    if kept and limits is not None:
+        each = estimate_checkpoint_bytes(
+            config, n_features=dataset.n_features, task=dataset.task, n_classes=n_classes
+        )
+        checkpoints.budget_refusal(
+            session, tenant, count=kept, each=each, budget=limits.checkpoint_budget_bytes
+        )
     max_runtime_s = body.max_runtime_s
     if limits is not None:
         max_runtime_s = limits.runtime_for(body.max_runtime_s)
@@ -137,14 +182,18 @@ def submit(
         cancel_requested=False,
         attempt=0,
         max_attempts=3,
-        epoch=0,
+        epoch=start.epoch if start else 0,
         epochs=config.epochs,
         step=0,
-        samples_seen=0,
+        samples_seen=start.samples_seen if start else 0,
         created_at=utcnow(),
+        init_from=start.init_from if start else None,
+        keep_checkpoints=body.keep_checkpoints,
     )
     with queue_room(session, tenant, limits, adding=1, what="this job"):
         repository.add(session, job)
+        if start is not None:
+            checkpoints.store_start(session, job.id, start.data)
     return to_read(JobView.of(job))
 
 
@@ -169,7 +218,7 @@ def _progress(job: JobView, now: datetime) -> ProgressRead:
 
 def links(job_id: str, dataset_id: str) -> JobLinks:
     """The URLs of a job's resources."""
-    subresources = ("history", "model", "predict", "cancel")
+    subresources = ("history", "model", "predict", "cancel", "checkpoints")
     return JobLinks(
         **resource_links(JOBS_PATH, job_id, dataset_id=dataset_id, subresources=subresources)
     )
@@ -204,6 +253,8 @@ def to_read(job: JobView, *, now: datetime | None = None) -> JobRead:
             train_loss=finite_or_none(job.best_train_loss),
             val_loss=finite_or_none(job.best_val_loss),
         ),
+        init_from=None if job.init_from is None else InitFromRead(**job.init_from),
+        keep_checkpoints=job.keep_checkpoints,
         error=error,
         attempts=job.attempt,
         max_attempts=job.max_attempts,
@@ -315,8 +366,16 @@ def _job_task(config: dict[str, Any], dataset_task: Task) -> Task:
         return dataset_task
 
 
-def _steps_for(blobs: list[bytes], max_points: int | None) -> Steps:
-    steps = join_steps(blobs)
+def _first_step(records: list[dict[str, Any]]) -> int:
+    """The global number of a history's first step (a warm start's follow its source's)."""
+    if not records:
+        return 1
+    first = records[0]
+    return int(first.get("total_steps", 0)) - int(first.get("steps", 0)) + 1
+
+
+def _steps_for(blobs: list[bytes], max_points: int | None, first: int = 1) -> Steps:
+    steps = join_steps(blobs, first)
     return steps if max_points is None else downsample_min_max(steps, max_points)
 
 
@@ -334,7 +393,7 @@ def history(
     task = _job_task(job.config, _dataset_task(job.task))
     rows = repository.epoch_rows(session, job_id)
     records = [json_safe(record) for _, record, _ in rows]
-    steps = _steps_for([blob for _, _, blob in rows], max_points)
+    steps = _steps_for([blob for _, _, blob in rows], max_points, _first_step(records))
 
     def column(name: str) -> list[Any]:
         return [record.get(name) for record in records]
@@ -359,6 +418,11 @@ def history(
             None if noise is None else NoiseScaleRead(**noise) for noise in column("noise_scale")
         ],
         batch_size_reason=column("batch_size_reason"),
+        batch_size_changes=[
+            BatchSizeChangeRead(epoch=epoch, **change)
+            for epoch, record, _ in rows
+            for change in record.get("batch_changes", ())
+        ],
         evaluations=EvaluationsRead(**asdict(join_evaluations(records))),
         # Not validated again: int64 and float32 arrays give lists of int and float, and
         # checking their thousands of items cost more than the rest of the history.
@@ -381,7 +445,8 @@ def history_csv(
     _read_row(session, job_id, tenant=tenant)
     rows = repository.epoch_rows(session, job_id)
     if table == "steps":
-        return steps_csv(_steps_for([blob for _, _, blob in rows], max_points))
+        first = _first_step([record for _, record, _ in rows[:1]])
+        return steps_csv(_steps_for([blob for _, _, blob in rows], max_points, first))
     return epochs_csv(json_safe(record) | {"epoch": epoch} for epoch, record, _ in rows)
 
 

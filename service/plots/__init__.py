@@ -6,7 +6,7 @@ from the API's thread pool; the same data always gives the same bytes. Nothing h
 about the database or the web: the API turns a job's history into a :class:`LossHistory`.
 
 Modules: ``render`` (formats, figure, bytes), ``loss`` (a job's loss), ``sweeps`` (a sweep's
-curves and scaling).
+curves and scaling), ``probes`` (a probe's critical batch).
 """
 
 from service.plots.loss import (
@@ -16,6 +16,7 @@ from service.plots.loss import (
     render_job_loss,
     steps_per_epoch,
 )
+from service.plots.probes import CriticalPoint, render_probe_critical
 from service.plots.render import MEDIA_TYPES, PLOT_FORMATS, PlotFormat
 from service.plots.sweeps import (
     CURVE_AXES,
@@ -32,6 +33,7 @@ __all__ = [
     "LOSS_PLOT_MAX_STEPS",
     "MEDIA_TYPES",
     "PLOT_FORMATS",
+    "CriticalPoint",
     "CurveAxis",
     "LossHistory",
     "PlotFormat",
@@ -40,6 +42,7 @@ __all__ = [
     "SweepCurve",
     "epoch_positions",
     "render_job_loss",
+    "render_probe_critical",
     "render_sweep_curves",
     "render_sweep_scaling",
     "steps_per_epoch",

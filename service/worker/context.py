@@ -15,13 +15,15 @@ from service.worker.signals import StopFlag
 
 @dataclass(frozen=True)
 class RunnerContext:
-    """What every job run needs: sessions, the lease length, the dataset cache, the stop flag."""
+    """What every job run needs: sessions, the lease length, the dataset cache, the stop flag;
+    the tenants' budget of kept checkpoints (None: no limit)."""
 
     sessions: sessionmaker[Session]
     lease_seconds: float
     cache: DatasetCache
     stop: StopFlag
     clock: Callable[[], float] = time.monotonic
+    checkpoint_budget_bytes: int | None = None
 
 
 def claim_log_ids(claim: Claim) -> dict[str, object]:

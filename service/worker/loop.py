@@ -56,6 +56,7 @@ def run_worker(
         lease_seconds=settings.lease_seconds,
         cache=DatasetCache(settings.data_dir / "cache"),
         stop=stop,
+        checkpoint_budget_bytes=settings.checkpoint_budget_bytes,
     )
     with log_context(worker_id=worker_id):
         return _loop(settings, context, engine, worker_id=worker_id, burst=burst)

@@ -44,15 +44,19 @@ from service.datasets.arrays import CanonicalFileError
 from service.datasets.schemas import DatasetRead
 from service.datasets.service import StoredBytesCorruptError
 from service.errors import NotFound
-from service.jobs import queue
+from service.jobs import checkpoints, queue
 from service.jobs.queue import Claim, FinalStatus, LeaseLost
 from service.logs import log_context
+from service.probes import orchestration as probes_orchestration
 from service.sweeps import orchestration
 from service.worker.context import RunnerContext
 from service.worker.database_outage import UNREACHABLE, DatabaseLost, is_transient, with_database
 from service.worker.heartbeat import Heartbeat, RunFlags
 
 logger = logging.getLogger("service.worker")
+
+#: A warm start's checkpoint bytes and whether its optimizer starts afresh.
+Start = tuple[bytes, bool] | None
 
 Outcome = Literal["succeeded", "failed", "cancelled", "released", "lease_lost", "abandoned"]
 
@@ -140,6 +144,12 @@ def _advance_sweep(session: Session, job_id: str) -> None:
         if is_transient(exc):
             raise
         logger.exception("job %s: advancing its sweep failed", job_id)
+    # A probe's branch, or a probe's source (its waiting checkpoints): the same contract.
+    try:
+        with session.begin_nested():
+            probes_orchestration.job_finished(session, job_id)
+    except Exception:
+        logger.exception("job %s: advancing its probe failed", job_id)
 
 
 def _release(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
@@ -206,12 +216,15 @@ def _run_claim(context: RunnerContext, claim: Claim) -> Outcome:
 
 
 def _run(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
-    def load(session: Session) -> tuple[DatasetRead, np.ndarray, np.ndarray, bytes | None]:
+    def load(session: Session) -> tuple[DatasetRead, np.ndarray, np.ndarray, bytes | None, Start]:
         dataset, X, y = context.cache.open(session, claim.dataset_id)
-        return dataset, X, y, queue.load_checkpoint(session, claim.job_id)
+        own = queue.load_checkpoint(session, claim.job_id)
+        # A warm start's first attempt starts from its source's checkpoint; later ones resume.
+        start = checkpoints.load_start(session, claim.job_id) if own is None else None
+        return dataset, X, y, own, start
 
     try:
-        dataset, X, y, checkpoint_bytes = with_database(
+        dataset, X, y, checkpoint_bytes, start = with_database(
             context, claim, flags, "load the dataset and checkpoint", load
         )
     except (NotFound, StoredBytesCorruptError, CanonicalFileError) as exc:
@@ -238,8 +251,16 @@ def _run(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
     try:
         config = TrainConfig.from_dict(claim.config)
         resume = Checkpoint.from_bytes(checkpoint_bytes) if checkpoint_bytes else None
+        init_from = Checkpoint.from_bytes(start[0]) if start is not None else None
         training = Training(
-            X, y, config, resume_from=resume, should_stop=should_stop, task=dataset.task
+            X,
+            y,
+            config,
+            resume_from=resume,
+            init_from=init_from,
+            reset_optimizer=start is not None and start[1],
+            should_stop=should_stop,
+            task=dataset.task,
         )
     except CoreError as exc:
         return _finish(
@@ -265,6 +286,7 @@ def _run(context: RunnerContext, claim: Claim, flags: RunFlags) -> Outcome:
                     record.step_losses,
                     checkpoint,
                     lease_seconds=context.lease_seconds,
+                    checkpoint_budget_bytes=context.checkpoint_budget_bytes,
                 )
 
             with_database(

@@ -347,6 +347,7 @@ def test_every_jobs_route_is_documented(client: TestClient) -> None:
         ("/v1/jobs/{job_id}/model", "get"),
         ("/v1/jobs/{job_id}/predict", "post"),
         ("/v1/jobs/{job_id}/plots/loss.{fmt}", "get"),
+        ("/v1/jobs/{job_id}/checkpoints", "get"),
     }
     found = {(p, m) for p, ops in paths.items() for m in ops}
     assert found == expected

@@ -83,6 +83,9 @@ def ids(session: Session, tmp_path: Path) -> dict[str, Any]:
     sweep = sweeps.create(session, other, batch_sizes=[8, 16], seeds=1)
     session.commit()
     return {
+        # No probe: the job kept no checkpoint to branch (POST answers 422 after reading it),
+        # and the probe routes answer 404 after looking this one up.
+        "probe": "00000000-0000-0000-0000-000000000000",
         "job": job_id,
         "dataset": other,
         "sweep": sweep.id,
@@ -93,7 +96,7 @@ def ids(session: Session, tmp_path: Path) -> dict[str, Any]:
 
 def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
     """One request for each route (method, path template)."""
-    job, dataset, sweep = ids["job"], ids["dataset"], ids["sweep"]
+    job, dataset, sweep, probe = ids["job"], ids["dataset"], ids["sweep"], ids["probe"]
     npy = io.BytesIO()
     np.save(npy, np.column_stack(line_data(20)))
     return {
@@ -111,6 +114,7 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ("GET", "/ui/datasets/{dataset_id}"): lambda c: c.get(f"/ui/datasets/{dataset}"),
         ("GET", "/ui/jobs/{job_id}"): lambda c: c.get(f"/ui/jobs/{job}"),
         ("GET", "/ui/sweeps/{sweep_id}"): lambda c: c.get(f"/ui/sweeps/{sweep}"),
+        ("GET", "/ui/probes/{probe_id}"): lambda c: c.get(f"/ui/probes/{probe}"),
         ("GET", "/healthz"): lambda c: c.get("/healthz"),
         ("GET", "/readyz"): lambda c: c.get("/readyz"),
         ("POST", "/v1/datasets"): lambda c: c.post(
@@ -127,6 +131,7 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ("POST", "/v1/jobs/{job_id}/cancel"): lambda c: c.post(f"/v1/jobs/{job}/cancel"),
         ("DELETE", "/v1/jobs/{job_id}"): lambda c: c.delete(f"/v1/jobs/{job}"),
         ("GET", "/v1/jobs/{job_id}/history"): lambda c: c.get(f"/v1/jobs/{job}/history"),
+        ("GET", "/v1/jobs/{job_id}/checkpoints"): lambda c: c.get(f"/v1/jobs/{job}/checkpoints"),
         ("GET", "/v1/jobs/{job_id}/model"): lambda c: c.get(f"/v1/jobs/{job}/model"),
         ("POST", "/v1/jobs/{job_id}/predict"): lambda c: c.post(
             f"/v1/jobs/{job}/predict", json={"X": [ids["row"]]}
@@ -137,6 +142,15 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ("GET", "/v1/sweeps"): lambda c: c.get("/v1/sweeps"),
         ("GET", "/v1/sweeps/{sweep_id}"): lambda c: c.get(f"/v1/sweeps/{sweep}"),
         ("POST", "/v1/sweeps/{sweep_id}/cancel"): lambda c: c.post(f"/v1/sweeps/{sweep}/cancel"),
+        ("POST", "/v1/probes"): lambda c: c.post(
+            "/v1/probes", json={"job_id": job, "at_epochs": [2]}
+        ),
+        ("GET", "/v1/probes"): lambda c: c.get("/v1/probes"),
+        ("GET", "/v1/probes/{probe_id}"): lambda c: c.get(f"/v1/probes/{probe}"),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): lambda c: c.get(
+            f"/v1/probes/{probe}/plots/critical.svg"
+        ),
+        ("POST", "/v1/probes/{probe_id}/cancel"): lambda c: c.post(f"/v1/probes/{probe}/cancel"),
         ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"): lambda c: c.get(
             f"/v1/jobs/{job}/plots/loss.svg"
         ),
@@ -170,10 +184,16 @@ def test_no_route_touches_the_database_on_the_event_loop(
             answered[route] = send(client).status_code
     assert seen == []
     # Each refusal came after the route's reads: a finished job cannot be cancelled, a dataset
-    # with jobs cannot be deleted, a sweep with no results has no plots yet.
+    # with jobs cannot be deleted, a sweep with no results has no plots yet, a job that kept no
+    # checkpoint cannot be probed, and there is no such probe.
     assert {route: status for route, status in answered.items() if status >= 400} == {
         ("POST", "/v1/jobs/{job_id}/cancel"): 409,
         ("DELETE", "/v1/datasets/{dataset_id}"): 409,
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): 409,
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): 409,
+        ("POST", "/v1/probes"): 422,
+        ("GET", "/v1/probes/{probe_id}"): 404,
+        ("POST", "/v1/probes/{probe_id}/cancel"): 404,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): 404,
+        ("GET", "/ui/probes/{probe_id}"): 404,
     }

@@ -22,8 +22,12 @@ DATA_TABLES = {
     "tenant_limits",
     "job_epochs",
     "job_checkpoints",
+    "job_kept_checkpoints",
+    "job_starts",
     "job_models",
     "sweeps",
+    "probes",
+    "probe_branches",
 }
 
 

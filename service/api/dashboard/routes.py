@@ -21,7 +21,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from service.api.dashboard.access import PageTenant, install_access, signed_in
+from service.api.dashboard.continue_training import continue_form
 from service.api.dashboard.defaults import form_defaults
+from service.api.dashboard.probes import probes_of, recent_probes
+from service.api.dashboard.probes import router as probes_router
 from service.api.dashboard.render import STATIC_DIR, STATIC_URL, render_page
 from service.api.deps import SessionDep
 from service.datasets import service as datasets_service
@@ -49,6 +52,7 @@ def install_dashboard(app: FastAPI) -> None:
     app.mount(STATIC_URL, StaticFiles(directory=str(STATIC_DIR)), name="dashboard-static")
     install_access(app)
     app.include_router(router)
+    app.include_router(probes_router)
 
 
 def _not_found(exc: NotFound, signed_in_as: str | None) -> HTMLResponse:
@@ -115,6 +119,7 @@ def overview(request: Request, session: SessionDep, tenant: PageTenant) -> HTMLR
         datasets=datasets,
         jobs=jobs,
         sweeps=sweeps,
+        probes=recent_probes(session, tenant=tenant, limit=OVERVIEW_ROWS),
         dataset_names={dataset.id: dataset.name for dataset in datasets},
         finished=FINISHED_STATUSES,
         sweep_finished=FINISHED_SWEEP_STATUSES,
@@ -193,8 +198,10 @@ def job_page(
         has_epochs=bool(history.epoch),
         advice=job.batch_size_advice,
         sweep_id=_sweep_of(job),
+        probes=probes_of(session, job.id, tenant=tenant),
         config_rows=_config_rows(job.config),
         finished=job.status in FINISHED_STATUSES,
+        continue_form=continue_form(session, job, tenant=tenant),
     )
 
 

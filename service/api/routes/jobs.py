@@ -29,8 +29,9 @@ from service.api.deps import (
 )
 from service.api.offload import offload
 from service.api.problems import problem_responses
-from service.jobs import predictions
+from service.jobs import checkpoints, predictions
 from service.jobs import service as jobs_service
+from service.jobs.checkpoints import CheckpointList
 from service.jobs.limits import JobLimits
 from service.jobs.read_schemas import HistoryRead, JobPage, JobRead, ModelRead, PredictResponse
 from service.jobs.schemas import (
@@ -40,6 +41,7 @@ from service.jobs.schemas import (
     JobSubmit,
     PredictRequest,
 )
+from service.probes import service as probes_service
 
 router = APIRouter(
     prefix=jobs_service.JOBS_PATH,
@@ -132,6 +134,12 @@ _CREATE_EXAMPLES = {
         "a `max_runtime_s` above `BATCHWISE_MAX_JOB_RUNTIME_S` is 422 (a job without "
         "`max_runtime_s` gets that limit); a tenant with `BATCHWISE_TENANT_MAX_QUEUED_JOBS` "
         "queued jobs is answered 429 with `Retry-After`.\n\n"
+        "Warm start: `init_from` {`job_id`, `epoch`, `reset_optimizer`} starts from one of "
+        "your jobs' checkpoints (`GET /v1/jobs/{id}/checkpoints`) on the same dataset and "
+        "model; `epochs` then counts on from that epoch. `keep_checkpoints` (epochs, or "
+        '`"all"`) keeps checkpoints to start from, within `BATCHWISE_CHECKPOINT_BUDGET_BYTES` '
+        'per tenant. `batch_size_schedule` `{"kind": "warmup", "points": [[samples, batch], '
+        '…]}` (or `"probe_id"`) grows the batch as training goes.\n\n'
         "Answers 202 with the job (`status` = `queued`, the resolved config with every "
         "default filled in, and `links`) and its `Location`. A worker picks it up; follow it "
         "with `GET /v1/jobs/{id}`."
@@ -150,14 +158,39 @@ async def submit_job(
     # (service.jobs.limits) is held to the commit, and SessionDep would commit after more hops,
     # each of which holds every other submit of the tenant waiting (docs/performance.md).
     limits = JobLimits.from_settings(settings)
-    submit = partial(
-        in_transaction, sessions, jobs_service.submit, body, tenant=tenant, limits=limits
-    )
-    job = await run_in_threadpool(submit)
+
+    def submit(session: Session) -> JobRead:
+        def resolve_probe(probe_id: str) -> list[tuple[int, int]]:
+            return probes_service.warmup_points_for(session, probe_id, tenant=tenant)
+
+        return jobs_service.submit(
+            session, body, tenant=tenant, limits=limits, resolve_probe=resolve_probe
+        )
+
+    job = await run_in_threadpool(partial(in_transaction, sessions, submit))
     response = _json(_JOB_JSON.dump_json(job, by_alias=True))
     response.status_code = 202
     response.headers["Location"] = job.links.self
     return response
+
+
+@router.get(
+    "/{job_id}/checkpoints",
+    summary="A job's checkpoints",
+    description="The checkpoints a job has, in epoch order: those it keeps "
+    "(`keep_checkpoints`; `kept` true) and its latest (`latest` true), each with the samples "
+    "seen and the training loss at that epoch and its size. An epoch it asked for that did "
+    "not fit in the tenant's checkpoint budget is listed with `kept` false and a `note`. "
+    "Any of them can start a warm start: `POST /v1/jobs` with `init_from`. Also the tenant's "
+    "`budget_bytes` and `used_bytes`.",
+    responses=problem_responses(404),
+)
+def list_checkpoints(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, tenant: TenantDep
+) -> CheckpointList:
+    return checkpoints.list_checkpoints(
+        session, job_id, tenant=tenant, budget=settings.checkpoint_budget_bytes
+    )
 
 
 @router.get(

@@ -78,7 +78,36 @@ def build_job_body(args: argparse.Namespace) -> dict[str, Any]:
     }
     body |= {name: value for name, value in flags.items() if value is not None}
     body.pop("dataset_id", None)  # --dataset says which
+    if args.init_from is not None:
+        body["init_from"] = _init_from(args.init_from, args.reset_optimizer)
+    elif args.reset_optimizer:
+        raise UsageError("--reset-optimizer goes with --init-from JOB:EPOCH")
+    if args.keep_checkpoints is not None:
+        body["keep_checkpoints"] = _keep_checkpoints(args.keep_checkpoints)
     return body
+
+
+def _init_from(value: str, reset_optimizer: bool | None) -> dict[str, Any]:
+    """``--init-from JOB:EPOCH`` as the body's ``init_from``."""
+    job_id, sep, epoch = value.rpartition(":")
+    if not sep or not job_id or not epoch.strip().isdigit():
+        raise UsageError(f"--init-from {value!r}: expected JOB:EPOCH, e.g. 0c6f…:4")
+    init: dict[str, Any] = {"job_id": job_id, "epoch": int(epoch)}
+    if reset_optimizer:
+        init["reset_optimizer"] = True
+    return init
+
+
+def _keep_checkpoints(value: str) -> list[int] | str:
+    """``--keep-checkpoints 2,4`` or ``all``."""
+    if value.strip() == "all":
+        return "all"
+    try:
+        return [int(epoch) for epoch in value.split(",") if epoch.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--keep-checkpoints {value!r}: expected epochs like 2,4, or all"
+        ) from None
 
 
 def _submit(client: BatchwiseClient, args: argparse.Namespace, out: TextIO) -> int:

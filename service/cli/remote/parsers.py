@@ -1,5 +1,5 @@
-"""The argument parsers of ``batchwise datasets …`` and ``batchwise jobs …``: every leaf
-command takes ``--url``, ``--api-key``, ``--json`` and ``--timeout``."""
+"""The argument parsers of ``batchwise datasets …``, ``batchwise jobs …`` and ``batchwise
+probes …``: every leaf command takes ``--url``, ``--api-key``, ``--json`` and ``--timeout``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ def add_commands(commands: Any) -> None:
     common = _common()
     _add_datasets(commands, common)
     _add_jobs(commands, common)
+    _add_probes(commands, common)
 
 
 def _add_datasets(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -193,6 +194,20 @@ def _add_jobs(commands: Any, common: argparse.ArgumentParser) -> None:
         help="measure the gradient noise scale every epoch",
     )
     submit.add_argument("--max-runtime", type=float, metavar="S", help="time limit in seconds")
+    submit.add_argument(
+        "--init-from",
+        metavar="JOB:EPOCH",
+        help="warm start from that job's checkpoint after that epoch (--epochs counts on)",
+    )
+    submit.add_argument(
+        "--reset-optimizer",
+        action="store_true",
+        default=None,
+        help="with --init-from: start the optimizer afresh",
+    )
+    submit.add_argument(
+        "--keep-checkpoints", metavar="EPOCHS", help="epochs to keep checkpoints of: 2,4 or all"
+    )
     submit.add_argument("--name", help="a label for people")
     submit.add_argument(
         "--tag", action="append", dest="tags", metavar="TAG", help="a tag (repeatable)"
@@ -280,3 +295,78 @@ def _add_jobs(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="the rows as JSON, each with the dataset's features in order: '[[1.0, 2.0]]'",
     )
+
+
+def _add_probes(commands: Any, common: argparse.ArgumentParser) -> None:
+    probes = commands.add_parser(
+        "probes",
+        help="probe a job's critical batch size at its checkpoints (HTTP client)",
+        description="Probes of a running service: branch a job's kept checkpoints at larger "
+        "batches and see which keep up (Merrill et al. 2025).",
+        epilog=_CLIENT_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = probes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    submit = _leaf(
+        group,
+        "submit",
+        common,
+        "start a probe of a job (optionally wait for it)",
+        "Branch the source job's checkpoints at multipliers × its batch size for the same "
+        "samples and find the largest batch whose loss keeps up with ×1. The source must keep "
+        "the checkpoints (keep_checkpoints on its job). With --wait, follow it to its end and "
+        "print the critical batch per checkpoint; exit 1 unless it succeeded.",
+    )
+    submit.add_argument("job_id", metavar="JOB_ID", help="the source job")
+    submit.add_argument(
+        "--at-epochs", metavar="E,E,…|auto", help="checkpoints to branch (default: auto)"
+    )
+    submit.add_argument(
+        "--multipliers", metavar="K,K,…", help="batch multipliers (default 1, 2, 4, …)"
+    )
+    submit.add_argument(
+        "--window-samples", type=int, metavar="N", help="samples per branch (default one epoch)"
+    )
+    submit.add_argument(
+        "--lr", choices=("search", "sqrt", "linear"), help="each branch's rate (default search)"
+    )
+    submit.add_argument(
+        "--tolerance", type=float, metavar="T", help="relative loss gap allowed (default 0.01)"
+    )
+    submit.add_argument("--seeds", type=int, metavar="N", help="runs per branch (default 1)")
+    submit.add_argument("--loss-on", choices=("train", "validation"), help="the compared loss")
+    submit.add_argument("--name", help="a label for people")
+    submit.add_argument("--wait", action="store_true", help="follow the probe until it ends")
+    submit.add_argument(
+        "--poll",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="with --wait: seconds between looks (default %(default)s)",
+    )
+    show = _leaf(
+        group,
+        "show",
+        common,
+        "show a probe",
+        "A probe's status and, per checkpoint, the critical batch, its bracket, B_simple and "
+        "their ratio.",
+    )
+    show.add_argument("probe_id", metavar="ID")
+    listing = _leaf(
+        group,
+        "list",
+        common,
+        "list probes, newest first",
+        "List probes, newest first, one page at a time (or --all).",
+    )
+    _add_paging(listing)
+    cancel = _leaf(
+        group,
+        "cancel",
+        common,
+        "cancel a probe",
+        "Cancel a probe's unfinished branches and mark it cancelled. A finished probe cannot "
+        "be cancelled (exit 1).",
+    )
+    cancel.add_argument("probe_id", metavar="ID")

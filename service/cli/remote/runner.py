@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from service.cli.remote import datasets, jobs
+from service.cli.remote import datasets, jobs, probes
 from service.cli.remote.handler import EXIT_ERROR, EXIT_USAGE, Handler, UsageError
 from service.client import API_KEY_ENV, BatchwiseAPIError, BatchwiseClient, BatchwiseError
 
@@ -20,6 +20,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 _HANDLERS: dict[str, dict[str, Handler]] = {
     "datasets": datasets.HANDLERS,
     "jobs": jobs.HANDLERS,
+    "probes": probes.HANDLERS,
 }
 COMMANDS = frozenset(_HANDLERS)
 

@@ -158,7 +158,8 @@ function setPath(target, path, value) {
 function jsonBody(form) {
   // Names with dots nest ("base.epochs" -> {base: {epochs}}); data-type says how to read a
   // value; empty fields and fields in a disabled fieldset are left out (the API's default).
-  const body = {};
+  // data-base: a JSON object the fields are written over (a job's settings to start from).
+  const body = form.dataset.base ? JSON.parse(form.dataset.base) : {};
   for (const field of form.elements) {
     if (!field.name || field.matches(":disabled")) continue;
     const type = field.dataset.type || "str";
@@ -394,6 +395,24 @@ function liveSweep(region) {
   });
 }
 
+function liveProbe(region) {
+  // As a sweep: swap the region in again when the status or the finished branches change.
+  const id = region.dataset.liveProbe;
+  if (FINISHED.has(region.dataset.status)) return;
+  every(LIST_POLL_MS, async () => {
+    const probe = await getJSON(`/v1/probes/${encodeURIComponent(id)}`);
+    if (!probe) return true;
+    const current = document.getElementById(region.id);
+    const done = Object.entries(probe.jobs)
+      .filter(([status]) => FINISHED.has(status))
+      .reduce((sum, [, count]) => sum + count, 0);
+    if (probe.status !== current.dataset.status || String(done) !== current.dataset.done) {
+      await refreshRegion(region.id);
+    }
+    return !FINISHED.has(probe.status);
+  });
+}
+
 // --- wiring -----------------------------------------------------------------------------------
 
 document.addEventListener("submit", submitForm);
@@ -422,3 +441,4 @@ for (const table of document.querySelectorAll("table[data-poll-sweeps]")) {
   liveTable(table, "data-poll-sweeps", "data-sweep-id");
 }
 for (const region of document.querySelectorAll("[data-live-sweep]")) liveSweep(region);
+for (const region of document.querySelectorAll("[data-live-probe]")) liveProbe(region);
