@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db import Job, JobCheckpoint, JobEpoch, JobKeptCheckpoint, is_sqlite
+from service.db import Job, JobCheckpoint, JobEpoch, JobKeptCheckpoint, is_sqlite, owned
 from service.db.tables import JobStart
 from service.errors import FieldError, InvalidInput, NotFound
 from service.jobs import repository
@@ -208,7 +208,14 @@ def checkpoint_at(
 def keep_more(session: Session, job_id: str, epochs: list[int], *, tenant: str) -> None:
     """Add ``epochs`` to a job's ``keep_checkpoints`` (e.g. a probe's on a running job);
     epochs already past and not kept stay unavailable. 404 for an unknown job."""
-    job = repository.get(session, job_id, tenant=tenant)
+    # Locked to the commit: two probes of one running source must not each write back a list
+    # missing the other's epochs.
+    job = session.scalars(
+        select(Job)
+        .where(owned(Job, job_id, tenant))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
     if job is None:
         raise NotFound(f"No job with id {job_id!r}.")
     if job.keep_checkpoints == "all":

@@ -59,6 +59,8 @@ def create(
     (another tenant's included); 409 for a source that has not started; 422 naming the field
     for anything a branch could not run with, or a checkpoint the source did not keep."""
     source = jobs_service.get_row(session, body.job_id, tenant=tenant)
+    if limits is not None:
+        limits = limits.for_tenant(session, tenant)
     if source.status == "queued" or (source.epoch < 1 and source.status == "running"):
         raise Conflict(
             f"Job {source.id!r} has no finished epoch yet ({source.status}): probe it once "

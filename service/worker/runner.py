@@ -148,7 +148,9 @@ def _advance_sweep(session: Session, job_id: str) -> None:
     try:
         with session.begin_nested():
             probes_orchestration.job_finished(session, job_id)
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            raise
         logger.exception("job %s: advancing its probe failed", job_id)
 
 

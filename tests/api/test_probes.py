@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from service.api import create_app
 from service.config import Settings
+from service.keys import DEFAULT_TENANT
+from service.tenants import limits as tenant_limits
 from service.worker.loop import EXIT_OK, run_worker
 from service.worker.signals import StopFlag
 from tests.support.problems import assert_problem
@@ -301,3 +304,18 @@ def test_auto_branches_log_spaced_epochs_the_source_kept(
     # One-epoch window of 256 rows at batch 4: multipliers while k·4·32 ≤ 256.
     assert probe["multipliers"] == [1, 2]
     assert probe["jobs"] == {"queued": 8}
+
+
+def test_a_probe_follows_its_tenants_own_runtime_limit(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    """Its branches get the tenant's own limit, not the default, which would be refused."""
+    job_id = source_job(client, settings)
+    with Session(engine) as session, session.begin():
+        tenant_limits.set_limits(session, DEFAULT_TENANT, {"max_job_runtime_s": 3600.0})
+    response = client.post(
+        "/v1/probes", json={"job_id": job_id, "at_epochs": [1], "multipliers": [1, 2], "lr": "sqrt"}
+    )
+    assert response.status_code == 202, response.text
+    branches = client.get("/v1/jobs", params={"tag": f"probe:{response.json()['id']}"})
+    assert [job["max_runtime_s"] for job in branches.json()["items"]] == [3600.0, 3600.0]
