@@ -130,6 +130,9 @@ def create_engine_for(url: str | URL, *, timeout_s: float | None = None, **kwarg
         path = _sqlite_file(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        else:  # in memory: one connection per thread (SingletonThreadPool), no pool to size
+            kwargs.pop("pool_size", None)
+            kwargs.pop("max_overflow", None)
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         connect_args.update(kwargs.pop("connect_args", {}))
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)

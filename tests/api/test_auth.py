@@ -26,10 +26,12 @@ from sqlalchemy.orm import Session
 from service.api import create_app
 from service.api.auth import KEY_COOKIE
 from service.config import Settings
-from service.db.tables import Dataset, Job, Sweep
+from service.db.tables import Dataset, Job, ProbeBranch, Sweep
 from service.keys import DEFAULT_TENANT
 from service.keys import service as keys_service
 from service.sweeps.repository import jobs_of
+from service.worker.loop import EXIT_OK, run_worker
+from service.worker.signals import StopFlag
 from tests.support.factories import make_key, run_like_a_worker
 from tests.support.sweeps import finish_with_crossing
 
@@ -37,7 +39,7 @@ PROBLEM_JSON = "application/problem+json"
 CHALLENGE = 'Bearer realm="batchwise"'
 INVALID_TOKEN = 'Bearer realm="batchwise", error="invalid_token"'
 #: Every route under /v1 today; the enumeration must find exactly these.
-V1_ROUTE_COUNT = 19
+V1_ROUTE_COUNT = 25
 
 
 def line_data(n_rows: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +78,13 @@ def client(auth_settings: Settings) -> Iterator[TestClient]:
 @dataclass(frozen=True)
 class Owned:
     """Tenant A's objects: a dataset, a succeeded job on it (history, model, plots) and a
-    succeeded sweep with its three points."""
+    succeeded sweep with its three points, a running probe of another job."""
 
     dataset: str
     job: str
     sweep: str
+    probe: str
+    probe_source: str
 
 
 @pytest.fixture
@@ -94,9 +98,10 @@ def key_b(session: Session) -> str:
 
 
 @pytest.fixture
-def owned(client: TestClient, session: Session, key_a: str) -> Owned:
+def owned(client: TestClient, session: Session, auth_settings: Settings, key_a: str) -> Owned:
     """Tenant A's objects, made through the API with A's key; the workers' writes are stood in
-    for by rows written through the tables."""
+    for by rows written through the tables, except for the probe's source, which a real worker
+    runs (a probe branches from checkpoints it kept)."""
     headers = bearer(key_a)
     created = client.post("/v1/datasets", json=inline_dataset("a-line"), headers=headers)
     assert created.status_code == 201, created.text
@@ -107,6 +112,13 @@ def owned(client: TestClient, session: Session, key_a: str) -> Owned:
     assert job.status_code == 202, job.text
     run_like_a_worker(session, job.json()["id"], *line_data())
     session.commit()  # before the next request: SQLite has one writer at a time
+    source = client.post(
+        "/v1/jobs",
+        json={"dataset_id": dataset_id, "epochs": 2, "batch_size": 16, "keep_checkpoints": [2]},
+        headers=headers,
+    )
+    assert source.status_code == 202, source.text
+    assert run_worker(auth_settings, stop=StopFlag(), burst=True) == EXIT_OK
     sweep = client.post(
         "/v1/sweeps",
         json={
@@ -122,7 +134,19 @@ def owned(client: TestClient, session: Session, key_a: str) -> Owned:
     for point in jobs_of(session, sweep.json()["id"]):
         finish_with_crossing(session, point, 12.0 * (1.0 + 16.0 / point.config["batch_size"]))
     session.commit()
-    return Owned(dataset=dataset_id, job=job.json()["id"], sweep=sweep.json()["id"])
+    probe = client.post(
+        "/v1/probes",
+        json={"job_id": source.json()["id"], "at_epochs": [2], "multipliers": [1, 2], "lr": "sqrt"},
+        headers=headers,
+    )
+    assert probe.status_code == 202, probe.text
+    return Owned(
+        dataset=dataset_id,
+        job=job.json()["id"],
+        sweep=sweep.json()["id"],
+        probe=probe.json()["id"],
+        probe_source=source.json()["id"],
+    )
 
 
 # --- the routes, from the app ------------------------------------------------------------------
@@ -150,7 +174,7 @@ class Call:
     names_object: bool = True  # the URL or the body names a dataset, job or sweep
 
 
-def calls(dataset: str, job: str, sweep: str) -> dict[tuple[str, str], Call]:
+def calls(dataset: str, job: str, sweep: str, probe: str) -> dict[tuple[str, str], Call]:
     """How to call every /v1 route on these ids: a valid request in every other respect."""
     return {
         ("POST", "/v1/datasets"): Call("/v1/datasets", inline_dataset(), names_object=False),
@@ -179,11 +203,21 @@ def calls(dataset: str, job: str, sweep: str) -> dict[tuple[str, str], Call]:
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): Call(
             f"/v1/sweeps/{sweep}/plots/scaling.png"
         ),
+        ("GET", "/v1/jobs/{job_id}/checkpoints"): Call(f"/v1/jobs/{job}/checkpoints"),
+        ("POST", "/v1/probes"): Call(
+            "/v1/probes", {"job_id": job, "at_epochs": [2], "multipliers": [1, 2], "lr": "sqrt"}
+        ),
+        ("GET", "/v1/probes"): Call("/v1/probes", names_object=False),
+        ("GET", "/v1/probes/{probe_id}"): Call(f"/v1/probes/{probe}"),
+        ("POST", "/v1/probes/{probe_id}/cancel"): Call(f"/v1/probes/{probe}/cancel"),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): Call(
+            f"/v1/probes/{probe}/plots/critical.svg"
+        ),
     }
 
 
-def missing_ids() -> tuple[str, str, str]:
-    return str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+def missing_ids() -> tuple[str, str, str, str]:
+    return str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 
 
 def send(client: TestClient, method: str, call: Call, headers: dict[str, str]) -> Any:
@@ -403,7 +437,7 @@ def normalized(response: Any, *ids: str) -> dict[str, Any]:
 def test_another_tenants_objects_answer_the_404_of_a_missing_id_on_every_route(
     client: TestClient, auth_settings: Settings, owned: Owned, key_b: str
 ) -> None:
-    theirs = calls(owned.dataset, owned.job, owned.sweep)
+    theirs = calls(owned.dataset, owned.job, owned.sweep, owned.probe)
     missing = missing_ids()
     absent = calls(*missing)
     checked = 0
@@ -414,11 +448,11 @@ def test_another_tenants_objects_answer_the_404_of_a_missing_id_on_every_route(
         nowhere = send(client, method, absent[(method, path)], headers=bearer(key_b))
         assert across.status_code == nowhere.status_code == 404, (method, path, across.text)
         assert across.headers["content-type"] == nowhere.headers["content-type"] == PROBLEM_JSON
-        assert normalized(across, owned.dataset, owned.job, owned.sweep) == normalized(
+        assert normalized(across, owned.dataset, owned.job, owned.sweep, owned.probe) == normalized(
             nowhere, *missing
         ), (method, path)
         checked += 1
-    assert checked == 15  # all but the three lists and the dataset upload
+    assert checked == 20  # all but the four lists and the dataset upload
 
 
 def test_the_owner_reaches_every_route_that_names_its_objects(
@@ -426,7 +460,7 @@ def test_the_owner_reaches_every_route_that_names_its_objects(
 ) -> None:
     """The other half of the 404s above: the same requests with the owner's key find the
     objects (deletes last: they remove them)."""
-    mine = calls(owned.dataset, owned.job, owned.sweep)
+    mine = calls(owned.dataset, owned.job, owned.sweep, owned.probe)
     routes = [r for r in v1_routes(auth_settings) if mine[r].names_object]
     statuses = {
         (method, path): send(client, method, mine[(method, path)], bearer(key_a)).status_code
@@ -448,6 +482,11 @@ def test_the_owner_reaches_every_route_that_names_its_objects(
         ("POST", "/v1/sweeps/{sweep_id}/cancel"): 409,  # its points have all finished
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): 200,
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): 200,
+        ("GET", "/v1/jobs/{job_id}/checkpoints"): 200,
+        ("POST", "/v1/probes"): 422,  # the job kept no checkpoint to branch from
+        ("GET", "/v1/probes/{probe_id}"): 200,
+        ("POST", "/v1/probes/{probe_id}/cancel"): 200,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): 200,
     }
 
 
@@ -486,10 +525,14 @@ def test_lists_show_each_tenant_only_its_own_objects(
         "/v1/jobs", json={"dataset_id": b_dataset, "epochs": 1}, headers=bearer(key_b)
     ).json()["id"]
     a_points = [job.id for job in jobs_of(session, owned.sweep)]
+    a_branches = session.scalars(
+        select(ProbeBranch.job_id).where(ProbeBranch.probe_id == owned.probe)
+    ).all()
+    a_jobs = [owned.job, *a_points, owned.probe_source, *a_branches]
 
     assert list_ids(client, "/v1/datasets", key_a) == [owned.dataset]
     assert list_ids(client, "/v1/datasets", key_b) == [b_dataset]
-    assert sorted(list_ids(client, "/v1/jobs?limit=100", key_a)) == sorted([owned.job, *a_points])
+    assert sorted(list_ids(client, "/v1/jobs?limit=100", key_a)) == sorted(a_jobs)
     assert list_ids(client, "/v1/jobs", key_b) == [b_job]
     assert list_ids(client, f"/v1/jobs?dataset_id={owned.dataset}", key_b) == []
     assert list_ids(client, f"/v1/jobs?tag=sweep:{owned.sweep}", key_b) == []
