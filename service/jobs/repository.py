@@ -252,3 +252,33 @@ __all__ = [
     "read_with_task",
     "request_cancel_running",
 ]
+
+
+def cancel_unfinished(
+    session: Session, which: ColumnElement[bool], *, now: datetime, skip_locked: bool = False
+) -> int:
+    """Cancel the queued jobs ``which`` selects at once and flag its running ones for their
+    workers (as ``POST /v1/jobs/{id}/cancel`` does); how many jobs were touched: a sweep's
+    or a probe's cancel.
+
+    ``skip_locked`` (PostgreSQL): leave out rows another transaction holds — a worker
+    finishing the job waits for the group's lock, which the caller then holds, so waiting on
+    it would deadlock; that job is finishing anyway.
+    """
+    touched = 0
+    for status, values in (
+        ("queued", {"status": "cancelled", "cancel_requested": True, "finished_at": now}),
+        ("running", {"cancel_requested": True}),
+    ):
+        ids = select(Job.id).where(which, Job.status == status)
+        if skip_locked and not is_sqlite(session.get_bind().engine.url):
+            ids = ids.with_for_update(skip_locked=True)
+        result = session.execute(
+            update(Job)
+            .where(Job.id.in_(list(session.scalars(ids))), Job.status == status)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        touched += int(getattr(result, "rowcount", 0) or 0)
+    session.flush()
+    return touched

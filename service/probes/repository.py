@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from service.db import Job, JobEpoch, is_sqlite
 from service.db.tables import Probe, ProbeBranch
+from service.jobs import repository as jobs_repository
 from service.pagination import newest_first
 
 __all__ = [
@@ -133,27 +134,11 @@ def epoch_records(
 def cancel_unfinished_jobs(
     session: Session, probe_id: str, *, now: datetime, skip_locked: bool = False
 ) -> int:
-    """Cancel the probe's queued branch jobs at once and flag its running ones for their
-    workers (as ``POST /v1/jobs/{id}/cancel``); how many were touched. ``skip_locked``
-    (PostgreSQL): leave out rows a finishing worker holds (it waits for the probe's lock)."""
-    touched = 0
+    """The probe's branch jobs, cancelled: :func:`service.jobs.repository.cancel_unfinished`."""
     branch_jobs = select(ProbeBranch.job_id).where(ProbeBranch.probe_id == probe_id)
-    for status, values in (
-        ("queued", {"status": "cancelled", "cancel_requested": True, "finished_at": now}),
-        ("running", {"cancel_requested": True}),
-    ):
-        ids = select(Job.id).where(Job.id.in_(branch_jobs), Job.status == status)
-        if skip_locked and not is_sqlite(session.get_bind().engine.url):
-            ids = ids.with_for_update(skip_locked=True)
-        result = session.execute(
-            update(Job)
-            .where(Job.id.in_(list(session.scalars(ids))), Job.status == status)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        touched += int(getattr(result, "rowcount", 0) or 0)
-    session.flush()
-    return touched
+    return jobs_repository.cancel_unfinished(
+        session, Job.id.in_(branch_jobs), now=now, skip_locked=skip_locked
+    )
 
 
 def set_state(session: Session, probe: Probe, **values: object) -> None:

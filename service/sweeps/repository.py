@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Job, JobEpoch, is_sqlite, owned
 from service.db.tables import Sweep
+from service.jobs import repository as jobs_repository
 from service.pagination import newest_first
 
 #: Job statuses that still need work.
@@ -121,30 +122,10 @@ def epoch_records(
 def cancel_unfinished_jobs(
     session: Session, sweep_id: str, *, now: datetime, skip_locked: bool = False
 ) -> int:
-    """Cancel the sweep's queued jobs at once and flag its running ones for their workers
-    (as ``POST /v1/jobs/{id}/cancel`` does); how many jobs were touched.
-
-    ``skip_locked`` (PostgreSQL): leave out rows another transaction holds — a worker
-    finishing the job waits for the sweep's lock, which the caller then holds, so waiting on
-    it would deadlock; that job is finishing anyway.
-    """
-    touched = 0
-    for status, values in (
-        ("queued", {"status": "cancelled", "cancel_requested": True, "finished_at": now}),
-        ("running", {"cancel_requested": True}),
-    ):
-        ids = select(Job.id).where(Job.sweep_id == sweep_id, Job.status == status)
-        if skip_locked and not is_sqlite(session.get_bind().engine.url):
-            ids = ids.with_for_update(skip_locked=True)
-        result = session.execute(
-            update(Job)
-            .where(Job.id.in_(list(session.scalars(ids))), Job.status == status)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        touched += int(getattr(result, "rowcount", 0) or 0)
-    session.flush()
-    return touched
+    """The sweep's jobs, cancelled: :func:`service.jobs.repository.cancel_unfinished`."""
+    return jobs_repository.cancel_unfinished(
+        session, Job.sweep_id == sweep_id, now=now, skip_locked=skip_locked
+    )
 
 
 def set_state(session: Session, sweep: Sweep, **values: Any) -> None:
