@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from service.plots.render import PlotFormat, figure_bytes, new_figure, spans_decades
 
@@ -121,6 +120,8 @@ def render_job_loss(history: LossHistory, fmt: PlotFormat) -> bytes:
     when some validation loss exists). The y axis is logarithmic when the positive losses
     span more than two decades.
     """
+    from matplotlib.ticker import MaxNLocator  # on first use: see service.plots.render
+
     epoch = np.asarray(history.epoch, dtype=np.float64)
     train = _values(history.train_loss)
     val = _values(history.val_loss)

@@ -9,7 +9,11 @@ Same data, same bytes. PNG from Agg is deterministic. SVG carries a date and ran
 (clip paths, glyphs) unless told otherwise: the date is dropped through ``metadata``, and
 the ids are hashed with ``rcParams["svg.hashsalt"]`` — matplotlib reads that salt only from
 the global ``rcParams`` (temporarily changing it with ``rc_context`` would race between
-threads), so this module sets it once, at import, and only if nobody else has chosen one.
+threads), so this module sets it once, before the first figure, and only if nobody else has
+chosen one.
+
+matplotlib is imported on the first figure, not with this module: it takes about half a second,
+which every API, worker and CLI process would otherwise pay at start, plot or not.
 
 Titles, axis labels and legends are plain text: names that users chose reach them (a sweep
 named ``$\\frac{$``), and matplotlib would otherwise parse ``$…$`` as math, and fail on it.
@@ -21,13 +25,12 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable
-from typing import Literal
+from functools import cache
+from typing import TYPE_CHECKING, Literal
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.backends.backend_svg import FigureCanvasSVG
-from matplotlib.figure import Figure
-from matplotlib.text import Text
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 PlotFormat = Literal["svg", "png"]
 PLOT_FORMATS: tuple[PlotFormat, ...] = ("svg", "png")
@@ -40,19 +43,31 @@ PNG_DPI = 150
 #: A loss that spans more than this ratio (two decades) is drawn on a log axis.
 LOG_SPAN = 100.0
 
-if matplotlib.rcParams["svg.hashsalt"] is None:
-    matplotlib.rcParams["svg.hashsalt"] = "batchwise"
+
+@cache
+def _salted_matplotlib() -> None:
+    """Import matplotlib and give SVG ids a fixed salt (once, before any figure)."""
+    import matplotlib
+
+    if matplotlib.rcParams["svg.hashsalt"] is None:
+        matplotlib.rcParams["svg.hashsalt"] = "batchwise"
 
 
 def new_figure(height_in: float) -> Figure:
     """A blank figure ``FIGURE_WIDTH_IN`` × ``height_in`` inches, laid out by matplotlib's
     constrained layout (labels and legends never clipped)."""
+    _salted_matplotlib()
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(FIGURE_WIDTH_IN, height_in), layout="constrained")
 
 
 def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
     """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes, its titles,
     labels and legends drawn as plain text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
     _plain_text(figure)
     buffer = io.BytesIO()
     if fmt == "svg":

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from service.plots.render import PlotFormat, figure_bytes, new_figure, spans_decades
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 CurveAxis = Literal["epoch", "step", "samples", "time"]
 CURVE_AXES: tuple[CurveAxis, ...] = ("epoch", "step", "samples", "time")
@@ -102,6 +102,8 @@ def short_number(value: float) -> str:
 def batch_colors(batch_sizes: Sequence[int]) -> dict[int, tuple[float, float, float, float]]:
     """One RGBA colour per distinct batch size, evenly spaced along :data:`COLORMAP` in order
     of size (sweeps use geometric batch sizes, so rank spacing is log spacing)."""
+    from matplotlib import colormaps  # on first use: see service.plots.render
+
     ordered = sorted(set(batch_sizes))
     cmap = colormaps[COLORMAP]
     lo, hi = COLOR_RANGE
@@ -322,6 +324,8 @@ def render_sweep_scaling(
     _scaling_panel(
         samples_ax, batch=batch, cost=[p.samples for p in points], fit=fit, kind="samples"
     )
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
     # Powers of two, written out: the batch sizes a sweep uses, readable as they are.
     samples_ax.set_xlim(float(batch.min()) / 1.5, float(batch.max()) * 1.5)
     samples_ax.xaxis.set_major_locator(LogLocator(base=2, numticks=16))

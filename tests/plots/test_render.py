@@ -1,5 +1,5 @@
 """What every plot shares: formats, the log-axis rule, bytes that depend on the data only,
-and no pyplot."""
+no pyplot, and matplotlib loaded only by the first plot."""
 
 from __future__ import annotations
 
@@ -42,6 +42,21 @@ def test_another_process_draws_the_same_bytes_without_pyplot() -> None:
     assert hashlib.sha256(render_job_loss(history, "svg")).hexdigest() == svg_sha
     assert hashlib.sha256(render_job_loss(history, "png")).hexdigest() == png_sha
     assert pyplot_loaded == "False"  # pyplot (global figures, not thread-safe) never loaded
+
+
+@pytest.mark.parametrize("module", ["service.api.app", "service.worker.loop", "service.plots"])
+def test_matplotlib_is_imported_by_the_first_plot_not_at_start(module: str) -> None:
+    script = (
+        f"import sys, {module}; from service.plots import LossHistory, render_job_loss; "
+        "before = 'matplotlib' in sys.modules; "
+        "render_job_loss(LossHistory(epoch=[1], train_loss=[1.0], val_loss=[None], "
+        "steps_per_epoch=[1], step=[1], step_loss=[1.0]), 'svg'); "
+        "print(before, 'matplotlib' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "True"]
 
 
 def test_formats_and_media_types() -> None:
