@@ -1,48 +1,41 @@
-"""The ``batchwise`` command: its parser and the dispatch to each command. The server's
-commands (``serve``, ``worker``, ``migrate``, ``keys``) get :class:`~service.config.Settings`
-built here, once; their errors become one line on stderr and an exit status. The remote
-commands (``demo``, ``datasets``, ``jobs``) need no settings: they are HTTP clients.
+"""The ``batchwise`` command: its parser and the dispatch to each command. The remote
+commands (``demo``, ``datasets``, ``jobs``, ``probes``) need no settings: they are HTTP
+clients. The server's commands (``serve``, ``worker``, ``migrate``, ``keys``, ``tenants``) run
+through :mod:`.runner`, which builds :class:`~service.config.Settings` once.
+
+This module and the parsers it builds (:mod:`.parsers`, :mod:`.remote`) import no settings,
+database or web stack: ``--help`` and the HTTP client's commands start without them.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-
 from service import __version__
-from service.cli import keys, remote, server, tenants
+from service.cli import parsers, remote
 from service.cli.remote import demo
-from service.config import Settings
-from service.db.session import DatabaseUrlError
-
-EXIT_ERROR = 1
-#: Settings that must not run together (auth off on a public address): refused like bad usage.
-EXIT_REFUSED = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``batchwise`` (``serve``, ``worker``, ``migrate``, ``demo``,
-    ``keys``, ``datasets``, ``jobs``)."""
+    ``keys``, ``tenants``, ``datasets``, ``jobs``, ``probes``)."""
     parser = argparse.ArgumentParser(
         prog="batchwise",
         description="Batchwise: training as a service for people who want to understand and "
         "choose batch sizes. Upload a dataset, train with minibatch SGD, compare batch sizes.",
-        epilog=server.ENVIRONMENT,
+        epilog=parsers.ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"batchwise {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    server.add_serve(commands)
-    server.add_worker(commands)
+    parsers.add_serve(commands)
+    parsers.add_worker(commands)
     demo.add_command(commands)
-    server.add_migrate(commands)
-    keys.add_commands(commands)  # `keys`: API keys, on the database
-    tenants.add_commands(commands)  # `tenants`: their limits, on the database
-    remote.add_commands(commands)  # `datasets` and `jobs`: the HTTP client
+    parsers.add_migrate(commands)
+    parsers.add_keys(commands)  # `keys`: API keys, on the database
+    parsers.add_tenants(commands)  # `tenants`: their limits, on the database
+    remote.add_commands(commands)  # `datasets`, `jobs` and `probes`: the HTTP client
     return parser
 
 
@@ -53,47 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return remote.run(args)
     if args.command == demo.COMMAND:
         return demo.run(args)
-    return _run_on_settings(args)
+    # Imported here, for start-up time: the server's commands load the settings and the
+    # database (pydantic-settings, SQLAlchemy, Alembic), which the commands above do without.
+    from service.cli import runner
 
-
-def _run_on_settings(args: argparse.Namespace) -> int:
-    overrides = {
-        name: value for name in ("host", "port") if (value := getattr(args, name, None)) is not None
-    }
-    try:
-        settings = Settings(**overrides)
-        server.start_logging(settings)
-        if args.command == "migrate":
-            server.run_migrate(settings)
-        elif args.command == "worker":
-            return server.work(settings, burst=args.burst)
-        elif args.command == keys.COMMAND:
-            server.require_head(settings.resolved_database_url)
-            return keys.run(settings, args)
-        elif args.command == tenants.COMMAND:
-            server.require_head(settings.resolved_database_url)
-            return tenants.run(settings, args)
-        else:
-            server.serve(settings)
-    except server.UnsafeSettingsError as exc:
-        print(f"batchwise {args.command}: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (server.CommandError, DatabaseUrlError) as exc:
-        print(f"batchwise {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        print(f"batchwise {args.command}: invalid settings: {problems}", file=sys.stderr)
-        return EXIT_ERROR
-    except SQLAlchemyError as exc:
-        # Connection refused, unknown database, bad credentials: one line, not a traceback wall.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        print(f"batchwise {args.command}: database error: {reason}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    return runner.run(args)
 
 
 __all__ = ["build_parser", "main"]

@@ -3,7 +3,8 @@ keys are what the HTTP API checks, so they cannot be made through it).
 
 ``keys create --tenant NAME [--name LABEL]`` prints the new key on stdout, alone, once (it is
 stored only as a hash); ``keys list [--tenant NAME]`` shows id, tenant, name, created and revoked,
-never a hash; ``keys revoke KEY_ID`` makes the key answer 401 from then on.
+never a hash; ``keys revoke KEY_ID`` makes the key answer 401 from then on. The parser is in
+:mod:`.parsers`.
 """
 
 from __future__ import annotations
@@ -18,66 +19,10 @@ from sqlalchemy.orm import Session
 from service.client.formatting import format_table
 from service.config import Settings
 from service.db import create_engine_for, session_factory
-from service.errors import InvalidInput, NotFound
+from service.errors import NotFound
 from service.keys import service as keys_service
 
-COMMAND = "keys"
 EXIT_ERROR = 1
-
-
-def _tenant_name(value: str) -> str:
-    try:
-        return keys_service.check_tenant_name(value)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.detail) from None
-
-
-def _key_name(value: str) -> str:
-    if len(value) > keys_service.NAME_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"the name is {len(value)} characters long; at most {keys_service.NAME_LENGTH}"
-        )
-    return value
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``keys create|list|revoke`` to the ``batchwise`` parser's subcommands."""
-    keys = commands.add_parser(
-        COMMAND,
-        help="make, list and revoke API keys",
-        description="Make, list and revoke the API keys the HTTP API accepts "
-        "(`Authorization: Bearer <key>`). Each key acts for one tenant: it sees and changes "
-        "that tenant's datasets, jobs and sweeps only. Works on the configured database "
-        "(BATCHWISE_DATABASE_URL, or the SQLite file in BATCHWISE_DATA_DIR), which must be "
-        "at the newest schema (`batchwise migrate`).",
-    )
-    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = actions.add_parser(
-        "create",
-        help="make a key for a tenant",
-        description="Make an API key for TENANT and print it on stdout, once: only its hash "
-        "is stored, so it cannot be shown again. A tenant exists as soon as it has a key.",
-    )
-    create.add_argument(
-        "--tenant",
-        required=True,
-        type=_tenant_name,
-        help="the tenant: 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit",
-    )
-    create.add_argument("--name", type=_key_name, help="a label for people, e.g. who holds the key")
-    listing = actions.add_parser(
-        "list",
-        help="list the keys (never their secrets)",
-        description="List API keys, oldest first: id, tenant, name, created, revoked.",
-    )
-    listing.add_argument("--tenant", type=_tenant_name, help="only this tenant's keys")
-    revoke = actions.add_parser(
-        "revoke",
-        help="revoke a key",
-        description="Revoke the key KEY_ID (the id `keys list` shows): requests carrying it "
-        "answer 401 from now on. Revoking a revoked key changes nothing.",
-    )
-    revoke.add_argument("key_id", metavar="KEY_ID")
 
 
 def _when(moment: datetime | None) -> str:
@@ -146,4 +91,4 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-__all__ = ["COMMAND", "add_commands", "run"]
+__all__ = ["run"]

@@ -1,11 +1,10 @@
 """The server's commands: ``serve`` (the API, with embedded workers), ``worker`` (trains
 queued jobs) and ``migrate`` (the schema), each on :class:`~service.config.Settings` built
-once by :func:`service.cli.main`. Log lines go to stderr.
+once by :mod:`.runner`. Log lines go to stderr. Their parsers are in :mod:`.parsers`.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import socket
@@ -22,41 +21,6 @@ if TYPE_CHECKING:
 
 # Named for the command line as a whole, as operators' log filters know it.
 logger = logging.getLogger("service.cli")
-
-ENVIRONMENT = """\
-environment:
-  BATCHWISE_DATABASE_URL  SQLAlchemy URL: sqlite:///path/to/file.db or
-                          postgresql+psycopg://user:password@host:5432/dbname
-                          (default: SQLite file batchwise.db in the data dir)
-  BATCHWISE_DATA_DIR      where the SQLite file, upload spool and dataset cache live
-                          (default ./batchwise-data)
-  BATCHWISE_LOG_LEVEL     debug | info | warning | error (default info)
-  BATCHWISE_LOG_FORMAT    auto | json | text (default auto: text on a terminal, else JSON)
-"""
-
-_SERVE_ENVIRONMENT = (
-    ENVIRONMENT
-    + """\
-  BATCHWISE_HOST, BATCHWISE_PORT   listen address (default 127.0.0.1:8000); flags override
-  BATCHWISE_AUTH                   on (default: /v1 needs an API key, `batchwise keys`) |
-                                   off (no keys: loopback addresses only)
-  BATCHWISE_MAX_UPLOAD_BYTES       largest dataset upload accepted (default 1 GiB)
-  BATCHWISE_API_PROCESSES          API processes sharing the port (default 1)
-  BATCHWISE_WORKERS                worker processes started beside the API
-  BATCHWISE_LEASE_SECONDS          how long a worker's claim on a job lasts without a
-                                   heartbeat (default 30)
-  BATCHWISE_WORKER_THREADS         BLAS threads per worker process (default 1)
-"""
-)
-
-_WORKER_ENVIRONMENT = (
-    ENVIRONMENT
-    + """\
-  BATCHWISE_LEASE_SECONDS   how long a claim on a job lasts without a heartbeat (default 30)
-  BATCHWISE_POLL_SECONDS    longest wait between looks at an empty queue (default 1)
-  BATCHWISE_WORKER_THREADS  BLAS threads of this worker (default 1)
-"""
-)
 
 
 class CommandError(Exception):
@@ -228,61 +192,10 @@ def work(settings: Settings, *, burst: bool) -> int:
     return run_worker(settings, stop=stop, burst=burst)
 
 
-def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``serve`` to the ``batchwise`` parser's subcommands."""
-    serve = commands.add_parser(
-        "serve",
-        help="run the HTTP API",
-        description="Run the HTTP API (uvicorn). A SQLite database is migrated to the newest "
-        "schema on start; a PostgreSQL database must already be at the newest schema "
-        "(run `batchwise migrate`), or serve refuses to start.",
-        epilog=_SERVE_ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serve.add_argument("--host", help="address to listen on (overrides BATCHWISE_HOST)")
-    serve.add_argument(
-        "--port", type=int, help="port to listen on, 0 for any free one (overrides BATCHWISE_PORT)"
-    )
-
-
-def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``worker`` to the ``batchwise`` parser's subcommands."""
-    worker = commands.add_parser(
-        "worker",
-        help="train queued jobs",
-        description="Claim queued training jobs from the database and train them, one at a "
-        "time, until SIGTERM or SIGINT (a running job stops at its next step and goes back to "
-        "the queue, to resume from its last epoch). Run as many as the cores allow, on any "
-        "machine that reaches the database. The schema must be at the newest migration.",
-        epilog=_WORKER_ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    worker.add_argument(
-        "--burst", action="store_true", help="exit once the queue is empty (batch runs, tests)"
-    )
-
-
-def add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``migrate`` to the ``batchwise`` parser's subcommands."""
-    commands.add_parser(
-        "migrate",
-        help="upgrade the database schema to the newest migration",
-        description="Upgrade the database schema to the newest migration (Alembic head). Safe "
-        "to run repeatedly; a database already at the head is left as it is. Run it before "
-        "`batchwise serve` against PostgreSQL after every upgrade of the service.",
-        epilog=ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 __all__ = [
     "API_APP_FACTORY",
-    "ENVIRONMENT",
     "CommandError",
     "UnsafeSettingsError",
-    "add_migrate",
-    "add_serve",
-    "add_worker",
     "api_app",
     "is_loopback",
     "require_head",

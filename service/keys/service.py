@@ -6,6 +6,9 @@ not by hash), ``secret`` is ``secrets.token_urlsafe(32)`` — 256 random bits. O
 the whole key is stored; a presented key is hashed and compared with ``hmac.compare_digest``.
 For an id that matches no row the comparison is made all the same, against a dummy hash, so the
 time taken does not tell a known id from an unknown one.
+
+What a valid tenant name or key name is lives in :mod:`service.keys.names` (no database
+needed there), re-exported here.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from sqlalchemy.orm import Session
 from service.db.tables import ApiKey, utcnow
 from service.errors import InvalidInput, NotFound, Unauthorized
 from service.keys import repository
+from service.keys.names import (
+    DEFAULT_TENANT,
+    NAME_LENGTH,
+    TENANT_MAX_LENGTH,
+    TENANT_PATTERN,
+    check_tenant_name,
+)
 
-#: The tenant every request acts for while auth is off, and of the rows from before tenants.
-DEFAULT_TENANT = "default"
-#: A tenant's name: lower-case letters, digits, ``_`` and ``-``, starting with a letter or digit.
-TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-TENANT_MAX_LENGTH = 63
 KEY_PREFIX = "bw_"
 _SECRET_BYTES = 32
 #: ``bw_`` + the key's id (a UUID) + ``_`` + the secret: 32 bytes as 43 URL-safe base64 characters.
@@ -37,7 +42,6 @@ _KEY_PATTERN = re.compile(
 )
 KEY_FORMAT = "bw_<key id>_<secret>"
 KEY_LENGTH = 3 + 36 + 1 + 43
-NAME_LENGTH = 200
 #: Compared against when the presented id matches no key (see the module docstring).
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -69,16 +73,6 @@ def _read(row: ApiKey) -> ApiKeyRead:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
-
-
-def check_tenant_name(name: str) -> str:
-    """``name`` if it is a valid tenant name; :class:`InvalidInput` saying what one is."""
-    if TENANT_PATTERN.fullmatch(name) is None:
-        raise InvalidInput(
-            f"Invalid tenant name {name!r}: use 1 to {TENANT_MAX_LENGTH} lower-case letters, "
-            "digits, '_' or '-', starting with a letter or a digit (e.g. 'research-team')."
-        )
-    return name
 
 
 def hash_key(key: str) -> str:
