@@ -23,8 +23,9 @@ from tests.support.docshell import SHOWN_URL, run_shell
 from tests.support.processes import REPO_ROOT, run_server
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-#: Workers per file: two where a sweep runs, none where no job does (each is a process).
-WORKERS = {"README.md": 2, "sweeps.md": 2, "deployment.md": 0, "operations.md": 0}
+#: Workers per file: two where a sweep or a probe runs its many jobs, none where no job does
+#: (each is a process).
+WORKERS = {"README.md": 2, "sweeps.md": 2, "probes.md": 2, "deployment.md": 0, "operations.md": 0}
 #: Files whose examples need a server set up otherwise (keys are made and checked there).
 SERVER_ENV = {
     "deployment.md": {"BATCHWISE_AUTH": "on"},
