@@ -8,7 +8,8 @@ with the job (ON DELETE CASCADE). Their bytes count against the tenant's
 dataset's shape (:func:`service.core.estimate_checkpoint_bytes`), would not fit beside what the
 tenant keeps already is refused at submit (422 naming ``keep_checkpoints``); an epoch that
 finds the budget full anyway (other jobs kept theirs meanwhile) is not kept, and its row says
-so (``data`` NULL, a ``note``).
+so (``data`` NULL, a ``note``). Epochs of one tenant's jobs check the budget one after the
+other (:func:`lock_tenant_checkpoints`), so two workers cannot both fill its last room.
 
 A warm start (``init_from``) may start from any epoch with a kept checkpoint or from the
 latest; the bytes are copied into ``job_starts`` at submit, so neither the source's later
@@ -40,6 +41,7 @@ __all__ = [
     "keep_more",
     "list_checkpoints",
     "load_start",
+    "lock_tenant_checkpoints",
     "source_checkpoint",
     "store_start",
     "tenant_kept_bytes",
@@ -95,6 +97,26 @@ def epochs_to_keep(keep: Any, *, start_epoch: int, epochs: int) -> int:
             errors=[FieldError(("body", "keep_checkpoints"), message, "value_error")],
         )
     return len(set(keep))
+
+
+#: The first key of the advisory lock that serialises the budget checks of one tenant's kept
+#: checkpoints (PostgreSQL; the second key is the tenant's ``hashtext``).
+CHECKPOINT_LOCK_NAMESPACE = 7103
+
+
+def lock_tenant_checkpoints(session: Session, tenant: str) -> None:
+    """Hold ``tenant``'s checkpoint lock until the transaction ends, so that epochs of its jobs
+    ending at once check its budget one after the other, each seeing the ones before it.
+
+    PostgreSQL only: a transaction-level advisory lock (two tenants whose names hash alike
+    merely take turns). SQLite needs none: the epoch's writes before the check take the
+    database's one write lock, held to the commit.
+    """
+    if is_sqlite(session.get_bind().engine.url):
+        return
+    session.execute(
+        select(func.pg_advisory_xact_lock(CHECKPOINT_LOCK_NAMESPACE, func.hashtext(tenant)))
+    )
 
 
 def tenant_kept_bytes(session: Session, tenant: str) -> int:
@@ -293,6 +315,7 @@ def keep_after_epoch(
     data: bytes | None = checkpoint_bytes
     note = None
     if budget is not None:
+        lock_tenant_checkpoints(session, tenant)
         mine = session.scalar(
             select(JobKeptCheckpoint.size_bytes).where(
                 JobKeptCheckpoint.job_id == job_id,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.core import FittedModel, TrainConfig
 from service.db import session_factory
-from service.db.tables import Job, JobCheckpoint, JobEpoch, JobModel
+from service.db.tables import Job, JobCheckpoint, JobEpoch, JobKeptCheckpoint, JobModel
 from service.jobs import queue
 from service.jobs.queue import Claim, LeaseLost
 from tests.support.factories import add_metadata_dataset
@@ -343,3 +343,52 @@ def test_record_epoch_stores_evaluations_with_non_finite_losses_as_null(session:
         {"step": 0, "samples": 0, "loss": 2.25},
         {"step": 1, "samples": 8, "loss": None},
     ]
+
+
+def test_two_epochs_ending_at_once_cannot_both_fill_the_last_room_of_the_budget(
+    engine: Engine,
+) -> None:
+    """Two workers record an epoch each of one tenant's jobs, each checkpoint keeping; the
+    budget holds one. The second waits for the first's commit (PostgreSQL: the tenant's
+    checkpoint lock; SQLite: the write lock), then sees its bytes and keeps nothing."""
+    budget, checkpoint = 1_500, b"c" * 1_000
+    Session_ = session_factory(engine)
+    with Session_() as setup:
+        dataset_id = add_metadata_dataset(setup)
+        jobs = [add_job(setup, dataset_id, created_at=T0, keep_checkpoints="all") for _ in range(2)]
+        claimed = [claim(setup, f"w{i}") for i in range(2)]
+    claims = [c for c in claimed if c is not None]
+    assert {c.job_id for c in claims} == set(jobs)
+    losses = np.zeros(3, dtype=np.float32)
+
+    def keep(session: Session, claimed: Claim) -> None:
+        queue.record_epoch(
+            session, claimed, record(1, 0.3), losses, checkpoint,
+            now=T0, checkpoint_budget_bytes=budget,
+        )  # fmt: skip
+
+    with Session_() as first, Session_() as second:
+        keep(first, claims[0])  # holds its locks until it commits
+        errors: list[BaseException] = []
+
+        def run_second() -> None:
+            try:
+                keep(second, claims[1])
+                second.commit()
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        racer = threading.Thread(target=run_second)
+        racer.start()
+        racer.join(timeout=1.0)  # without a lock it would be done by now, over the budget
+        first.commit()
+        racer.join(timeout=30)
+        assert not racer.is_alive()
+        assert errors == []
+
+    with Session_() as check:
+        kept = check.execute(
+            select(JobKeptCheckpoint.job_id, JobKeptCheckpoint.data.is_not(None))
+        ).all()
+    assert sorted(has_data for _, has_data in kept) == [False, True]
+    assert dict(kept)[claims[0].job_id] is True
