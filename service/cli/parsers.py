@@ -2,7 +2,8 @@
 ``tenants``, with their argument checks. What runs them is in :mod:`.server`, :mod:`.keys` and
 :mod:`.tenants`, dispatched by :mod:`.runner`.
 
-Light on purpose: the standard library and :mod:`service.keys.names` only. ``batchwise --help``
+Light on purpose: the standard library, :mod:`service.keys.names` and :mod:`service.errors`
+only. ``batchwise --help``
 builds every command's parser, and the HTTP client's commands (:mod:`.remote`) build them too,
 so none of them loads the settings, the database or the web stack to start.
 """

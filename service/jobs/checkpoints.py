@@ -9,7 +9,7 @@ dataset's shape (:func:`service.core.estimate_checkpoint_bytes`), would not fit 
 tenant keeps already is refused at submit (422 naming ``keep_checkpoints``); an epoch that
 finds the budget full anyway (other jobs kept theirs meanwhile) is not kept, and its row says
 so (``data`` NULL, a ``note``). Epochs of one tenant's jobs check the budget one after the
-other (:func:`lock_tenant_checkpoints`), so two workers cannot both fill its last room.
+other (:func:`_lock_tenant_checkpoints`), so two workers cannot both fill its last room.
 
 A warm start (``init_from``) may start from any epoch with a kept checkpoint or from the
 latest; the bytes are copied into ``job_starts`` at submit, so neither the source's later
@@ -41,7 +41,6 @@ __all__ = [
     "keep_more",
     "list_checkpoints",
     "load_start",
-    "lock_tenant_checkpoints",
     "source_checkpoint",
     "store_start",
     "tenant_kept_bytes",
@@ -100,11 +99,12 @@ def epochs_to_keep(keep: Any, *, start_epoch: int, epochs: int) -> int:
 
 
 #: The first key of the advisory lock that serialises the budget checks of one tenant's kept
-#: checkpoints (PostgreSQL; the second key is the tenant's ``hashtext``).
-CHECKPOINT_LOCK_NAMESPACE = 7103
+#: checkpoints (PostgreSQL; the second key is the tenant's ``hashtext``). The others: 7101 a
+#: tenant's storage, 7102 its queue, 7103 the claims.
+CHECKPOINT_LOCK_NAMESPACE = 7104
 
 
-def lock_tenant_checkpoints(session: Session, tenant: str) -> None:
+def _lock_tenant_checkpoints(session: Session, tenant: str) -> None:
     """Hold ``tenant``'s checkpoint lock until the transaction ends, so that epochs of its jobs
     ending at once check its budget one after the other, each seeing the ones before it.
 
@@ -315,7 +315,9 @@ def keep_after_epoch(
     data: bytes | None = checkpoint_bytes
     note = None
     if budget is not None:
-        lock_tenant_checkpoints(session, tenant)
+        # Waits at most for the commits of the tenant's other epochs ending at the same
+        # moment: milliseconds, taken from a lease of tens of seconds.
+        _lock_tenant_checkpoints(session, tenant)
         mine = session.scalar(
             select(JobKeptCheckpoint.size_bytes).where(
                 JobKeptCheckpoint.job_id == job_id,

@@ -65,6 +65,7 @@ def new_figure(height_in: float) -> Figure:
 def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
     """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes, its titles,
     labels and legends drawn as plain text."""
+    _salted_matplotlib()  # a figure made elsewhere than new_figure gets fixed ids too
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 

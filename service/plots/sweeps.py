@@ -311,6 +311,8 @@ def render_sweep_scaling(
     SVG group ids, per panel (``steps``, ``samples``): ``points_*``, ``unreached_*``,
     ``fit_*``, ``band_*``, ``b_noise_*``; and ``s_min``, ``e_min``.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # see .render
+
     if not points:
         raise ValueError("no sweep points to plot")
     if any(p.batch_size < 1 for p in points):
@@ -324,8 +326,6 @@ def render_sweep_scaling(
     _scaling_panel(
         samples_ax, batch=batch, cost=[p.samples for p in points], fit=fit, kind="samples"
     )
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
     # Powers of two, written out: the batch sizes a sweep uses, readable as they are.
     samples_ax.set_xlim(float(batch.min()) / 1.5, float(batch.max()) * 1.5)
     samples_ax.xaxis.set_major_locator(LogLocator(base=2, numticks=16))

@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.core import FittedModel, TrainConfig
 from service.db import session_factory
 from service.db.tables import Job, JobCheckpoint, JobEpoch, JobKeptCheckpoint, JobModel
-from service.jobs import queue
+from service.jobs import checkpoints, queue
 from service.jobs.queue import Claim, LeaseLost
 from tests.support.factories import add_metadata_dataset
+from tests.support.processes import wait_for
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -345,6 +346,15 @@ def test_record_epoch_stores_evaluations_with_non_finite_losses_as_null(session:
     ]
 
 
+#: Whether a session of this database waits on a tenant's checkpoint lock (two-key advisory
+#: locks show their first key as ``classid``).
+WAITING_ON_A_CHECKPOINT_LOCK = text(
+    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    f" AND classid = {checkpoints.CHECKPOINT_LOCK_NAMESPACE}"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
 def test_two_epochs_ending_at_once_cannot_both_fill_the_last_room_of_the_budget(
     engine: Engine,
 ) -> None:
@@ -380,7 +390,16 @@ def test_two_epochs_ending_at_once_cannot_both_fill_the_last_room_of_the_budget(
 
         racer = threading.Thread(target=run_second)
         racer.start()
-        racer.join(timeout=1.0)  # without a lock it would be done by now, over the budget
+        if engine.dialect.name == "postgresql":  # the second waits on the tenant's lock
+            with engine.connect() as probe:
+                wait_for(
+                    lambda: not racer.is_alive() or probe.scalar(WAITING_ON_A_CHECKPOINT_LOCK),
+                    timeout=30,
+                    what="the second epoch to wait on the tenant's checkpoint lock",
+                )
+            assert racer.is_alive()  # without the lock it would be done, over the budget
+        else:  # the second waits on SQLite's write lock (its busy timeout is seconds)
+            racer.join(timeout=1.0)
         first.commit()
         racer.join(timeout=30)
         assert not racer.is_alive()
