@@ -22,6 +22,7 @@ from service.datasets import service as datasets_service
 from service.db import utcnow
 from service.db.tables import Probe
 from service.errors import Conflict, NotFound
+from service.jobs import groups
 from service.jobs import service as jobs_service
 from service.jobs.checkpoints import available_epochs, keep_more
 from service.jobs.limits import JobLimits, queue_room
@@ -171,26 +172,12 @@ def list_probes(
 
 def cancel(session: Session, probe_id: str, *, tenant: str) -> ProbeRead:
     """Cancel a running probe: its queued branches at once, its running ones flagged for
-    their workers, the probe ``cancelled``. 409 once finished. The jobs first, then the
-    probe's lock (a finishing worker holds its job, then waits for the probe's)."""
+    their workers, the probe ``cancelled``; 409 once finished
+    (:func:`service.jobs.groups.cancel`)."""
     probe = _row(session, probe_id, tenant=tenant)
-    if probe.status in FINISHED_PROBE_STATUSES:
-        raise Conflict(
-            f"Probe {probe_id!r} has already finished ({probe.status}); nothing to cancel."
-        )
-    seen_round = probe.round
-    now = utcnow()
-    repository.cancel_unfinished_jobs(session, probe_id, now=now)
-    locked = repository.lock(session, probe_id)
-    if locked is None:
-        raise NotFound(f"No probe with id {probe_id!r}.")
-    if locked.status in FINISHED_PROBE_STATUSES:
-        raise Conflict(
-            f"Probe {probe_id!r} has just finished ({locked.status}); nothing to cancel."
-        )
-    if locked.round != seen_round:
-        repository.cancel_unfinished_jobs(session, probe_id, now=now, skip_locked=True)
-    repository.set_state(session, locked, status="cancelled", finished_at=now)
+    locked = groups.cancel(
+        session, probe, repository, kind="Probe", finished=FINISHED_PROBE_STATUSES
+    )
     return to_read(session, locked)
 
 

@@ -22,7 +22,8 @@ from service.core.schedules import scale_lr
 from service.datasets import service as datasets_service
 from service.db import utcnow
 from service.db.tables import Sweep
-from service.errors import Conflict, FieldError, InvalidInput, NotFound
+from service.errors import FieldError, InvalidInput
+from service.jobs import groups
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits, queue_room
 from service.links import links as resource_links
@@ -296,29 +297,9 @@ def list_sweeps(
 
 def cancel(session: Session, sweep_id: str, *, tenant: str) -> SweepRead:
     """Cancel a running sweep: its queued jobs at once, its running ones flagged for their
-    workers (as ``POST /v1/jobs/{id}/cancel``), the sweep ``cancelled``. 409 once finished.
-
-    Order matters on PostgreSQL: the jobs first, then the sweep's lock — a worker finishing a
-    job holds that job's row and then waits for the sweep's, so taking the sweep's first and
-    then waiting for the job would deadlock. A round submitted in between is cancelled after
-    the lock (skipping rows a finishing worker holds).
-    """
+    workers, the sweep ``cancelled``; 409 once finished (:func:`service.jobs.groups.cancel`)."""
     sweep = get_row(session, sweep_id, tenant=tenant)
-    if sweep.status in FINISHED_SWEEP_STATUSES:
-        raise Conflict(
-            f"Sweep {sweep_id!r} has already finished ({sweep.status}); nothing to cancel."
-        )
-    seen_round = sweep.round
-    now = utcnow()
-    repository.cancel_unfinished_jobs(session, sweep_id, now=now)
-    locked = repository.lock(session, sweep_id)
-    if locked is None:
-        raise NotFound(f"No sweep with id {sweep_id!r}.")
-    if locked.status in FINISHED_SWEEP_STATUSES:
-        raise Conflict(
-            f"Sweep {sweep_id!r} has just finished ({locked.status}); nothing to cancel."
-        )
-    if locked.round != seen_round:
-        repository.cancel_unfinished_jobs(session, sweep_id, now=now, skip_locked=True)
-    repository.set_state(session, locked, status="cancelled", finished_at=now)
+    locked = groups.cancel(
+        session, sweep, repository, kind="Sweep", finished=FINISHED_SWEEP_STATUSES
+    )
     return to_read(session, locked)
