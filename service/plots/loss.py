@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.plots.render import PlotFormat, figure_bytes, new_figure, spans_decades
+from service.plots.render import (
+    PlotFormat,
+    figure_bytes,
+    load_matplotlib,
+    new_figure,
+    spans_decades,
+)
 
 #: Step losses kept for the plot: ~1.5 points per pixel column at 800 px is more than enough,
 #: and the min/max downsampling keeps every spike (pass it as the history's ``max_points``).
@@ -120,7 +126,8 @@ def render_job_loss(history: LossHistory, fmt: PlotFormat) -> bytes:
     when some validation loss exists). The y axis is logarithmic when the positive losses
     span more than two decades.
     """
-    from matplotlib.ticker import MaxNLocator  # on first use: see service.plots.render
+    load_matplotlib()
+    from matplotlib.ticker import MaxNLocator
 
     epoch = np.asarray(history.epoch, dtype=np.float64)
     train = _values(history.train_loss)

@@ -12,8 +12,12 @@ the global ``rcParams`` (temporarily changing it with ``rc_context`` would race 
 threads), so this module sets it once, before the first figure, and only if nobody else has
 chosen one.
 
-matplotlib is imported on the first figure, not with this module: it takes about half a second,
-which every API, worker and CLI process would otherwise pay at start, plot or not.
+matplotlib is imported by the first plot, not with this module: it takes about half a second,
+which every API, worker and CLI process would otherwise pay at start, plot or not. Every entry
+point calls :func:`load_matplotlib` before it imports anything of matplotlib's: two threads
+importing matplotlib's modules at once see each other's half-initialised modules
+(``ImportError: cannot import name … from partially initialized module``), so the first import
+is made whole, under a lock, in one thread.
 
 Titles, axis labels and legends are plain text: names that users chose reach them (a sweep
 named ``$\\frac{$``), and matplotlib would otherwise parse ``$…$`` as math, and fail on it.
@@ -24,8 +28,8 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Iterable
-from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -44,19 +48,28 @@ PNG_DPI = 150
 LOG_SPAN = 100.0
 
 
-@cache
-def _salted_matplotlib() -> None:
-    """Import matplotlib and give SVG ids a fixed salt (once, before any figure)."""
-    import matplotlib
+_loading = threading.Lock()
 
-    if matplotlib.rcParams["svg.hashsalt"] is None:
-        matplotlib.rcParams["svg.hashsalt"] = "batchwise"
+
+def load_matplotlib() -> None:
+    """Import every matplotlib module the plots use, in this thread while the others wait,
+    and give SVG ids a fixed salt; at once after the first call."""
+    with _loading:
+        import matplotlib
+        import matplotlib.axes
+        import matplotlib.backends.backend_agg
+        import matplotlib.backends.backend_svg
+        import matplotlib.figure
+        import matplotlib.ticker
+
+        if matplotlib.rcParams["svg.hashsalt"] is None:
+            matplotlib.rcParams["svg.hashsalt"] = "batchwise"
 
 
 def new_figure(height_in: float) -> Figure:
     """A blank figure ``FIGURE_WIDTH_IN`` × ``height_in`` inches, laid out by matplotlib's
     constrained layout (labels and legends never clipped)."""
-    _salted_matplotlib()
+    load_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(FIGURE_WIDTH_IN, height_in), layout="constrained")
@@ -65,7 +78,7 @@ def new_figure(height_in: float) -> Figure:
 def figure_bytes(figure: Figure, fmt: PlotFormat) -> bytes:
     """``figure`` as SVG (text as paths, no date) or PNG (``PNG_DPI``) bytes, its titles,
     labels and legends drawn as plain text."""
-    _salted_matplotlib()  # a figure made elsewhere than new_figure gets fixed ids too
+    load_matplotlib()  # a figure made elsewhere than new_figure gets fixed ids too
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
@@ -114,6 +127,7 @@ __all__ = [
     "PNG_DPI",
     "PlotFormat",
     "figure_bytes",
+    "load_matplotlib",
     "new_figure",
     "spans_decades",
 ]

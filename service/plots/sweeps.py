@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from service.plots.render import PlotFormat, figure_bytes, new_figure, spans_decades
+from service.plots.render import (
+    PlotFormat,
+    figure_bytes,
+    load_matplotlib,
+    new_figure,
+    spans_decades,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -102,7 +108,8 @@ def short_number(value: float) -> str:
 def batch_colors(batch_sizes: Sequence[int]) -> dict[int, tuple[float, float, float, float]]:
     """One RGBA colour per distinct batch size, evenly spaced along :data:`COLORMAP` in order
     of size (sweeps use geometric batch sizes, so rank spacing is log spacing)."""
-    from matplotlib import colormaps  # on first use: see service.plots.render
+    load_matplotlib()
+    from matplotlib import colormaps
 
     ordered = sorted(set(batch_sizes))
     cmap = colormaps[COLORMAP]
@@ -311,7 +318,8 @@ def render_sweep_scaling(
     SVG group ids, per panel (``steps``, ``samples``): ``points_*``, ``unreached_*``,
     ``fit_*``, ``band_*``, ``b_noise_*``; and ``s_min``, ``e_min``.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # see .render
+    load_matplotlib()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     if not points:
         raise ValueError("no sweep points to plot")

@@ -59,6 +59,47 @@ def test_matplotlib_is_imported_by_the_first_plot_not_at_start(module: str) -> N
     assert done.stdout.split() == ["False", "True"]
 
 
+FIRST_PLOTS_AT_ONCE = textwrap.dedent(
+    """
+    import threading
+    from service.plots import LossHistory, ScalingPoint, render_job_loss, render_sweep_scaling
+    from service.plots.sweeps import batch_colors
+    from service.plots.render import new_figure
+    history = LossHistory(epoch=[1], train_loss=[1.0], val_loss=[None], steps_per_epoch=[1],
+                          step=[1], step_loss=[1.0])
+    points = [ScalingPoint(batch_size=8, steps_to_target=10), ScalingPoint(16, 6)]
+    calls = [lambda: render_job_loss(history, "svg"), lambda: batch_colors([8, 16]),
+             lambda: render_sweep_scaling(points, None, fmt="svg"), lambda: new_figure(3.0)]
+    start, errors = threading.Barrier(8), []
+    def first_plot(call):
+        start.wait()
+        try:
+            call()
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=first_plot, args=(calls[i % 4],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(errors)
+    """
+)
+
+
+def test_first_plots_drawn_at_once_by_threads_all_import_matplotlib_whole() -> None:
+    """The API draws plots in its thread pool: the first ones of a process, at once, must not
+    see each other's half-imported matplotlib (they did: ImportError, a 500 for each)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PLOTS_AT_ONCE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "[]"
+
+
 def test_formats_and_media_types() -> None:
     assert PLOT_FORMATS == ("svg", "png")
     assert MEDIA_TYPES == {"svg": "image/svg+xml", "png": "image/png"}
