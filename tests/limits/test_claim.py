@@ -8,7 +8,6 @@ Time is passed in (``now``), so leases expire without sleeping.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,38 +15,16 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from service.core import TrainConfig
 from service.db import session_factory
 from service.db.tables import Job
 from service.jobs import queue
 from service.jobs.queue import Claim
-from tests.support.factories import add_metadata_dataset
+from tests.support.factories import add_queued_jobs
 from tests.support.tenants import ALPHA, BETA
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0
 GAMMA = "gamma"
-
-
-def add_jobs(session: Session, tenant: str, count: int, *, first_at: datetime) -> list[str]:
-    """``count`` queued jobs of ``tenant``, one second apart from ``first_at``; their ids."""
-    dataset_id = add_metadata_dataset(session, tenant)
-    ids = []
-    for i in range(count):
-        job = Job(
-            id=str(uuid.uuid4()),
-            tenant=tenant,
-            dataset_id=dataset_id,
-            tags=[],
-            config=TrainConfig(epochs=2).to_dict(),
-            status="queued",
-            epochs=2,
-            created_at=first_at + timedelta(seconds=i),
-        )
-        session.add(job)
-        ids.append(job.id)
-    session.commit()
-    return ids
 
 
 def claim(session: Session, worker: str, limit: int, now: datetime = T0) -> Claim | None:
@@ -73,8 +50,8 @@ def running_per_tenant(session: Session, now: datetime = T0) -> dict[str, int]:
 
 
 def test_a_tenant_at_its_limit_waits_while_other_tenants_are_claimed(session: Session) -> None:
-    alpha = add_jobs(session, ALPHA, 4, first_at=T0 - timedelta(minutes=10))
-    beta = add_jobs(session, BETA, 2, first_at=T0 - timedelta(minutes=5))
+    alpha = add_queued_jobs(session, ALPHA, 4, first_at=T0 - timedelta(minutes=10))
+    beta = add_queued_jobs(session, BETA, 2, first_at=T0 - timedelta(minutes=5))
 
     taken = [claim(session, f"w{i}", limit=2) for i in range(5)]
 
@@ -93,8 +70,8 @@ def test_a_tenant_at_its_limit_waits_while_other_tenants_are_claimed(session: Se
 def test_without_a_limit_the_claim_takes_the_oldest_job_whatever_its_tenant(
     session: Session,
 ) -> None:
-    alpha = add_jobs(session, ALPHA, 3, first_at=T0 - timedelta(minutes=10))
-    add_jobs(session, BETA, 1, first_at=T0 - timedelta(minutes=5))
+    alpha = add_queued_jobs(session, ALPHA, 3, first_at=T0 - timedelta(minutes=10))
+    add_queued_jobs(session, BETA, 1, first_at=T0 - timedelta(minutes=5))
     taken = []
     for _ in range(3):
         taken.append(queue.claim(session, worker_id="w", lease_seconds=LEASE, now=T0))
@@ -103,7 +80,7 @@ def test_without_a_limit_the_claim_takes_the_oldest_job_whatever_its_tenant(
 
 
 def test_an_expired_lease_does_not_count_as_running(session: Session) -> None:
-    alpha = add_jobs(session, ALPHA, 2, first_at=T0 - timedelta(minutes=10))
+    alpha = add_queued_jobs(session, ALPHA, 2, first_at=T0 - timedelta(minutes=10))
     stale = claim(session, "paused", limit=1)
     assert stale is not None
     assert stale.job_id == alpha[0]
@@ -126,7 +103,7 @@ def test_racing_claimers_never_run_more_than_the_limit_per_tenant(engine: Engine
     sessions = session_factory(engine)
     with sessions() as session:
         job_ids = {
-            tenant: add_jobs(session, tenant, 8, first_at=T0 - timedelta(minutes=m))
+            tenant: add_queued_jobs(session, tenant, 8, first_at=T0 - timedelta(minutes=m))
             for tenant, m in ((ALPHA, 30), (BETA, 20), (GAMMA, 10))
         }
     tenant_of = {job_id: tenant for tenant, ids in job_ids.items() for job_id in ids}

@@ -7,7 +7,6 @@ queue, runtime, steps and storage limits, and clearing an override brings the de
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,38 +17,17 @@ from sqlalchemy.orm import Session
 
 from service import tenants
 from service.config import Settings
-from service.core import TrainConfig
 from service.db import session_factory
 from service.db.tables import Job, TenantLimits
 from service.jobs import queue
 from service.jobs.queue import Claim
-from tests.support.factories import add_metadata_dataset
+from tests.support.factories import add_queued_jobs
 from tests.support.problems import assert_problem
 from tests.support.tenants import ALPHA, BETA, api, inline, jobs_by_status
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = 30.0
 DEFAULT_RUNNING = 1
-
-
-def add_jobs(session: Session, tenant: str, count: int, *, first_at: datetime) -> list[str]:
-    dataset_id = add_metadata_dataset(session, tenant)
-    ids = []
-    for i in range(count):
-        job = Job(
-            id=str(uuid.uuid4()),
-            tenant=tenant,
-            dataset_id=dataset_id,
-            tags=[],
-            config=TrainConfig(epochs=2).to_dict(),
-            status="queued",
-            epochs=2,
-            created_at=first_at + timedelta(seconds=i),
-        )
-        session.add(job)
-        ids.append(job.id)
-    session.commit()
-    return ids
 
 
 def set_limits(engine: Engine, tenant: str, **changes: Any) -> None:
@@ -80,8 +58,8 @@ def running(session: Session) -> dict[str, int]:
 def test_a_tenants_own_running_limit_replaces_the_default_in_the_claim(
     engine: Engine, session: Session
 ) -> None:
-    alpha = add_jobs(session, ALPHA, 5, first_at=T0 - timedelta(minutes=10))
-    beta = add_jobs(session, BETA, 3, first_at=T0 - timedelta(minutes=5))
+    alpha = add_queued_jobs(session, ALPHA, 5, first_at=T0 - timedelta(minutes=10))
+    beta = add_queued_jobs(session, BETA, 3, first_at=T0 - timedelta(minutes=5))
     set_limits(engine, ALPHA, max_running_jobs=3)
 
     taken = [claim(session, f"w{i}") for i in range(5)]
@@ -116,7 +94,7 @@ def test_racing_claimers_hold_each_tenant_to_its_own_running_limit(engine: Engin
     sessions = session_factory(engine)
     with sessions() as session:
         job_ids = {
-            tenant: add_jobs(session, tenant, 9, first_at=T0 - timedelta(minutes=m))
+            tenant: add_queued_jobs(session, tenant, 9, first_at=T0 - timedelta(minutes=m))
             for tenant, m in ((ALPHA, 30), (BETA, 20))
         }
     for tenant, limit in own.items():

@@ -271,3 +271,25 @@ def add_metadata_dataset(session: Session, tenant: str = DEFAULT_TENANT) -> str:
     session.add(dataset)
     session.commit()
     return dataset.id
+
+
+def add_queued_jobs(session: Session, tenant: str, count: int, *, first_at: datetime) -> list[str]:
+    """``count`` queued jobs of ``tenant`` on a new metadata dataset, one second apart from
+    ``first_at``, committed; their ids."""
+    dataset_id = add_metadata_dataset(session, tenant)
+    ids = []
+    for i in range(count):
+        job = Job(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            dataset_id=dataset_id,
+            tags=[],
+            config=TrainConfig(epochs=2).to_dict(),
+            status="queued",
+            epochs=2,
+            created_at=first_at + timedelta(seconds=i),
+        )
+        session.add(job)
+        ids.append(job.id)
+    session.commit()
+    return ids
