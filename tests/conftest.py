@@ -16,6 +16,7 @@ except when ``CI`` is set, where that is a failure. Set but unreachable: always 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import sqlite3
@@ -57,29 +58,61 @@ from tests.support.processes import (
 _ROOM, _GATE = Path(__file__), Path(__file__).with_name("__init__.py")
 
 
+class _Room:
+    """This worker's handles on the gate and the room, whether it holds both exclusively from
+    one ``alone`` test to the next, and how often it has passed the gate."""
+
+    def __init__(self) -> None:
+        self.gate = _GATE.open("rb")
+        self.room = _ROOM.open("rb")
+        self.held_alone = False
+        self.entries = 0
+
+    def enter(self, alone: bool) -> None:
+        if alone and self.held_alone:
+            return
+        self.entries += 1
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
+        if alone:
+            fcntl.flock(self.room, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(self.room, fcntl.LOCK_SH)
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+    def leave(self, alone: bool, next_alone: bool) -> None:
+        self.held_alone = alone and next_alone
+        if not self.held_alone:
+            fcntl.flock(self.room, fcntl.LOCK_UN)
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+
+@functools.cache
+def _worker_room() -> _Room:
+    return _Room()
+
+
+def _alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under pytest-xdist, a test marked ``alone`` (a bound on latency or CPU time) runs while
     no other worker runs a test: it holds the room exclusively, every other test shares it,
     from setup to teardown (module-scoped fixtures included). Each test passes the gate to
     enter, and an ``alone`` test holds it while it waits and runs, so a stream of short tests
-    on the other worker cannot keep the room shared forever."""
+    on the other worker cannot keep the room shared forever. A worker keeps the room from one
+    ``alone`` test to the next: let in between, the other worker's next test (a few seconds,
+    often) would keep the next ``alone`` test and this worker waiting."""
     if not hasattr(item.config, "workerinput"):  # not an xdist worker: nothing runs beside
         yield
         return
-    alone = item.get_closest_marker("alone") is not None
-    with _GATE.open("rb") as gate, _ROOM.open("rb") as room:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        if not alone:
-            fcntl.flock(room, fcntl.LOCK_SH)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        else:
-            fcntl.flock(room, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(room, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
+    room, alone = _worker_room(), _alone(item)
+    room.enter(alone)
+    try:
+        yield
+    finally:
+        room.leave(alone, _alone(nextitem))
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
