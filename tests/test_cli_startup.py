@@ -1,6 +1,7 @@
-"""What the ``batchwise`` command line loads to start: ``--help``, ``--version``, the parsers
-and the HTTP client's commands (``datasets``, ``jobs``, ``probes``) import none of the server's
-stack (settings, database, web, plots); the server's commands load it when they run.
+"""What the ``batchwise`` command line loads to start: ``--help``, ``--version`` and the parsers
+import none of the server's stack (settings, database, web, plots) and no HTTP client; the
+HTTP client's commands (``datasets``, ``jobs``, ``probes``) load the client only, the server's
+commands (``serve``, ``worker``, ``keys`` …) the server's stack only.
 
 Each case runs in a fresh interpreter (this one has loaded everything already) and reports
 which of the heavy modules ended up in :data:`sys.modules`; no timing is asserted.
@@ -17,10 +18,12 @@ import pytest
 
 from tests.support.processes import REPO_ROOT, find_free_port
 
-#: The server's stack: what the HTTP client's commands must start without.
+#: The server's stack, which the HTTP client's commands start without, and the client's
+#: (httpx), which the server's commands start without.
 HEAVY = (
     "alembic",
     "fastapi",
+    "httpx",
     "matplotlib",
     "psycopg",
     "pydantic",
@@ -91,10 +94,26 @@ def test_a_remote_command_runs_without_the_server_stack(action: str) -> None:
     # A port nothing listens on: the command fails to connect, after loading all it needs.
     url = f"http://127.0.0.1:{find_free_port()}"
     argv = ["jobs", action, *(["job-1"] if action == "show" else []), "--url", url]
-    assert heavy_loaded("main", *argv) == []
+    assert heavy_loaded("main", *argv) == ["httpx"]
 
 
 def test_the_server_commands_runner_loads_the_settings_and_the_database() -> None:
     # The other side, and a check that the probe sees an import when there is one.
     loaded = heavy_loaded("import", "service.cli.runner")
     assert {"alembic", "pydantic_settings", "sqlalchemy"} <= set(loaded)
+    assert "httpx" not in loaded
+
+
+def test_the_client_package_loads_its_http_stack_on_first_use() -> None:
+    import service.client
+
+    assert service.client.BatchwiseClient.__module__ == "service.client.http"
+    assert service.client.BatchwiseError.__module__ == "service.client.errors"
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        service.client.Nothing  # noqa: B018
+
+
+def test_the_remote_runner_handles_exactly_the_commands_the_parsers_add() -> None:
+    from service.cli.remote import parsers, runner
+
+    assert set(runner._HANDLERS) == parsers.COMMANDS

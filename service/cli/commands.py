@@ -42,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``batchwise`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    # Imported here, for start-up time: the remote commands load the HTTP client, the server's
+    # commands the settings and the database (pydantic-settings, SQLAlchemy, Alembic); neither
+    # needs the other's.
     if args.command in remote.COMMANDS:
-        return remote.run(args)
+        from service.cli.remote import runner as remote_runner
+
+        return remote_runner.run(args)
     if args.command == demo.COMMAND:
         return demo.run(args)
-    # Imported here, for start-up time: the server's commands load the settings and the
-    # database (pydantic-settings, SQLAlchemy, Alembic), which the commands above do without.
     from service.cli import runner
 
     return runner.run(args)

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from service import __version__
+from service.client.environment import API_KEY_ENV
 from service.client.errors import (
     BatchwiseAPIError,
     BatchwiseConnectionError,
@@ -58,7 +59,6 @@ from service.client.schemas import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
-API_KEY_ENV = "BATCHWISE_API_KEY"
 DEFAULT_POLL_S = 0.5
 
 Arrays = tuple[ArrayLike, ArrayLike]

@@ -12,10 +12,12 @@ Output: aligned tables and short lines for people on stdout; ``--json`` prints e
 JSON the API answered instead. Errors go to stderr: the problem's title, detail and each
 field error, exit 1; usage errors exit 2 (argparse); a progress bar goes to stderr so stdout
 stays clean for pipes.
+
+Its parsers (:mod:`.parsers`) load no HTTP stack, so that every ``batchwise`` command can build
+them; :mod:`.runner`, which runs a remote command, loads the client.
 """
 
 from service.cli.remote import demo
-from service.cli.remote.parsers import add_commands
-from service.cli.remote.runner import COMMANDS, DEFAULT_URL, URL_ENV, resolve_url, run
+from service.cli.remote.parsers import COMMANDS, DEFAULT_URL, URL_ENV, add_commands
 
-__all__ = ["COMMANDS", "DEFAULT_URL", "URL_ENV", "add_commands", "demo", "resolve_url", "run"]
+__all__ = ["COMMANDS", "DEFAULT_URL", "URL_ENV", "add_commands", "demo"]

@@ -7,9 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any, get_args
 
-from service.cli.remote.runner import DEFAULT_URL, URL_ENV
-from service.client import API_KEY_ENV
+from service.client.environment import API_KEY_ENV
 from service.client.schemas import JobStatus
+
+#: The commands these parsers add.
+COMMANDS = frozenset({"datasets", "jobs", "probes"})
+#: The service, when no ``--url`` names it: read by this terminal client only.
+URL_ENV = "BATCHWISE_URL"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 _CLIENT_ENVIRONMENT = f"""\
 environment:

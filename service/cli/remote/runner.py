@@ -12,17 +12,14 @@ from typing import TextIO
 
 from service.cli.remote import datasets, jobs, probes
 from service.cli.remote.handler import EXIT_ERROR, EXIT_USAGE, Handler, UsageError
+from service.cli.remote.parsers import DEFAULT_URL, URL_ENV
 from service.client import API_KEY_ENV, BatchwiseAPIError, BatchwiseClient, BatchwiseError
-
-URL_ENV = "BATCHWISE_URL"
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 _HANDLERS: dict[str, dict[str, Handler]] = {
     "datasets": datasets.HANDLERS,
     "jobs": jobs.HANDLERS,
     "probes": probes.HANDLERS,
 }
-COMMANDS = frozenset(_HANDLERS)
 
 
 def resolve_url(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
