@@ -28,6 +28,8 @@ def under_xdist(request: pytest.FixtureRequest) -> None:
         pytest.skip("the room exists only under pytest-xdist (the suite's default, -n 2)")
 
 
+#: The gate passes counted by the first test, read by the second: they run in this order on
+#: one worker, as the suite distributes whole files (``--dist loadfile``).
 ENTRIES: list[int] = []
 
 
@@ -40,6 +42,7 @@ def test_an_alone_test_holds_the_room_exclusively() -> None:
 @pytest.mark.alone
 def test_the_next_alone_test_still_holds_it_without_passing_the_gate_again() -> None:
     assert not can_lock(fcntl.LOCK_SH)
+    assert ENTRIES, "runs right after the test above, on the same worker"
     assert _worker_room().entries == ENTRIES[0]
 
 

@@ -19,12 +19,14 @@ import pytest
 from tests.support.processes import REPO_ROOT, find_free_port
 
 #: The server's stack, which the HTTP client's commands start without, and the client's
-#: (httpx), which the server's commands start without.
+#: (httpx, and NumPy for arrays), which the parsers and the server's commands other than
+#: ``worker`` and ``serve`` start without.
 HEAVY = (
     "alembic",
     "fastapi",
     "httpx",
     "matplotlib",
+    "numpy",
     "psycopg",
     "pydantic",
     "pydantic_settings",
@@ -85,7 +87,7 @@ def heavy_loaded(mode: str, *args: str) -> list[str]:
     ],
     ids=" ".join,
 )
-def test_parsing_any_command_loads_no_server_stack(argv: list[str]) -> None:
+def test_parsing_any_command_loads_no_server_stack_and_no_http_client(argv: list[str]) -> None:
     assert heavy_loaded("parse", *argv) == []
 
 
@@ -94,23 +96,25 @@ def test_a_remote_command_runs_without_the_server_stack(action: str) -> None:
     # A port nothing listens on: the command fails to connect, after loading all it needs.
     url = f"http://127.0.0.1:{find_free_port()}"
     argv = ["jobs", action, *(["job-1"] if action == "show" else []), "--url", url]
-    assert heavy_loaded("main", *argv) == ["httpx"]
+    assert heavy_loaded("main", *argv) == ["httpx", "numpy"]
 
 
 def test_the_server_commands_runner_loads_the_settings_and_the_database() -> None:
     # The other side, and a check that the probe sees an import when there is one.
     loaded = heavy_loaded("import", "service.cli.runner")
     assert {"alembic", "pydantic_settings", "sqlalchemy"} <= set(loaded)
-    assert "httpx" not in loaded
+    assert not {"httpx", "numpy"} & set(loaded)
 
 
 def test_the_client_package_loads_its_http_stack_on_first_use() -> None:
+    assert heavy_loaded("import", "service.client") == []
     import service.client
 
     assert service.client.BatchwiseClient.__module__ == "service.client.http"
     assert service.client.BatchwiseError.__module__ == "service.client.errors"
     with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
         service.client.Nothing  # noqa: B018
+    assert "BatchwiseClient" in dir(service.client)
 
 
 def test_the_remote_runner_handles_exactly_the_commands_the_parsers_add() -> None:

@@ -70,6 +70,10 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
     "API_KEY_ENV",
     "FINISHED_JOB_STATUSES",

@@ -385,7 +385,7 @@ def test_work_in_the_child_whose_caller_is_cancelled_is_undone_once_it_ends(
 
     def undo() -> None:  # in the pool's thread: the test reads ``undone`` once all is done
         existed = written.exists()
-        written.unlink()
+        written.unlink(missing_ok=True)
         undone.append(existed)
 
     async def run() -> None:
