@@ -17,11 +17,17 @@ from sqlalchemy import Engine
 from service.config import Settings
 from service.db import session_factory
 from service.jobs import queue
-from tests.support.factories import LONG_JOB, add_dataset, long_job_data, regression_data, submit
+from tests.support.factories import LONG_JOB, add_dataset, regression_data, submit
 from tests.support.processes import wait_for, worker_pid, workers
 from tests.support.stored import job_row
 
 MAX_ATTEMPTS = 3  # the jobs table's default attempt cap
+#: An attempt that checkpointed an epoch does not count toward the cap, so each must die before
+#: its first epoch ends: at batch 1 on 60,000 rows that epoch takes over a second (0.4 s on
+#: 20,000 rows, quiet), far beyond the few milliseconds from a claim to its kill. (At batch 8 it
+#: took 56 ms, and on a loaded machine an attempt once checkpointed before its kill.)
+POISON_ROWS = 60_000
+POISON_JOB = {**LONG_JOB, "batch_size": 1, "seed": 3}
 
 
 def test_poison_job_fails_after_three_killed_attempts_without_blocking_the_queue(
@@ -30,9 +36,8 @@ def test_poison_job_fails_after_three_killed_attempts_without_blocking_the_queue
     with session_factory(engine)() as session:
         poison = submit(
             session,
-            add_dataset(session, *long_job_data(), tmp_path),
-            **LONG_JOB,
-            seed=3,
+            add_dataset(session, *regression_data(POISON_ROWS), tmp_path),
+            **POISON_JOB,
             commit=True,
         )
         small_id = add_dataset(session, *regression_data(64), tmp_path)
