@@ -85,10 +85,19 @@ class _Room:
             fcntl.flock(self.room, fcntl.LOCK_UN)
             fcntl.flock(self.gate, fcntl.LOCK_UN)
 
+    def close(self) -> None:
+        self.room.close()
+        self.gate.close()
+
 
 @functools.cache
 def _worker_room() -> _Room:
     return _Room()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _worker_room.cache_info().currsize:  # this worker entered the room
+        _worker_room().close()
 
 
 def _alone(item: pytest.Item | None) -> bool:
