@@ -1,14 +1,21 @@
 """Histories recorded before the restructure of issue 13, replayed: the same config, data and
-seed must give the same bytes — every field a worker stores of each epoch, the step losses and
+seed must give the same numbers — every field a worker stores of each epoch, the step losses and
 the trained model — through every path of the loop (the fused SGD step and the reference one,
 every optimizer, schedules, the adaptive batch size, evaluations, noise, early stopping, a
 resumed checkpoint).
 
-``golden_histories.json`` was written by ``python -m tests.core.test_golden_histories`` on the
-commit before the move; run that again only to record a deliberate change of the numbers, and
-say why in the commit. Floats are compared exactly on the NumPy version and CPU they were
-recorded with, and to 1e-6 relative elsewhere (another BLAS may round a matrix product
-differently; a change of algorithm still shows).
+Two records, two strengths:
+
+- ``golden_histories.json``, written on the commit before the move: every float to 1e-6
+  relative, on any machine (another CPU's kernels round differently; a change of algorithm
+  still shows). Rewrite it (``python -m tests.core.test_golden_histories --write``) only for a
+  deliberate change of the numbers, and say why in the commit.
+- ``golden_bytes.json``, one record per platform — what decides a float's last bits: NumPy's
+  version, the SIMD kernels it dispatches to on this CPU, the BLAS and the core it picked — every
+  byte, the hashes of the step losses and of the model included. ``--add-platform`` records
+  this platform's, once its run matches the first record to 1e-6. A platform without a record
+  skips the byte test and says how to add one. (The CPU's name alone is not such an identity:
+  two "AMD EPYC" machines, one with AVX-512, differ in the last bits.)
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import pytest
 from service.core import Checkpoint, TrainConfig, Training
 
 GOLDEN = Path(__file__).with_name("golden_histories.json")
+GOLDEN_BYTES = Path(__file__).with_name("golden_bytes.json")
 #: Fields that measure the machine, not the maths.
 TIMING_FIELDS = ("wall_time_s", "samples_per_s")
 
@@ -143,7 +151,14 @@ def _stored(record: Any) -> dict[str, Any]:
 
 
 def recorded_on() -> dict[str, str]:
-    return {"numpy": np.__version__, "machine": platform.machine(), "cpu": _cpu()}
+    """This platform: what decides the last bits of the runs' floats (see the module docstring)."""
+    return {
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu(),
+        "simd": _simd(),
+        "blas": _blas(),
+    }
 
 
 def _cpu() -> str:
@@ -154,6 +169,27 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def _simd() -> str:
+    """The SIMD targets NumPy was built to dispatch to that this CPU has."""
+    from numpy._core._multiarray_umath import (  # type: ignore[import-not-found]
+        __cpu_dispatch__,
+        __cpu_features__,
+    )
+
+    return " ".join(target for target in __cpu_dispatch__ if __cpu_features__.get(target))
+
+
+def _blas() -> str:
+    """The BLAS NumPy loaded and the core it picked for this CPU (OpenBLAS's ``architecture``)."""
+    from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+
+    return "; ".join(
+        f"{pool['internal_api']} {pool['version']} {pool.get('architecture', '?')}"
+        for pool in threadpool_info()
+        if pool["user_api"] == "blas"
+    )
 
 
 def runs() -> dict[str, dict[str, Any]]:
@@ -168,14 +204,43 @@ def golden() -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.parametrize("name", [*CASES, *(f"{case} (resumed)" for case in RESUMED)])
+def platform_records() -> list[dict[str, Any]]:
+    if not GOLDEN_BYTES.exists():
+        return []
+    records: list[dict[str, Any]] = json.loads(GOLDEN_BYTES.read_text())["platforms"]
+    return records
+
+
+NAMES = [*CASES, *(f"{case} (resumed)" for case in RESUMED)]
+
+
+def run_of(name: str) -> dict[str, Any]:
+    case, resume = name.removesuffix(" (resumed)"), name.endswith(" (resumed)")
+    return record_of(case, resume=resume)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_the_run_gives_the_history_recorded_before_the_move(
     golden: dict[str, Any], name: str
 ) -> None:
-    case, resume = name.removesuffix(" (resumed)"), name.endswith(" (resumed)")
-    expected = golden["runs"][name]
-    actual = record_of(case, resume=resume)
-    exact = golden["recorded_on"] == recorded_on()
+    _assert_same(run_of(name), golden["runs"][name], name, exact=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_run_gives_the_bytes_recorded_on_this_platform(name: str) -> None:
+    here = recorded_on()
+    records = [record for record in platform_records() if record["recorded_on"] == here]
+    if not records:
+        pytest.skip(
+            f"no bytes recorded on this platform ({here}): "
+            "python -m tests.core.test_golden_histories --add-platform records them"
+        )
+    _assert_same(run_of(name), records[0]["runs"][name], name, exact=True)
+
+
+def _assert_same(
+    actual: dict[str, Any], expected: dict[str, Any], name: str, *, exact: bool
+) -> None:
     assert len(actual["epochs"]) == len(expected["epochs"])
     for epoch, (got, want) in enumerate(zip(actual["epochs"], expected["epochs"], strict=True)):
         assert _same(got, want, exact=exact), f"{name}, epoch {epoch + 1}: {got} != {want}"
@@ -199,9 +264,30 @@ def _same(got: Any, want: Any, *, exact: bool) -> bool:
     return bool(got == want)
 
 
+def _add_platform() -> None:
+    """Record this platform's bytes, replacing an earlier record of it; refused when a run
+    differs from the record before the move by more than 1e-6."""
+    reference = json.loads(GOLDEN.read_text())["runs"]
+    current = runs()
+    differ = [name for name in current if not _same(current[name], reference[name], exact=False)]
+    if differ:
+        sys.exit(f"these runs differ from {GOLDEN.name} by more than 1e-6: {differ}")
+    here = recorded_on()
+    records = [record for record in platform_records() if record["recorded_on"] != here]
+    records.append({"recorded_on": here, "runs": current})
+    GOLDEN_BYTES.write_text(json.dumps({"platforms": records}, indent=1) + "\n")
+    print(f"wrote {GOLDEN_BYTES.name}: {len(records)} platforms")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m tests.core.test_golden_histories --write")
-    document = {"recorded_on": recorded_on(), "runs": runs()}
-    GOLDEN.write_text(json.dumps(document, indent=1) + "\n")
-    print(f"wrote {GOLDEN.name}: {len(document['runs'])} runs")
+    if sys.argv[1:] == ["--add-platform"]:
+        _add_platform()
+    elif sys.argv[1:] == ["--write"]:
+        written = runs()
+        GOLDEN.write_text(
+            json.dumps({"recorded_on": recorded_on(), "runs": written}, indent=1) + "\n"
+        )
+        GOLDEN_BYTES.unlink(missing_ok=True)  # recorded against the numbers replaced
+        print(f"wrote {GOLDEN.name}: {len(written)} runs; add each platform again")
+    else:
+        sys.exit("usage: python -m tests.core.test_golden_histories --write | --add-platform")
