@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.resolved_database_url,
         timeout_s=timeout_s,
         isolation_level="AUTOCOMMIT",
+        pool_pre_ping=False,  # a lost connection is retried instead (service.api.reads)
         pool_size=READ_THREADS,
         max_overflow=4,  # for the sync dependencies that check a key (the dashboard's pages)
     )

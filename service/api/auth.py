@@ -28,10 +28,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.problems import error_response
+from service.api.reads import Reads
 from service.config import Settings
 from service.errors import Unauthorized
 from service.keys import DEFAULT_TENANT
@@ -89,9 +89,8 @@ def tenant_of_key(request: Request, key: str) -> str:
     """The tenant ``key`` acts for, checked in a session of its own (the request's session may
     then stay unopened through a long upload; autocommit: it writes nothing);
     :class:`Unauthorized` otherwise. Sync: async callers use :func:`tenant_of_key_off_loop`."""
-    factory: sessionmaker[Session] = request.app.state.read_session_factory
-    with factory() as session:
-        return keys_service.authenticate(session, key)
+    reads: Reads = request.app.state.reads
+    return reads.run(keys_service.authenticate, key)
 
 
 async def tenant_of_key_off_loop(request: Request, key: str) -> str:

@@ -12,6 +12,12 @@ connection, or made one that the pool then closes again, would cost more than th
 
 Chosen over SQLAlchemy's asyncio extension (psycopg's async mode), which cost more CPU per read
 and more time per request under load; figures in docs/performance.md.
+
+The read engine does not ping a connection before each use (a round trip as long as the read
+itself): a read that finds its pooled connection lost — the database restarted since — is run
+once more, on a new connection, which is what the ping would have bought. Reads write nothing,
+so running one twice is safe; SQLAlchemy has by then dropped every connection older than the
+loss. A second loss, or a database that does not answer, is the caller's error (the API's 503).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 P = ParamSpec("P")
@@ -46,7 +53,14 @@ class Reads:
         return await anyio.to_thread.run_sync(read, limiter=self.limiter)
 
     def run(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(session, *args)`` in a read-only session, in this thread (a sync caller's)."""
+        """``fn(session, *args)`` in a read-only session, in this thread (a sync caller's);
+        once more if its connection was found lost (see the module docstring)."""
+        try:
+            with self.sessions() as session:
+                return fn(session, *args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
         with self.sessions() as session:
             return fn(session, *args, **kwargs)
 
