@@ -339,15 +339,16 @@ def queue_room(
     names them in the detail: "this job"). The caller's rollback then undoes the inserts.
     Nothing is checked without a limit.
 
-    The tenant's queue lock is taken before the inserts and held to the commit, and the count
-    made after them, so it is exact under concurrent submits (see the module docstring).
+    The tenant's queue lock is taken after the inserts and held to the commit, and the count
+    made under it, so it is exact under concurrent submits (see the module docstring). Taken
+    after, not before: every submit of the tenant waits while the lock is held, and the inserts
+    need no lock (of two submits, the one that locks second counts the other's committed row).
     """
     limit = None if limits is None else limits.max_queued_jobs
+    yield
     if limit is None:
-        yield
         return
     repository.lock_tenant_queue(session, tenant)
-    yield
     queued = repository.count_queued(session, tenant)
     if queued > limit:
         raise _queue_full(queued - adding, limit, what)
