@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import shutil
 import sqlite3
@@ -49,6 +50,58 @@ from tests.support.processes import (
     find_free_port,
     run_server,
 )
+
+# --- the order files are handed out ----------------------------------------------------------
+
+#: Seconds each test file took in a recorded run (``pytest --record-durations`` rewrites it).
+DURATIONS = Path(__file__).with_name("durations.json")
+#: What a file missing from it is taken to cost: a new file, most likely short.
+UNRECORDED_FILE_S = 1.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-durations",
+        action="store_true",
+        help=f"write each test file's seconds in this run to tests/{DURATIONS.name}",
+    )
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first, each file's tests in their own order: pytest-xdist hands files
+    out in this order (``--no-loadscope-reorder``), so the run ends on short files and the
+    two workers finish together. (Its default order, most tests first, left files of one
+    slow test for the end, and one worker running them while the other had nothing left.)"""
+    longest_files_first(items, json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {})
+
+
+def longest_files_first(items: list[pytest.Item], seconds: dict[str, float]) -> None:
+    """Sort ``items`` by their file's ``seconds``, longest first; a stable sort, so each file's
+    tests stay together and in order, and files of equal seconds keep their collected order."""
+    items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), UNRECORDED_FILE_S))
+
+
+@functools.cache
+def _recorded_seconds() -> dict[str, float]:
+    return {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    file = _file_of(report.nodeid)
+    _recorded_seconds()[file] = _recorded_seconds().get(file, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if config.getoption("record_durations") and not hasattr(config, "workerinput"):
+        recorded = sorted(_recorded_seconds().items(), key=lambda pair: -pair[1])
+        rounded = {file: round(seconds, 1) for file, seconds in recorded}
+        DURATIONS.write_text(json.dumps(rounded, indent=0) + "\n")
+
 
 # --- tests that run alone -------------------------------------------------------------------
 
