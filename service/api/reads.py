@@ -17,7 +17,9 @@ The read engine does not ping a connection before each use (a round trip as long
 itself): a read that finds its pooled connection lost — the database restarted since — is run
 once more, on a new connection, which is what the ping would have bought. Reads write nothing,
 so running one twice is safe; SQLAlchemy has by then dropped every connection older than the
-loss. A second loss, or a database that does not answer, is the caller's error (the API's 503).
+loss. A second loss is the caller's error (the API's 503), and so at once is a database that
+did not answer within the timeout (:class:`~service.db.session.AnswerTimeout`): run again, it
+would only cost a second timeout.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.session import AnswerTimeout
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,7 +63,7 @@ class Reads:
             with self.sessions() as session:
                 return fn(session, *args, **kwargs)
         except DBAPIError as exc:
-            if not exc.connection_invalidated:
+            if not exc.connection_invalidated or isinstance(exc.orig, AnswerTimeout):
                 raise
         with self.sessions() as session:
             return fn(session, *args, **kwargs)

@@ -82,14 +82,19 @@ POSTGRES_CONNECT_TIMEOUT_S = 5
 _WAIT_INTERVAL_S = 0.1
 
 
+class AnswerTimeout(psycopg.OperationalError):
+    """The database did not answer within :attr:`AnswerTimeoutConnection.answer_timeout_s`."""
+
+
 class AnswerTimeoutConnection(psycopg.Connection[Any]):
     """A psycopg connection that waits at most :attr:`answer_timeout_s` for each answer.
 
     libpq has no client-side statement timeout, and PostgreSQL's own ``statement_timeout``
     does nothing when the server is stalled (stopped, swapping, partitioned while its kernel
     still acknowledges our packets): a query would wait forever. Past the timeout the connection
-    is closed (its state is unknown) and :class:`psycopg.OperationalError` raised, which
-    SQLAlchemy reports as a lost connection and the API answers 503.
+    is closed (its state is unknown) and :class:`AnswerTimeout` (an
+    :class:`psycopg.OperationalError`) raised, which SQLAlchemy reports as a lost connection
+    and the API answers 503.
     """
 
     answer_timeout_s: float | None = None
@@ -108,7 +113,7 @@ class AnswerTimeoutConnection(psycopg.Connection[Any]):
             if limit is None or time.monotonic() - started < limit:
                 raise
             self.pgconn.finish()
-            raise psycopg.OperationalError(
+            raise AnswerTimeout(
                 f"the database did not answer within {limit:g} s (BATCHWISE_DATABASE_TIMEOUT_S)"
             ) from None
 
@@ -167,6 +172,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 __all__ = [
     "POSTGRES_CONNECT_TIMEOUT_S",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "AnswerTimeout",
     "AnswerTimeoutConnection",
     "DatabaseUrlError",
     "create_engine_for",
