@@ -90,17 +90,30 @@ def _recorded_seconds() -> dict[str, float]:
     return {}
 
 
+@functools.cache
+def _files_that_ran() -> set[str]:
+    return set()
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     file = _file_of(report.nodeid)
     _recorded_seconds()[file] = _recorded_seconds().get(file, 0.0) + report.duration
+    if report.when == "call":
+        _files_that_ran().add(file)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``--record-durations``, once a run passed: each file it ran (not only skipped)
+    gets this run's seconds in ``tests/durations.json``; files it did not run keep theirs."""
     config = session.config
-    if config.getoption("record_durations") and not hasattr(config, "workerinput"):
-        recorded = sorted(_recorded_seconds().items(), key=lambda pair: -pair[1])
-        rounded = {file: round(seconds, 1) for file, seconds in recorded}
-        DURATIONS.write_text(json.dumps(rounded, indent=0) + "\n")
+    if not config.getoption("record_durations") or hasattr(config, "workerinput"):
+        return
+    if exitstatus != pytest.ExitCode.OK:
+        return
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    recorded |= {file: round(_recorded_seconds()[file], 1) for file in _files_that_ran()}
+    ordered = dict(sorted(recorded.items(), key=lambda pair: -pair[1]))
+    DURATIONS.write_text(json.dumps(ordered, indent=0) + "\n")
 
 
 # --- tests that run alone -------------------------------------------------------------------
