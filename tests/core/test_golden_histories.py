@@ -6,15 +6,18 @@ resumed checkpoint).
 
 Two records, two strengths:
 
-- ``golden_histories.json``, written on the commit before the move: every float to 1e-6
-  relative, on any machine (another CPU's kernels round differently; a change of algorithm
-  still shows). Rewrite it (``python -m tests.core.test_golden_histories --write``) only for a
-  deliberate change of the numbers, and say why in the commit.
+- ``golden_histories.json``, written on the commit before the move: every field of each
+  epoch's record, floats to 1e-6 relative, on any machine (another CPU's kernels round
+  differently; a change of algorithm still shows); the step losses and the model, stored as
+  hashes, are compared by the byte test only. Rewrite it
+  (``python -m tests.core.test_golden_histories --write``) only for a deliberate change of the
+  numbers, and say why in the commit.
 - ``golden_bytes.json``, one record per platform — what decides a float's last bits: NumPy's
-  version, the SIMD kernels it dispatches to on this CPU, the BLAS and the core it picked — every
-  byte, the hashes of the step losses and of the model included. ``--add-platform`` records
-  this platform's, once its run matches the first record to 1e-6. A platform without a record
-  skips the byte test and says how to add one. (The CPU's name alone is not such an identity:
+  version, the SIMD kernels it dispatches to on this CPU, its BLAS and the core it picked, the C
+  library (NumPy's fallbacks for sin and cos) — every byte, the hashes of the step losses and
+  of the model included. ``--add-platform`` records this platform's, once its run matches the
+  first record to 1e-6. A platform without a record skips the byte test and says how to add
+  one. (The CPU's name alone is not such an identity:
   two "AMD EPYC" machines, one with AVX-512, differ in the last bits.)
 """
 
@@ -158,6 +161,7 @@ def recorded_on() -> dict[str, str]:
         "cpu": _cpu(),
         "simd": _simd(),
         "blas": _blas(),
+        "libc": " ".join(platform.libc_ver()),
     }
 
 
@@ -182,13 +186,17 @@ def _simd() -> str:
 
 
 def _blas() -> str:
-    """The BLAS NumPy loaded and the core it picked for this CPU (OpenBLAS's ``architecture``)."""
+    """NumPy's BLAS and the core it picked for this CPU (OpenBLAS's ``architecture``); other
+    BLAS libraries a test loaded (SciPy's) are not NumPy's."""
     from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
 
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    numpys = [pool for pool in pools if "numpy" in pool["filepath"]] or pools
     return "; ".join(
-        f"{pool['internal_api']} {pool['version']} {pool.get('architecture', '?')}"
-        for pool in threadpool_info()
-        if pool["user_api"] == "blas"
+        sorted(
+            f"{pool['internal_api']} {pool['version']} {pool.get('architecture', '?')}"
+            for pool in numpys
+        )
     )
 
 
@@ -287,7 +295,8 @@ if __name__ == "__main__":
         GOLDEN.write_text(
             json.dumps({"recorded_on": recorded_on(), "runs": written}, indent=1) + "\n"
         )
-        GOLDEN_BYTES.unlink(missing_ok=True)  # recorded against the numbers replaced
-        print(f"wrote {GOLDEN.name}: {len(written)} runs; add each platform again")
+        here = {"recorded_on": recorded_on(), "runs": written}  # the others hold old numbers
+        GOLDEN_BYTES.write_text(json.dumps({"platforms": [here]}, indent=1) + "\n")
+        print(f"wrote {GOLDEN.name} and this platform's bytes; add the other platforms again")
     else:
         sys.exit("usage: python -m tests.core.test_golden_histories --write | --add-platform")
