@@ -342,7 +342,9 @@ def queue_room(
     The tenant's queue lock is taken after the inserts and held to the commit, and the count
     made under it, so it is exact under concurrent submits (see the module docstring). Taken
     after, not before: every submit of the tenant waits while the lock is held, and the inserts
-    need no lock (of two submits, the one that locks second counts the other's committed row).
+    need no lock (of two submits, the one that locks second counts the other's committed row:
+    under READ COMMITTED, the service's isolation level, each statement sees every commit made
+    before it began).
     """
     limit = None if limits is None else limits.max_queued_jobs
     yield
