@@ -85,21 +85,16 @@ def longest_files_first(items: list[pytest.Item], seconds: dict[str, float]) -> 
     items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), UNRECORDED_FILE_S))
 
 
-@functools.cache
-def _recorded_seconds() -> dict[str, float]:
-    return {}
-
-
-@functools.cache
-def _files_that_ran() -> set[str]:
-    return set()
+#: This run's seconds per file (setup, call and teardown), and the files with a test that ran.
+_seconds_this_run: dict[str, float] = {}
+_files_that_ran: set[str] = set()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     file = _file_of(report.nodeid)
-    _recorded_seconds()[file] = _recorded_seconds().get(file, 0.0) + report.duration
+    _seconds_this_run[file] = _seconds_this_run.get(file, 0.0) + report.duration
     if report.when == "call":
-        _files_that_ran().add(file)
+        _files_that_ran.add(file)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -111,7 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus != pytest.ExitCode.OK:
         return
     recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
-    recorded |= {file: round(_recorded_seconds()[file], 1) for file in _files_that_ran()}
+    recorded |= {file: round(_seconds_this_run[file], 1) for file in _files_that_ran}
     ordered = dict(sorted(recorded.items(), key=lambda pair: -pair[1]))
     DURATIONS.write_text(json.dumps(ordered, indent=0) + "\n")
 
