@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.api.auth import AuthenticateFirst
@@ -17,7 +16,8 @@ from service.api.dashboard import install_dashboard
 from service.api.docs import install_docs
 from service.api.observability import install_observability
 from service.api.offload import BodyDecoder
-from service.api.problems import PROBLEM_JSON, install_problem_handlers
+from service.api.openapi import openapi_document
+from service.api.problems import install_problem_handlers
 from service.api.reads import READ_THREADS, Reads
 from service.api.routes import datasets, health, jobs, plots, probes, sweeps
 from service.api.same_origin import SameOriginWrites
@@ -93,9 +93,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(AuthenticateFirst)
     app.add_middleware(SameOriginWrites)  # outside the key check: a forged write costs no query
-    # The upload streams under its own limit (max_upload_bytes); every other body is capped.
-    upload = ("POST", datasets.router.prefix)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt={upload})
+    # The uploads read under their own limits (max_upload_bytes); every other body is capped.
+    uploads = {("POST", datasets.router.prefix), ("POST", datasets.router.prefix + "/inline")}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=uploads)
     install_observability(app)
     install_security_headers(app)
     install_docs(app)
@@ -109,34 +109,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-                tags=app.openapi_tags,
-            )
-            app.openapi_schema = _problems_as_problem_json(schema)
+            app.openapi_schema = openapi_document(app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
-    """Document every 4xx/5xx answer as ``application/problem+json`` with the ``Problem``
-    schema: FastAPI files extra responses under ``application/json`` and adds its own
-    ``HTTPValidationError`` for 422, neither of which is what the API sends."""
-    problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
-                if status[:1] in ("4", "5"):
-                    response["content"] = {PROBLEM_JSON: {"schema": problem_ref}}
-    components = schema.get("components", {}).get("schemas", {})
-    for unused in ("HTTPValidationError", "ValidationError"):
-        components.pop(unused, None)
-    return schema
 
 
 __all__ = ["create_app"]

@@ -268,6 +268,7 @@ def _check_metrics_token(request: Request) -> None:
 
 @router.get(
     "/metrics",
+    operation_id="getMetrics",
     summary="Prometheus metrics",
     description="Metrics in the Prometheus text format (OpenMetrics when the `Accept` header "
     "asks for `application/openmetrics-text`): jobs by status, queue depth and oldest queued "

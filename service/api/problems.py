@@ -376,17 +376,44 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": Problem,
             "description": descriptions.get(status, HTTPStatus(status).phrase),
+            **({"headers": PROBLEM_HEADERS[status]} if status in PROBLEM_HEADERS else {}),
         }
         for status in statuses
     }
 
 
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "schema": schema}
+
+
+#: The headers that come with some problems, as OpenAPI declares them.
+RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
+PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": _header(
+            '`Bearer`, with `error="invalid_token"` when a key was sent but refused.',
+            {"type": "string"},
+        )
+    },
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
+}
+
+
+def created_responses(description: str, *, status: int = 201) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of an operation that creates something: its ``Location``."""
+    location = _header("The new resource's URL path.", {"type": "string"})
+    return {status: {"description": description, "headers": {"Location": location}}}
+
+
 __all__ = [
     "DATABASE_RETRY_AFTER_S",
+    "PROBLEM_HEADERS",
     "PROBLEM_JSON",
     "STORAGE_FULL_DETAIL",
     "Problem",
     "ProblemFieldError",
+    "created_responses",
     "error_response",
     "field_errors",
     "install_problem_handlers",

@@ -179,7 +179,7 @@ class BatchwiseClient:
             body["name"] = name
         if feature_names is not None:
             body["feature_names"] = list(feature_names)
-        return cast(Dataset, self._json("POST", "/v1/datasets", json=body))
+        return cast(Dataset, self._json("POST", "/v1/datasets/inline", json=body))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """``GET /v1/datasets/{id}``."""
@@ -271,8 +271,8 @@ class BatchwiseClient:
     ) -> str:
         """The history as CSV text: one row per epoch (``table="epochs"``) or one ``step,loss``
         row per kept step (``"steps"``); empty cells where a value does not apply."""
-        params = _params(format="csv", table=table, max_points=max_points)
-        return self._request("GET", f"/v1/jobs/{job_id}/history", params=params).text
+        params = _params(table=table, max_points=max_points)
+        return self._request("GET", f"/v1/jobs/{job_id}/history.csv", params=params).text
 
     def get_model(self, job_id: str) -> Model:
         """``GET /v1/jobs/{id}/model``: a succeeded job's parameters (409 before)."""
@@ -281,8 +281,7 @@ class BatchwiseClient:
     def get_model_npz(self, job_id: str) -> bytes:
         """The model as the bytes of an ``.npz`` file (no pickle): read it with
         ``np.load(io.BytesIO(data))``."""
-        params = {"format": "npz"}
-        return self._request("GET", f"/v1/jobs/{job_id}/model", params=params).content
+        return self._request("GET", f"/v1/jobs/{job_id}/model.npz").content
 
     def predict(self, job_id: str, X: ArrayLike) -> Prediction:
         """Predictions for rows X (n_rows, n_features) from a succeeded job's model. A list is

@@ -51,6 +51,10 @@ EXAMPLE_JOB_ID = "0c6f2b9e-8d1a-4f7e-b1c3-5a9d2e4f6a80"
 EXAMPLE_DATASET_ID = "5f0c1c9e-3f5d-4a3e-9a51-2f8d2f0c9b11"
 
 
+#: The largest seed: what a signed 64-bit integer (PostgreSQL's ``bigint``) holds.
+MAX_SEED = 2**63 - 1
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -76,8 +80,11 @@ class LRScheduleIn(_Strict):
 
 
 MAX_WARMUP_POINTS = 1000
+#: The most samples a warmup point may name: far beyond any job, well within 64 bits.
+MAX_WARMUP_SAMPLES = 2**62
 WarmupPoint = tuple[
-    Annotated[int, Field(strict=True, ge=0, le=2**62)], Annotated[int, Field(strict=True, ge=1)]
+    Annotated[int, Field(strict=True, ge=0, le=MAX_WARMUP_SAMPLES)],
+    Annotated[int, Field(strict=True, ge=1)],
 ]
 
 
@@ -203,7 +210,7 @@ class JobCreate(_Strict):
     epochs: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 10
     shuffle: StrictBool = Field(default=True, description="Reshuffle the rows every epoch.")
     drop_last: StrictBool = Field(default=False, description="Drop a final partial batch.")
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] = Field(
+    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] = Field(
         default=0, description="Every random draw derives from it: same seed, same bytes."
     )
     validation_split: UnitFloat = Field(
@@ -306,6 +313,8 @@ __all__ = [
     "EXAMPLE_DATASET_ID",
     "EXAMPLE_JOB_ID",
     "FINISHED_STATUSES",
+    "MAX_SEED",
+    "MAX_WARMUP_SAMPLES",
     "SWEEP_TAG_PREFIX",
     "BatchSizeScheduleIn",
     "EarlyStoppingIn",

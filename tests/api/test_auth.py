@@ -39,7 +39,9 @@ PROBLEM_JSON = "application/problem+json"
 CHALLENGE = 'Bearer realm="batchwise"'
 INVALID_TOKEN = 'Bearer realm="batchwise", error="invalid_token"'
 #: Every route under /v1 today; the enumeration must find exactly these.
-V1_ROUTE_COUNT = 25
+V1_ROUTE_COUNT = 36
+#: Of which documented: all but the four plots' ``.{fmt}`` forms.
+V1_OPERATION_COUNT = 32
 
 
 def line_data(n_rows: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +180,9 @@ def calls(dataset: str, job: str, sweep: str, probe: str) -> dict[tuple[str, str
     """How to call every /v1 route on these ids: a valid request in every other respect."""
     return {
         ("POST", "/v1/datasets"): Call("/v1/datasets", inline_dataset(), names_object=False),
+        ("POST", "/v1/datasets/inline"): Call(
+            "/v1/datasets/inline", inline_dataset(), names_object=False
+        ),
         ("GET", "/v1/datasets"): Call("/v1/datasets", names_object=False),
         ("GET", "/v1/datasets/{dataset_id}"): Call(f"/v1/datasets/{dataset}"),
         ("DELETE", "/v1/datasets/{dataset_id}"): Call(f"/v1/datasets/{dataset}"),
@@ -187,9 +192,13 @@ def calls(dataset: str, job: str, sweep: str, probe: str) -> dict[tuple[str, str
         ("DELETE", "/v1/jobs/{job_id}"): Call(f"/v1/jobs/{job}"),
         ("POST", "/v1/jobs/{job_id}/cancel"): Call(f"/v1/jobs/{job}/cancel"),
         ("GET", "/v1/jobs/{job_id}/history"): Call(f"/v1/jobs/{job}/history"),
+        ("GET", "/v1/jobs/{job_id}/history.csv"): Call(f"/v1/jobs/{job}/history.csv"),
         ("GET", "/v1/jobs/{job_id}/model"): Call(f"/v1/jobs/{job}/model"),
+        ("GET", "/v1/jobs/{job_id}/model.npz"): Call(f"/v1/jobs/{job}/model.npz"),
         ("POST", "/v1/jobs/{job_id}/predict"): Call(f"/v1/jobs/{job}/predict", {"X": [[0.0, 1.0]]}),
         ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"): Call(f"/v1/jobs/{job}/plots/loss.svg"),
+        ("GET", "/v1/jobs/{job_id}/plots/loss.svg"): Call(f"/v1/jobs/{job}/plots/loss.svg"),
+        ("GET", "/v1/jobs/{job_id}/plots/loss.png"): Call(f"/v1/jobs/{job}/plots/loss.png"),
         ("POST", "/v1/sweeps"): Call(
             "/v1/sweeps",
             {"dataset_id": dataset, "batch_sizes": [8, 16], "learning_rates": [0.05]},
@@ -197,8 +206,20 @@ def calls(dataset: str, job: str, sweep: str, probe: str) -> dict[tuple[str, str
         ("GET", "/v1/sweeps"): Call("/v1/sweeps", names_object=False),
         ("GET", "/v1/sweeps/{sweep_id}"): Call(f"/v1/sweeps/{sweep}"),
         ("POST", "/v1/sweeps/{sweep_id}/cancel"): Call(f"/v1/sweeps/{sweep}/cancel"),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.svg"): Call(
+            f"/v1/sweeps/{sweep}/plots/curves.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.png"): Call(
+            f"/v1/sweeps/{sweep}/plots/curves.png"
+        ),
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): Call(
             f"/v1/sweeps/{sweep}/plots/curves.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.svg"): Call(
+            f"/v1/sweeps/{sweep}/plots/scaling.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.png"): Call(
+            f"/v1/sweeps/{sweep}/plots/scaling.png"
         ),
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): Call(
             f"/v1/sweeps/{sweep}/plots/scaling.png"
@@ -210,6 +231,12 @@ def calls(dataset: str, job: str, sweep: str, probe: str) -> dict[tuple[str, str
         ("GET", "/v1/probes"): Call("/v1/probes", names_object=False),
         ("GET", "/v1/probes/{probe_id}"): Call(f"/v1/probes/{probe}"),
         ("POST", "/v1/probes/{probe_id}/cancel"): Call(f"/v1/probes/{probe}/cancel"),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.svg"): Call(
+            f"/v1/probes/{probe}/plots/critical.svg"
+        ),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.png"): Call(
+            f"/v1/probes/{probe}/plots/critical.png"
+        ),
         ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): Call(
             f"/v1/probes/{probe}/plots/critical.svg"
         ),
@@ -411,7 +438,7 @@ def test_openapi_declares_the_bearer_scheme_on_every_v1_operation(client: TestCl
         (path, operation) for path, item in document["paths"].items() for operation in item.values()
     ]
     v1 = [(path, op) for path, op in operations if path.startswith("/v1")]
-    assert len(v1) == V1_ROUTE_COUNT
+    assert len(v1) == V1_OPERATION_COUNT
     for path, operation in v1:
         assert operation["security"] == [{"APIKey": []}], path
         assert operation["responses"]["401"]["content"] == {
@@ -452,7 +479,7 @@ def test_another_tenants_objects_answer_the_404_of_a_missing_id_on_every_route(
             nowhere, *missing
         ), (method, path)
         checked += 1
-    assert checked == 20  # all but the four lists and the dataset upload
+    assert checked == 30  # all but the four lists and the two dataset uploads
 
 
 def test_the_owner_reaches_every_route_that_names_its_objects(
@@ -474,19 +501,29 @@ def test_the_owner_reaches_every_route_that_names_its_objects(
         ("DELETE", "/v1/jobs/{job_id}"): 204,
         ("POST", "/v1/jobs/{job_id}/cancel"): 409,  # already succeeded
         ("GET", "/v1/jobs/{job_id}/history"): 200,
+        ("GET", "/v1/jobs/{job_id}/history.csv"): 200,
         ("GET", "/v1/jobs/{job_id}/model"): 200,
+        ("GET", "/v1/jobs/{job_id}/model.npz"): 200,
         ("POST", "/v1/jobs/{job_id}/predict"): 200,
         ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"): 200,
+        ("GET", "/v1/jobs/{job_id}/plots/loss.svg"): 200,
+        ("GET", "/v1/jobs/{job_id}/plots/loss.png"): 200,
         ("POST", "/v1/sweeps"): 202,
         ("GET", "/v1/sweeps/{sweep_id}"): 200,
         ("POST", "/v1/sweeps/{sweep_id}/cancel"): 409,  # its points have all finished
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): 200,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.svg"): 200,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.png"): 200,
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): 200,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.svg"): 200,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.png"): 200,
         ("GET", "/v1/jobs/{job_id}/checkpoints"): 200,
         ("POST", "/v1/probes"): 422,  # the job kept no checkpoint to branch from
         ("GET", "/v1/probes/{probe_id}"): 200,
         ("POST", "/v1/probes/{probe_id}/cancel"): 200,
         ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): 200,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.svg"): 200,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.png"): 200,
     }
 
 

@@ -136,8 +136,10 @@ def test_unknown_job_is_404_on_every_route(client: TestClient) -> None:
         ("POST", "/v1/jobs/nope/cancel", None),
         ("DELETE", "/v1/jobs/nope", None),
         ("GET", "/v1/jobs/nope/history", None),
+        ("GET", "/v1/jobs/nope/history.csv", None),
         ("GET", "/v1/jobs/nope/history?format=csv", None),
         ("GET", "/v1/jobs/nope/model", None),
+        ("GET", "/v1/jobs/nope/model.npz", None),
         ("GET", "/v1/jobs/nope/model?format=npz", None),
         ("POST", "/v1/jobs/nope/predict", {"X": [[1.0]]}),
     ]:
@@ -242,15 +244,23 @@ def test_history_while_running_json_and_csv(client: TestClient, engine: Engine) 
     assert_problem(client.get(f"/v1/jobs/{job_id}/history?max_points=1"), 422)
     assert_problem(client.get(f"/v1/jobs/{job_id}/history?format=xml"), 422)
 
-    response = client.get(f"/v1/jobs/{job_id}/history?format=csv")
+    response = client.get(f"/v1/jobs/{job_id}/history.csv")
     assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        f'attachment; filename="job-{job_id}-epochs.csv"'
+    )
+    # The form from before history.csv had its own operation answers the same bytes.
+    assert client.get(f"/v1/jobs/{job_id}/history?format=csv").content == response.content
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[0][:3] == ["epoch", "train_loss", "val_loss"]
     assert len(rows) == 2
     assert len(rows[1]) == len(rows[0])
 
-    steps = client.get(f"/v1/jobs/{job_id}/history?format=csv&table=steps&max_points=100")
+    steps = client.get(f"/v1/jobs/{job_id}/history.csv?table=steps&max_points=100")
+    old_form = client.get(f"/v1/jobs/{job_id}/history?format=csv&table=steps&max_points=100")
+    assert old_form.content == steps.content
+    assert_problem(client.get(f"/v1/jobs/{job_id}/history.csv?table=rows"), 422)
     rows = list(csv.reader(io.StringIO(steps.text)))
     assert rows[0] == ["step", "loss"]
     assert 2 <= len(rows) - 1 <= 100
@@ -269,6 +279,7 @@ def test_model_and_predict_after_success(client: TestClient, engine: Engine) -> 
         standardize=True,
     )["id"]
     assert_problem(client.get(f"/v1/jobs/{job_id}/model"), 409)
+    assert_problem(client.get(f"/v1/jobs/{job_id}/model.npz"), 409)
     assert_problem(client.get(f"/v1/jobs/{job_id}/model?format=npz"), 409)
     assert_problem(client.post(f"/v1/jobs/{job_id}/predict", json={"X": [[1.0, 1.0]]}), 409)
 
@@ -285,8 +296,9 @@ def test_model_and_predict_after_success(client: TestClient, engine: Engine) -> 
     assert model["feature_names"] == ["x0", "x1"]
     assert len(model["standardization"]["mean"]) == 2
 
-    npz = client.get(f"/v1/jobs/{job_id}/model?format=npz")
+    npz = client.get(f"/v1/jobs/{job_id}/model.npz")
     assert npz.status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}/model?format=npz").content == npz.content
     assert npz.headers["content-type"] == "application/octet-stream"
     assert "attachment" in npz.headers["content-disposition"]
     fitted = FittedModel.from_npz_bytes(npz.content)
@@ -344,9 +356,12 @@ def test_every_jobs_route_is_documented(client: TestClient) -> None:
         ("/v1/jobs/{job_id}", "delete"),
         ("/v1/jobs/{job_id}/cancel", "post"),
         ("/v1/jobs/{job_id}/history", "get"),
+        ("/v1/jobs/{job_id}/history.csv", "get"),
         ("/v1/jobs/{job_id}/model", "get"),
+        ("/v1/jobs/{job_id}/model.npz", "get"),
         ("/v1/jobs/{job_id}/predict", "post"),
-        ("/v1/jobs/{job_id}/plots/loss.{fmt}", "get"),
+        ("/v1/jobs/{job_id}/plots/loss.svg", "get"),
+        ("/v1/jobs/{job_id}/plots/loss.png", "get"),
         ("/v1/jobs/{job_id}/checkpoints", "get"),
     }
     found = {(p, m) for p, ops in paths.items() for m in ops}

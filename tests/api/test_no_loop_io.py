@@ -120,6 +120,9 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ("POST", "/v1/datasets"): lambda c: c.post(
             "/v1/datasets", files={"file": ("d.npy", npy.getvalue())}
         ),
+        ("POST", "/v1/datasets/inline"): lambda c: c.post(
+            "/v1/datasets/inline", json={"X": [[0.0], [1.0]], "y": [0.0, 1.0]}
+        ),
         ("GET", "/v1/datasets"): lambda c: c.get("/v1/datasets"),
         ("GET", "/v1/datasets/{dataset_id}"): lambda c: c.get(f"/v1/datasets/{dataset}"),
         ("DELETE", "/v1/datasets/{dataset_id}"): lambda c: c.delete(f"/v1/datasets/{dataset}"),
@@ -131,8 +134,10 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ("POST", "/v1/jobs/{job_id}/cancel"): lambda c: c.post(f"/v1/jobs/{job}/cancel"),
         ("DELETE", "/v1/jobs/{job_id}"): lambda c: c.delete(f"/v1/jobs/{job}"),
         ("GET", "/v1/jobs/{job_id}/history"): lambda c: c.get(f"/v1/jobs/{job}/history"),
+        ("GET", "/v1/jobs/{job_id}/history.csv"): lambda c: c.get(f"/v1/jobs/{job}/history.csv"),
         ("GET", "/v1/jobs/{job_id}/checkpoints"): lambda c: c.get(f"/v1/jobs/{job}/checkpoints"),
         ("GET", "/v1/jobs/{job_id}/model"): lambda c: c.get(f"/v1/jobs/{job}/model"),
+        ("GET", "/v1/jobs/{job_id}/model.npz"): lambda c: c.get(f"/v1/jobs/{job}/model.npz"),
         ("POST", "/v1/jobs/{job_id}/predict"): lambda c: c.post(
             f"/v1/jobs/{job}/predict", json={"X": [ids["row"]]}
         ),
@@ -147,15 +152,39 @@ def requests_for(ids: dict[str, Any]) -> dict[tuple[str, str], Send]:
         ),
         ("GET", "/v1/probes"): lambda c: c.get("/v1/probes"),
         ("GET", "/v1/probes/{probe_id}"): lambda c: c.get(f"/v1/probes/{probe}"),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.svg"): lambda c: c.get(
+            f"/v1/probes/{probe}/plots/critical.svg"
+        ),
+        ("GET", "/v1/probes/{probe_id}/plots/critical.png"): lambda c: c.get(
+            f"/v1/probes/{probe}/plots/critical.png"
+        ),
         ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): lambda c: c.get(
             f"/v1/probes/{probe}/plots/critical.svg"
         ),
         ("POST", "/v1/probes/{probe_id}/cancel"): lambda c: c.post(f"/v1/probes/{probe}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/plots/loss.svg"): lambda c: c.get(
+            f"/v1/jobs/{job}/plots/loss.svg"
+        ),
+        ("GET", "/v1/jobs/{job_id}/plots/loss.png"): lambda c: c.get(
+            f"/v1/jobs/{job}/plots/loss.png"
+        ),
         ("GET", "/v1/jobs/{job_id}/plots/loss.{fmt}"): lambda c: c.get(
             f"/v1/jobs/{job}/plots/loss.svg"
         ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.svg"): lambda c: c.get(
+            f"/v1/sweeps/{sweep}/plots/curves.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.png"): lambda c: c.get(
+            f"/v1/sweeps/{sweep}/plots/curves.png"
+        ),
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): lambda c: c.get(
             f"/v1/sweeps/{sweep}/plots/curves.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.svg"): lambda c: c.get(
+            f"/v1/sweeps/{sweep}/plots/scaling.svg"
+        ),
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.png"): lambda c: c.get(
+            f"/v1/sweeps/{sweep}/plots/scaling.png"
         ),
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): lambda c: c.get(
             f"/v1/sweeps/{sweep}/plots/scaling.svg"
@@ -190,10 +219,16 @@ def test_no_route_touches_the_database_on_the_event_loop(
         ("POST", "/v1/jobs/{job_id}/cancel"): 409,
         ("DELETE", "/v1/datasets/{dataset_id}"): 409,
         ("GET", "/v1/sweeps/{sweep_id}/plots/curves.{fmt}"): 409,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.svg"): 409,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/curves.png"): 409,
         ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.{fmt}"): 409,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.svg"): 409,
+        ("GET", "/v1/sweeps/{sweep_id}/plots/scaling.png"): 409,
         ("POST", "/v1/probes"): 422,
         ("GET", "/v1/probes/{probe_id}"): 404,
         ("POST", "/v1/probes/{probe_id}/cancel"): 404,
         ("GET", "/v1/probes/{probe_id}/plots/critical.{fmt}"): 404,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.svg"): 404,
+        ("GET", "/v1/probes/{probe_id}/plots/critical.png"): 404,
         ("GET", "/ui/probes/{probe_id}"): 404,
     }

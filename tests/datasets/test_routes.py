@@ -139,9 +139,14 @@ def test_npy_and_npz_uploads(client: TestClient) -> None:
     assert body["stats"][0]["mean"] == 3.0
 
 
-def test_inline_json_dataset(client: TestClient) -> None:
+#: Where a JSON dataset goes: its own operation, and the upload's path, which still takes one.
+JSON_PATHS = pytest.mark.parametrize("path", ["/v1/datasets/inline", "/v1/datasets"])
+
+
+@JSON_PATHS
+def test_inline_json_dataset(client: TestClient, path: str) -> None:
     response = client.post(
-        "/v1/datasets",
+        path,
         json={
             "name": "xor",
             "X": [[0, 0], [0, 1], [1, 0], [1, 1]],
@@ -156,6 +161,20 @@ def test_inline_json_dataset(client: TestClient) -> None:
     assert body["feature_names"] == ["a", "b"]
     assert body["task"] == "binary"
     assert body["stats"][0] == {"name": "a", "mean": 0.5, "std": 0.5, "min": 0.0, "max": 1.0}
+    assert response.headers["location"] == f"/v1/datasets/{body['id']}"
+
+
+def test_the_inline_operation_takes_json_only(client: TestClient, engine: Engine) -> None:
+    for files, content, headers in (
+        ({"file": ("houses.csv", HOUSES_CSV, "text/csv")}, None, None),
+        (None, HOUSES_CSV, {"Content-Type": "text/csv"}),
+        (None, b'{"X": [[1.0]], "y": [1.0]}', {}),
+    ):
+        response = client.post("/v1/datasets/inline", files=files, content=content, headers=headers)
+        detail = assert_problem(response, 415)["detail"]
+        assert "Content-Type: application/json" in detail
+        assert "multipart/form-data to POST /v1/datasets" in detail
+    assert counts(engine) == (0, 0)
 
 
 # --- refused uploads leave nothing behind ---------------------------------------------------
@@ -346,15 +365,17 @@ def test_other_request_media_types_are_415(
     ],
     ids=["ragged-X", "length-mismatch", "not-a-number", "unknown-field", "missing-X"],
 )
+@JSON_PATHS
 def test_json_body_errors_have_loc_paths(
     client: TestClient,
+    path: str,
     engine: Engine,
     settings: Settings,
     body: dict[str, Any],
     expected_loc: list[Any],
     expected_type: str | None,
 ) -> None:
-    problem = assert_problem(client.post("/v1/datasets", json=body), 422)
+    problem = assert_problem(client.post(path, json=body), 422)
     assert problem["errors"][0]["loc"] == expected_loc
     if expected_type is not None:
         assert problem["errors"][0]["type"] == expected_type

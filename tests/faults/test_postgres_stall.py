@@ -123,7 +123,7 @@ def test_a_stalled_postgres_costs_503s_within_the_timeout_never_healthz(
         requests: dict[str, Callable[[httpx.Client], httpx.Response]] = {
             "GET job": lambda c: c.get(f"/v1/jobs/{job_id}"),
             "GET history": lambda c: c.get(f"/v1/jobs/{job_id}/history"),
-            "GET history csv": lambda c: c.get(f"/v1/jobs/{job_id}/history?format=csv"),
+            "GET history csv": lambda c: c.get(f"/v1/jobs/{job_id}/history.csv"),
             "GET jobs": lambda c: c.get("/v1/jobs"),
             "GET dataset": lambda c: c.get(f"/v1/datasets/{dataset_id}"),
             "POST job": lambda c: c.post(

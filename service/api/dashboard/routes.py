@@ -70,7 +70,7 @@ def _sweep_plots(request: Request) -> dict[str, bool]:
     OpenAPI document lists them (built once, then cached by the app)."""
     paths: dict[str, Any] = request.app.openapi().get("paths", {})
     return {
-        kind: any(re.fullmatch(rf"/v1/sweeps/\{{\w+\}}/plots/{kind}\.\{{\w+\}}", p) for p in paths)
+        kind: any(re.fullmatch(rf"/v1/sweeps/\{{\w+\}}/plots/{kind}\.svg", p) for p in paths)
         for kind in ("curves", "scaling")
     }
 

@@ -1,4 +1,4 @@
-"""``/v1/datasets``: upload (multipart file or inline JSON), list, get, delete.
+"""``/v1/datasets``: upload (a multipart file, or inline JSON at ``/inline``), list, get, delete.
 
 Thin: parse the request, call :mod:`service.datasets.service`, return its read schema. A
 dataset is prepared (parsed, summarised, written in its canonical form) in the thread pool when
@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import REQUIRE_TENANT
@@ -25,7 +26,8 @@ from service.api.deps import (
     TenantDep,
 )
 from service.api.offload import offload
-from service.api.problems import problem_responses
+from service.api.problems import created_responses, problem_responses
+from service.api.reads import Reads
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
 from service.config import Settings
 from service.datasets import service as datasets_service
@@ -57,7 +59,7 @@ _UPLOAD_FORM_SCHEMA: dict[str, Any] = {
     "properties": {
         FILE_FIELD: {
             "type": "string",
-            "contentMediaType": "application/octet-stream",
+            "format": "binary",
             "description": "The dataset: CSV with a header row, NPY (a 2-D array), or NPZ "
             "(arrays `X` and `y`). The format is detected from the first bytes.",
         },
@@ -81,13 +83,26 @@ _UPLOAD_FORM_SCHEMA: dict[str, Any] = {
     },
 }
 
-_CREATE_REQUEST_BODY: dict[str, Any] = {
+_UPLOAD_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A file upload (`multipart/form-data`) or a small inline dataset "
-        "(`application/json`, up to 16 MiB).",
+        "description": "The file, streamed to disk as it arrives.",
         "content": {
-            "multipart/form-data": {"schema": _UPLOAD_FORM_SCHEMA},
+            "multipart/form-data": {
+                "schema": _UPLOAD_FORM_SCHEMA,
+                "encoding": {
+                    FILE_FIELD: {"contentType": "text/csv, application/octet-stream"},
+                },
+            },
+        },
+    }
+}
+
+_INLINE_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f"A small dataset, up to {MAX_JSON_BYTES // 2**20} MiB of JSON.",
+        "content": {
             "application/json": {
                 "schema": DatasetCreateJSON.model_json_schema(),
                 "examples": {
@@ -166,25 +181,30 @@ def _upload_fields(form: MultipartForm) -> tuple[DatasetUploadForm, SpooledFile]
     return parsed, upload
 
 
+_STORED = (
+    "The data are validated (every bad cell is reported with its line and column), "
+    "summarised (task, classes, per-feature statistics) and stored in the database. "
+    "Too many rows, features or cells (rows × features) is 413; so is a dataset that "
+    "would pass the tenant's storage quota (`/problems/storage-quota-exceeded`). "
+    "Answers 201 with the dataset and its `Location`."
+)
+
+
 @router.post(
     "",
+    operation_id="createDataset",
     status_code=201,
     summary="Upload a dataset",
     description=(
-        "Store a dataset for training. Send either\n\n"
-        "- `multipart/form-data` with a `file` part (CSV with a header row, NPY, or NPZ with "
-        "arrays `X` and `y`) and optional `name`, `target` (column name or 0-based index; "
-        "default the last column) and `invalid_rows` (`error` | `drop`); the body streams to "
-        "disk and is refused with 413 as soon as it passes `BATCHWISE_MAX_UPLOAD_BYTES`; or\n"
-        "- `application/json` `{name, X, y, feature_names}` for a small dataset.\n\n"
-        "The data are validated (every bad cell is reported with its line and column), "
-        "summarised (task, classes, per-feature statistics) and stored in the database. "
-        "Too many rows, features or cells (rows × features) is 413; so is a dataset that "
-        "would pass the tenant's storage quota (`/problems/storage-quota-exceeded`). "
-        "Answers 201 with the dataset and its `Location`."
+        "Store a dataset for training, sent as `multipart/form-data` with a `file` part (CSV "
+        "with a header row, NPY, or NPZ with arrays `X` and `y`) and optional `name`, "
+        "`target` (column name or 0-based index; default the last column) and `invalid_rows` "
+        "(`error` | `drop`). The body streams to disk and is refused with 413 as soon as it "
+        "passes `BATCHWISE_MAX_UPLOAD_BYTES`. A small dataset can be sent as JSON instead: "
+        "`POST /v1/datasets/inline`.\n\n" + _STORED
     ),
-    responses=problem_responses(400, 413, 415, 422),
-    openapi_extra=_CREATE_REQUEST_BODY,
+    responses=created_responses("The dataset.") | problem_responses(400, 413, 415, 422),
+    openapi_extra=_UPLOAD_REQUEST_BODY,
 )
 async def create_dataset(
     request: Request,
@@ -194,7 +214,59 @@ async def create_dataset(
     tenant: TenantDep,
     reads: ReadsDep,
 ) -> DatasetRead:
+    # A JSON body is still taken here, undocumented, as before it had its own operation.
     media_type = _media_type(request)
+    if media_type not in ("multipart/form-data", "application/json"):
+        shown = media_type or "no Content-Type"
+        raise UnsupportedMediaType(
+            f"Cannot read a request body of type {shown!r}: send multipart/form-data (a "
+            "file part named 'file'), or a small dataset as JSON to POST /v1/datasets/inline."
+        )
+    return await _create(request, response, session, settings, tenant, reads, media_type)
+
+
+@router.post(
+    "/inline",
+    operation_id="createDatasetInline",
+    status_code=201,
+    summary="Create a small dataset from JSON",
+    description=(
+        "Store a small dataset sent as `application/json` `{name, X, y, feature_names}`, up "
+        f"to {MAX_JSON_BYTES // 2**20} MiB (the body is read whole: larger data go as a file "
+        "to `POST /v1/datasets`, which streams).\n\n" + _STORED
+    ),
+    responses=created_responses("The dataset.") | problem_responses(400, 413, 415, 422),
+    openapi_extra=_INLINE_REQUEST_BODY,
+)
+async def create_dataset_inline(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    reads: ReadsDep,
+) -> DatasetRead:
+    media_type = _media_type(request)
+    if media_type != "application/json":
+        shown = media_type or "no Content-Type"
+        raise UnsupportedMediaType(
+            f"Cannot read a request body of type {shown!r} here: send the dataset as JSON "
+            "with `Content-Type: application/json`, or a file as multipart/form-data to "
+            "POST /v1/datasets."
+        )
+    return await _create(request, response, session, settings, tenant, reads, media_type)
+
+
+async def _create(
+    request: Request,
+    response: Response,
+    session: Session,
+    settings: Settings,
+    tenant: str,
+    reads: Reads,
+    media_type: str,
+) -> DatasetRead:
+    """Prepare the body (JSON or multipart), store it, set ``Location``."""
     limits = _limits(settings)
     # The canonical file's path is chosen here, so that it is deleted whatever happens.
     dest = datasets_service.canonical_path(spool_dir(settings.data_dir))
@@ -223,7 +295,7 @@ async def create_dataset(
                 room,
                 on_cancel=forget,
             )
-        elif media_type == "multipart/form-data":
+        else:
             async with receive_multipart(
                 request,
                 spool_dir=dest.parent,
@@ -247,12 +319,6 @@ async def create_dataset(
                     room=room,
                     on_cancel=forget,
                 )
-        else:
-            shown = media_type or "no Content-Type"
-            raise UnsupportedMediaType(
-                f"Cannot read a request body of type {shown!r}: send multipart/form-data (a "
-                "file part named 'file') or application/json."
-            )
         # What is left is database work, which mostly waits on I/O without the GIL.
         dataset = await run_in_threadpool(
             datasets_service.store_prepared,
@@ -269,6 +335,7 @@ async def create_dataset(
 
 @router.get(
     "",
+    operation_id="listDatasets",
     summary="List datasets",
     description="Datasets, newest first, one page at a time. Pass a page's `next_cursor` as "
     "`cursor` to get the next; `next_cursor` is null on the last page. The order is stable "
@@ -287,6 +354,7 @@ def list_datasets(
 
 @router.get(
     "/{dataset_id}",
+    operation_id="getDataset",
     summary="Get a dataset",
     description="The dataset's metadata: shape, feature names, target, task, classes, "
     "per-feature statistics, and the sha256 of its stored bytes.",
@@ -298,6 +366,7 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -
 
 @router.delete(
     "/{dataset_id}",
+    operation_id="deleteDataset",
     status_code=204,
     response_class=Response,
     summary="Delete a dataset",

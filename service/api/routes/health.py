@@ -41,6 +41,7 @@ class Readiness(BaseModel):
 
 @router.get(
     "/healthz",
+    operation_id="getHealth",
     summary="Liveness",
     description="Answers 200 whenever the process can answer at all; checks nothing else. "
     "For container liveness probes.",
@@ -72,6 +73,7 @@ def check_readiness(engine: Engine) -> Readiness:
 
 @router.get(
     "/readyz",
+    operation_id="getReadiness",
     summary="Readiness",
     description="Answers 200 when the database is reachable and its schema is at the "
     "migration head; 503 (problem+json, `detail` says why) otherwise: database unreachable, "

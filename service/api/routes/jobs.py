@@ -28,7 +28,7 @@ from service.api.deps import (
     in_transaction,
 )
 from service.api.offload import offload
-from service.api.problems import problem_responses
+from service.api.problems import created_responses, problem_responses
 from service.jobs import checkpoints, predictions
 from service.jobs import service as jobs_service
 from service.jobs.checkpoints import CheckpointList
@@ -120,6 +120,7 @@ _CREATE_EXAMPLES = {
 
 @router.post(
     "",
+    operation_id="submitJob",
     status_code=202,
     response_model=JobRead,
     summary="Submit a training job",
@@ -144,7 +145,8 @@ _CREATE_EXAMPLES = {
         "default filled in, and `links`) and its `Location`. A worker picks it up; follow it "
         "with `GET /v1/jobs/{id}`."
     ),
-    responses=problem_responses(400, 404, 422, 429),
+    responses=created_responses("The queued job.", status=202)
+    | problem_responses(400, 404, 422, 429),
     openapi_extra={
         "requestBody": {
             "content": {"application/json": {"examples": _CREATE_EXAMPLES}},
@@ -176,6 +178,7 @@ async def submit_job(
 
 @router.get(
     "/{job_id}/checkpoints",
+    operation_id="listJobCheckpoints",
     summary="A job's checkpoints",
     description="The checkpoints a job has, in epoch order: those it keeps "
     "(`keep_checkpoints`; `kept` true) and its latest (`latest` true), each with the samples "
@@ -195,6 +198,7 @@ def list_checkpoints(
 
 @router.get(
     "",
+    operation_id="listJobs",
     summary="List jobs",
     description="Jobs, newest first, one page at a time, optionally only those with a "
     "`status`, on a `dataset_id`, or carrying a `tag`. Pass a page's `next_cursor` as "
@@ -227,6 +231,7 @@ def list_jobs(
 
 @router.get(
     "/{job_id}",
+    operation_id="getJob",
     response_model=JobRead,
     summary="Get a job",
     description="The job's status (queued, running, succeeded, failed, cancelled), progress "
@@ -251,12 +256,16 @@ def _job_body(session: Session, job_id: str, tenant: str) -> bytes:
 
 @router.post(
     "/{job_id}/cancel",
+    operation_id="cancelJob",
     summary="Cancel a job",
     description="A queued job is cancelled at once (200, `status` = `cancelled`). A running "
     "job is flagged (202, `cancel_requested` = true): its worker stops within about a "
     "second, and the job then reads `cancelled`. A finished job cannot be cancelled (409).",
     responses={
-        202: {"description": "Cancel requested; the worker stops the running job soon."},
+        202: {
+            "description": "Cancel requested; the worker stops the running job soon.",
+            "model": JobRead,
+        },
         **problem_responses(404, 409),
     },
 )
@@ -271,6 +280,7 @@ def cancel_job(
 
 @router.delete(
     "/{job_id}",
+    operation_id="deleteJob",
     status_code=204,
     response_class=Response,
     summary="Delete a job",
@@ -282,24 +292,69 @@ def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
     jobs_service.delete_job(session, job_id, tenant=tenant)
 
 
+_HISTORY_DESCRIPTION = (
+    "The history so far, readable while the job runs: per-epoch arrays (`epoch`, "
+    "`train_loss`, `val_loss`, `val_rmse` and `val_r2` for regression or `val_accuracy` for "
+    "classification, `learning_rate`, `batch_size`, `samples_seen`, `wall_time_s`, "
+    "`samples_per_s`, `noise_scale`) and the per-step training losses `steps` = "
+    "`{step, loss}`. `max_points` downsamples the steps keeping each bucket's min and max. "
+    "Values that do not apply are null; nothing is ever NaN or infinite. As a table: "
+    "`GET /v1/jobs/{id}/history.csv`."
+)
+#: The ``format=`` forms from before each media type had its own operation: they still
+#: answer, undocumented, so that existing clients keep working.
+_OLD_FORMAT = "Undocumented: the operation with its own path replaces it."
+CsvTable = Annotated[
+    Literal["epochs", "steps"],
+    Query(
+        description="`epochs` (default): one row per epoch; `steps`: one `step,loss` row per "
+        "(kept) step."
+    ),
+]
+
+
 @router.get(
     "/{job_id}/history",
+    operation_id="getJobHistory",
     response_model=HistoryRead,
     summary="Get a job's loss history",
-    description=(
-        "The history so far, readable while the job runs: per-epoch arrays (`epoch`, "
-        "`train_loss`, `val_loss`, `val_rmse` and `val_r2` for regression or `val_accuracy` "
-        "for classification, `learning_rate`, `batch_size`, `samples_seen`, `wall_time_s`, "
-        "`samples_per_s`, `noise_scale`) and the per-step training losses `steps` = "
-        "`{step, loss}`. `max_points` downsamples the steps keeping each bucket's min and "
-        "max.\n\n"
-        "`format=csv` exports instead: `table=epochs` (default) one row per epoch, "
-        "`table=steps` one `step,loss` row per (kept) step. Values that do not apply are "
-        "null (JSON) or empty (CSV); nothing is ever NaN or infinite."
-    ),
+    description=_HISTORY_DESCRIPTION,
+    responses=problem_responses(404, 422),
+)
+async def get_history(
+    job_id: JobId,
+    reads: ReadsDep,
+    tenant: TenantDep,
+    max_points: MaxPoints = None,
+    format: Annotated[
+        Literal["json", "csv"], Query(include_in_schema=False, description=_OLD_FORMAT)
+    ] = "json",
+    table: Annotated[
+        Literal["epochs", "steps"], Query(include_in_schema=False, description=_OLD_FORMAT)
+    ] = "epochs",
+) -> Response:
+    if format == "csv":
+        return await get_history_csv(job_id, reads, tenant, max_points, table)
+    return _json(await reads(_history_body, job_id, tenant, max_points))
+
+
+def _history_body(session: Session, job_id: str, tenant: str, max_points: int | None) -> bytes:
+    history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
+    return _HISTORY_JSON.dump_json(history, by_alias=True)
+
+
+@router.get(
+    "/{job_id}/history.csv",
+    operation_id="getJobHistoryCsv",
+    response_class=Response,
+    summary="Get a job's loss history as CSV",
+    description="The history as a CSV table with a header row: `table=epochs` (default) one "
+    "row per epoch with the columns of `GET /v1/jobs/{id}/history`, `table=steps` one "
+    "`step,loss` row per (kept) step. Values that do not apply are empty. Readable while the "
+    "job runs.",
     responses={
         200: {
-            "description": "The history (JSON), or a CSV table with `format=csv`.",
+            "description": "The table, as an attachment.",
             "content": {
                 "text/csv": {
                     "schema": {"type": "string"},
@@ -310,73 +365,78 @@ def delete_job(job_id: JobId, session: SessionDep, tenant: TenantDep) -> None:
         **problem_responses(404, 422),
     },
 )
-async def get_history(
+async def get_history_csv(
     job_id: JobId,
     reads: ReadsDep,
     tenant: TenantDep,
     max_points: MaxPoints = None,
-    format: Annotated[
-        Literal["json", "csv"], Query(description="`json` (default) or `csv`.")
-    ] = "json",
-    table: Annotated[
-        Literal["epochs", "steps"],
-        Query(description="With `format=csv`: the per-epoch table or the step losses."),
-    ] = "epochs",
+    table: CsvTable = "epochs",
 ) -> Response:
-    if format == "csv":
-        text = await reads(
-            jobs_service.history_csv, job_id, tenant=tenant, table=table, max_points=max_points
-        )
-        return PlainTextResponse(
-            text,
-            media_type="text/csv",
-            headers={
-                "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
-            },
-        )
-    return _json(await reads(_history_body, job_id, tenant, max_points))
-
-
-def _history_body(session: Session, job_id: str, tenant: str, max_points: int | None) -> bytes:
-    history = jobs_service.history(session, job_id, tenant=tenant, max_points=max_points)
-    return _HISTORY_JSON.dump_json(history, by_alias=True)
+    text = await reads(
+        jobs_service.history_csv, job_id, tenant=tenant, table=table, max_points=max_points
+    )
+    return PlainTextResponse(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"'},
+    )
 
 
 @router.get(
     "/{job_id}/model",
+    operation_id="getJobModel",
     response_model=ModelRead,
     summary="Get a job's model",
     description="A succeeded job's fitted model: named parameters, the standardisation "
     "applied to inputs (`(x − mean) / std`), class labels, the config and the dataset's "
-    "feature names. `format=npz` downloads it as an `.npz` file (no pickle) instead. 409 "
-    "until the job has succeeded.",
-    responses={
-        200: {
-            "description": "The model (JSON), or an `.npz` file with `format=npz`.",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-        },
-        **problem_responses(404, 409, 422),
-    },
+    "feature names. As an `.npz` file: `GET /v1/jobs/{id}/model.npz`. 409 until the job has "
+    "succeeded.",
+    responses=problem_responses(404, 409, 422),
 )
 def get_model(
     job_id: JobId,
     session: SessionDep,
     tenant: TenantDep,
     format: Annotated[
-        Literal["json", "npz"], Query(description="`json` (default) or `npz`.")
+        Literal["json", "npz"], Query(include_in_schema=False, description=_OLD_FORMAT)
     ] = "json",
 ) -> ModelRead | Response:
     if format == "npz":
-        return Response(
-            predictions.get_model_npz(session, job_id, tenant=tenant),
-            media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="job-{job_id}-model.npz"'},
-        )
+        return get_model_npz(job_id, session, tenant)
     return predictions.get_model(session, job_id, tenant=tenant)
+
+
+@router.get(
+    "/{job_id}/model.npz",
+    operation_id="getJobModelNpz",
+    response_class=Response,
+    summary="Get a job's model as an .npz file",
+    description="A succeeded job's fitted model as a NumPy `.npz` archive that needs no "
+    "pickle (`np.load(path)` reads it): the flat parameter vector `theta`, the inputs' `mean` "
+    "and `std` when standardised, the `classes` of a classifier, and `header`, UTF-8 JSON "
+    "bytes with the config, the task and the number of features. 409 until the job has "
+    "succeeded.",
+    responses={
+        200: {
+            "description": "The `.npz` archive, as an attachment.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        **problem_responses(404, 409, 422),
+    },
+)
+def get_model_npz(job_id: JobId, session: SessionDep, tenant: TenantDep) -> Response:
+    return Response(
+        predictions.get_model_npz(session, job_id, tenant=tenant),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-model.npz"'},
+    )
 
 
 @router.post(
     "/{job_id}/predict",
+    operation_id="predict",
     summary="Predict with a job's model",
     description="Predictions for rows `X` (each with the dataset's features, in order) from "
     "a succeeded job's model: values for regression, the dataset's own class labels for "

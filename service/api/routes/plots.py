@@ -1,5 +1,6 @@
 """Plots as images: ``GET /v1/jobs/{id}/plots/loss.svg|png``, and a sweep's
-``GET /v1/sweeps/{id}/plots/curves.svg|png?x=…`` and ``GET /v1/sweeps/{id}/plots/scaling.svg|png``.
+``GET /v1/sweeps/{id}/plots/curves.svg|png?x=…`` and ``GET /v1/sweeps/{id}/plots/scaling.svg|png``,
+each format its own operation (:mod:`service.api.images`).
 
 Thin: read the job's history through :mod:`service.jobs.service`, or a sweep's plot data through
 :mod:`service.sweeps.plots_data`, hand it to :mod:`service.plots` as plain data, answer the
@@ -8,12 +9,13 @@ bytes. Every plot may change while its job or sweep runs, so none is cached with
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import SessionDep, TenantDep
+from service.api.images import add_image_routes, image_response
 from service.api.problems import problem_responses
 from service.errors import Conflict
 from service.jobs import HistoryRead
@@ -21,7 +23,6 @@ from service.jobs import service as jobs_service
 from service.jobs.schemas import EXAMPLE_JOB_ID
 from service.plots import (
     LOSS_PLOT_MAX_STEPS,
-    MEDIA_TYPES,
     CurveAxis,
     LossHistory,
     PlotFormat,
@@ -49,18 +50,6 @@ XAxis = Annotated[
     ),
 ]
 
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The plot, as SVG or PNG according to the extension.",
-        "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
-    }
-}
-
-
-def _image(image: bytes, fmt: PlotFormat) -> Response:
-    # A running job's or sweep's plot changes with every epoch: caches must ask again.
-    return Response(image, media_type=MEDIA_TYPES[fmt], headers={"Cache-Control": "no-cache"})
-
 
 def loss_history(history: HistoryRead) -> LossHistory:
     """The plain data of a job's loss plot; :class:`Conflict` (409) before its first epoch."""
@@ -83,28 +72,49 @@ def loss_history(history: HistoryRead) -> LossHistory:
     )
 
 
-@router.get(
+def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep, tenant: TenantDep) -> Response:
+    history = jobs_service.history(session, job_id, tenant=tenant, max_points=LOSS_PLOT_MAX_STEPS)
+    return image_response(render_job_loss(loss_history(history), fmt), fmt)
+
+
+def sweep_curves_plot(
+    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep, x: XAxis = "epoch"
+) -> Response:
+    data = plots_data.curves_data(session, sweep_id, tenant=tenant)
+    image = render_sweep_curves(
+        data.curves, x=x, target=data.target, fmt=fmt, title=data.title, loss_label=data.loss_label
+    )
+    return image_response(image, fmt)
+
+
+def sweep_scaling_plot(
+    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep
+) -> Response:
+    data = plots_data.scaling_data(session, sweep_id, tenant=tenant)
+    image = render_sweep_scaling(data.points, data.fit, fmt=fmt, title=data.title, note=data.note)
+    return image_response(image, fmt)
+
+
+add_image_routes(
+    router,
     jobs_service.JOBS_PATH + "/{job_id}/plots/loss.{fmt}",
-    response_class=Response,
+    job_loss_plot,
+    operation_id="getJobLossPlot",
     tags=["jobs"],
     summary="Plot a job's loss",
     description=(
         "Train and validation loss against epoch, with the training loss of every step "
         f"(min/max-downsampled to {LOSS_PLOT_MAX_STEPS:,} points) drawn faintly behind: step "
         "k of an epoch of n steps sits at epoch − 1 + k/n. The y axis is logarithmic when the "
-        "loss spans more than two decades. `loss.svg` or `loss.png`; the same history always "
-        "gives the same bytes. Readable while the job runs; 409 before its first epoch."
+        "loss spans more than two decades. The same history always gives the same bytes. "
+        "Readable while the job runs; 409 before its first epoch."
     ),
-    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
-def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep, tenant: TenantDep) -> Response:
-    history = jobs_service.history(session, job_id, tenant=tenant, max_points=LOSS_PLOT_MAX_STEPS)
-    return _image(render_job_loss(loss_history(history), fmt), fmt)
-
-
-@router.get(
+add_image_routes(
+    router,
     sweeps_service.SWEEPS_PATH + "/{sweep_id}/plots/curves.{fmt}",
-    response_class=Response,
+    sweep_curves_plot,
+    operation_id="getSweepCurvesPlot",
     tags=["sweeps"],
     summary="Plot a sweep's loss curves",
     description=(
@@ -113,24 +123,15 @@ def job_loss_plot(job_id: JobId, fmt: Format, session: SessionDep, tenant: Tenan
         "dashed line. Each batch size shows its runs at its chosen learning rate, one curve "
         "per seed, at step 0 (the initial loss) and every epoch end. `x` = `epoch`, `step`, "
         "`samples` or `time`; step, samples and time axes, and the loss axis, are logarithmic "
-        "when they span more than two decades. `curves.svg` or `curves.png`. Readable while "
-        "the sweep runs; 409 before any point has finished an epoch, 422 for another `x`."
+        "when they span more than two decades. Readable while the sweep runs; 409 before any "
+        "point has finished an epoch, 422 for another `x`."
     ),
-    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
-def sweep_curves_plot(
-    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep, x: XAxis = "epoch"
-) -> Response:
-    data = plots_data.curves_data(session, sweep_id, tenant=tenant)
-    image = render_sweep_curves(
-        data.curves, x=x, target=data.target, fmt=fmt, title=data.title, loss_label=data.loss_label
-    )
-    return _image(image, fmt)
-
-
-@router.get(
+add_image_routes(
+    router,
     sweeps_service.SWEEPS_PATH + "/{sweep_id}/plots/scaling.{fmt}",
-    response_class=Response,
+    sweep_scaling_plot,
+    operation_id="getSweepScalingPlot",
     tags=["sweeps"],
     summary="Plot a sweep's steps and samples to target",
     description=(
@@ -140,14 +141,6 @@ def sweep_curves_plot(
         "/v1/sweeps/{id}`): S(B) = S_min (1 + B_noise/B) and E(B) = E_min (1 + B/B_noise), "
         "their band over B_noise's bootstrap interval (S_min held), the S_min and E_min "
         "asymptotes and B_noise as a dashed vertical line; without one, the reason under the "
-        "title. `scaling.svg` or `scaling.png`. Readable while the sweep runs; 409 before any "
-        "point has finished an epoch."
+        "title. Readable while the sweep runs; 409 before any point has finished an epoch."
     ),
-    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
 )
-def sweep_scaling_plot(
-    sweep_id: SweepId, fmt: Format, session: SessionDep, tenant: TenantDep
-) -> Response:
-    data = plots_data.scaling_data(session, sweep_id, tenant=tenant)
-    image = render_sweep_scaling(data.points, data.fit, fmt=fmt, title=data.title, note=data.note)
-    return _image(image, fmt)

@@ -6,16 +6,17 @@ branches are ordinary jobs run by the workers; nothing here waits for them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
-from service.api.problems import problem_responses
+from service.api.images import add_image_routes, image_response
+from service.api.problems import created_responses, problem_responses
 from service.jobs.limits import JobLimits
 from service.jobs.schemas import EXAMPLE_JOB_ID
-from service.plots import MEDIA_TYPES, PlotFormat, render_probe_critical
+from service.plots import PlotFormat, render_probe_critical
 from service.probes import plots_data
 from service.probes import service as probes_service
 from service.probes.schemas import EXAMPLE_PROBE_ID, ProbeCreate, ProbePage, ProbeRead
@@ -65,6 +66,7 @@ _READ = (
 
 @router.post(
     "",
+    operation_id="createProbe",
     status_code=202,
     summary="Probe a job's critical batch size",
     description=(
@@ -83,7 +85,8 @@ _READ = (
         "409. Answers 202 with the probe and its `Location`; `GET /v1/jobs?tag=probe:<id>` "
         "lists its branches."
     ),
-    responses=problem_responses(400, 404, 409, 422, 429),
+    responses=created_responses("The probe, its first branches queued.", status=202)
+    | problem_responses(400, 404, 409, 422, 429),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"examples": _CREATE_EXAMPLES}}}
     },
@@ -103,6 +106,7 @@ def create_probe(
 
 @router.get(
     "",
+    operation_id="listProbes",
     summary="List probes",
     description="Probes, newest first, one page at a time (no analysis: get a probe for "
     "that). Pass a page's `next_cursor` as `cursor` to get the next; null on the last page.",
@@ -116,6 +120,7 @@ def list_probes(
 
 @router.get(
     "/{probe_id}",
+    operation_id="getProbe",
     summary="Get a probe and the critical batch at each checkpoint",
     description="The probe's `status` (running, succeeded, failed with `error`, cancelled), "
     "the learning-rate `round`, job counts per status, and per checkpoint:\n\n" + _READ,
@@ -127,6 +132,7 @@ def get_probe(probe_id: ProbeId, session: SessionDep, tenant: TenantDep) -> Prob
 
 @router.post(
     "/{probe_id}/cancel",
+    operation_id="cancelProbe",
     summary="Cancel a probe",
     description="Cancel every unfinished branch job as `POST /v1/jobs/{id}/cancel` does and "
     "mark the probe `cancelled`; its finished branches stay readable. A finished probe cannot "
@@ -137,28 +143,23 @@ def cancel_probe(probe_id: ProbeId, session: SessionDep, tenant: TenantDep) -> P
     return probes_service.cancel(session, probe_id, tenant=tenant)
 
 
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The plot, as SVG or PNG according to the extension.",
-        "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
-    }
-}
-
-
-@router.get(
-    "/{probe_id}/plots/critical.{fmt}",
-    response_class=Response,
-    summary="Plot a probe's critical batch over training",
-    description="The critical batch at each checkpoint (its bracket as a bar up to the "
-    "smallest batch that fell behind; an arrow when every multiplier kept up) and B_simple "
-    "measured there, against the samples seen, log–log. `critical.svg` or `critical.png`. "
-    "Readable while the probe runs; 409 before any checkpoint has samples seen.",
-    responses={**_IMAGE_RESPONSES, **problem_responses(404, 409, 422)},
-)
 def critical_plot(
     probe_id: ProbeId, fmt: Format, session: SessionDep, tenant: TenantDep
 ) -> Response:
     data = plots_data.critical_data(session, probe_id, tenant=tenant)
-    image = render_probe_critical(data.points, fmt=fmt, title=data.title, note=data.note)
-    # A running probe's plot changes with every branch: caches must ask again.
-    return Response(image, media_type=MEDIA_TYPES[fmt], headers={"Cache-Control": "no-cache"})
+    return image_response(
+        render_probe_critical(data.points, fmt=fmt, title=data.title, note=data.note), fmt
+    )
+
+
+add_image_routes(
+    router,
+    "/{probe_id}/plots/critical.{fmt}",
+    critical_plot,
+    operation_id="getProbeCriticalPlot",
+    summary="Plot a probe's critical batch over training",
+    description="The critical batch at each checkpoint (its bracket as a bar up to the "
+    "smallest batch that fell behind; an arrow when every multiplier kept up) and B_simple "
+    "measured there, against the samples seen, log–log. Readable while the probe runs; 409 "
+    "before any checkpoint has samples seen.",
+)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Response
 
 from service.api.auth import REQUIRE_TENANT
 from service.api.deps import PageCursor, PageLimit, SessionDep, SettingsDep, TenantDep
-from service.api.problems import problem_responses
+from service.api.problems import created_responses, problem_responses
 from service.jobs.limits import JobLimits
 from service.jobs.schemas import EXAMPLE_DATASET_ID
 from service.sweeps import service as sweeps_service
@@ -92,6 +92,7 @@ _ANALYSIS = (
 
 @router.post(
     "",
+    operation_id="createSweep",
     status_code=202,
     summary="Start a sweep over batch sizes",
     description=(
@@ -116,7 +117,8 @@ _ANALYSIS = (
         "runtime); a first round that does not fit the tenant's room for queued jobs is "
         "429 with `Retry-After`. Answers 202 with the sweep and its `Location`."
     ),
-    responses=problem_responses(400, 404, 422, 429),
+    responses=created_responses("The sweep, its first jobs queued.", status=202)
+    | problem_responses(400, 404, 422, 429),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"examples": _CREATE_EXAMPLES}}}
     },
@@ -137,6 +139,7 @@ def create_sweep(
 
 @router.get(
     "",
+    operation_id="listSweeps",
     summary="List sweeps",
     description="Sweeps, newest first, one page at a time (no analysis: get a sweep for "
     "that). Pass a page's `next_cursor` as `cursor` to get the next; null on the last page.",
@@ -150,6 +153,7 @@ def list_sweeps(
 
 @router.get(
     "/{sweep_id}",
+    operation_id="getSweep",
     summary="Get a sweep and its batch-size analysis",
     description="The sweep's `status` (running, succeeded, failed with `error`, cancelled), "
     "`lr_method`, the learning-rate `round`, job counts per status, and its analysis.\n\n"
@@ -162,6 +166,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep, tenant: TenantDep) -> Swee
 
 @router.post(
     "/{sweep_id}/cancel",
+    operation_id="cancelSweep",
     summary="Cancel a sweep",
     description="Cancel every unfinished point job as `POST /v1/jobs/{id}/cancel` does (a "
     "queued one at once, a running one flagged: its worker stops within about a second) and "
