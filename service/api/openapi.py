@@ -7,6 +7,11 @@
   not expect as a typed problem, not as an exception of its own.
 - Every ``/v1`` operation declares the 503 (with ``Retry-After``) that a database out of reach
   gives.
+- Request bodies a route reads itself (to cap or offload them) are named schemas too
+  (:func:`schema_ref`), so generated clients name their classes after our models.
+- Each set of choices has one name: a string enum with the values of one in
+  :data:`NAMED_ENUMS` (``JobStatus``, ``ModelKind``, …) is a ``$ref`` to it wherever it appears,
+  so a generated client has one ``JobStatus``, not one per field that holds a status.
 - Integer bounds are integers: FastAPI's own document model stores every ``minimum`` and
   ``maximum`` as a float, and ``2**63 - 1`` is not one.
 """
@@ -17,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from service.api.problems import PROBLEM_HEADERS, PROBLEM_JSON
 from service.jobs.schemas import MAX_SEED, MAX_WARMUP_SAMPLES
@@ -26,6 +32,36 @@ _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 #: The integer bounds beyond 2**53, by the float FastAPI makes of them (from there on, one
 #: float stands for several integers).
 _INEXACT_BOUNDS = {float(bound): bound for bound in (MAX_SEED, MAX_WARMUP_SAMPLES)}
+
+
+#: The named sets of choices, by name; an enum anywhere in the document with the same values (in
+#: any order) becomes a reference to its name.
+NAMED_ENUMS: dict[str, tuple[str, ...]] = {
+    "JobStatus": ("queued", "running", "succeeded", "failed", "cancelled"),
+    "SweepProbeStatus": ("running", "succeeded", "failed", "cancelled"),
+    "ModelKind": ("linear", "logistic", "softmax", "mlp"),
+    "Task": ("regression", "binary", "multiclass"),
+    "Optimizer": ("sgd", "momentum", "nesterov", "adam"),
+    "Activation": ("relu", "tanh"),
+    "Dtype": ("float32", "float64"),
+    "LossKind": ("mse", "huber"),
+    "LRScaling": ("none", "linear", "sqrt"),
+    "LossOn": ("train", "validation"),
+    "Verdict": ("well below", "below", "near", "above", "well above"),
+    "ErrorCode": ("diverged", "time_limit", "lease_expired", "dataset_corrupt", "internal"),
+    "Edge": ("low", "high"),
+}
+_ENUM_NAMES = {frozenset(values): name for name, values in NAMED_ENUMS.items()}
+
+#: The models :func:`schema_ref` has named, by name.
+_REFERENCED: dict[str, type[BaseModel]] = {}
+
+
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A ``$ref`` to ``model``'s schema, for an ``openapi_extra`` request body; the document
+    then holds the schema under the model's name."""
+    _REFERENCED[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
@@ -50,11 +86,34 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             for status, response in responses.items():
                 if status[:1] in ("4", "5") or status == "default":
                     response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
-    components = schema.get("components", {}).get("schemas", {})
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, model in _REFERENCED.items():
+        components.setdefault(name, model.model_json_schema())
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _integer_bounds(schema)
+    _name_enums(schema["paths"])
+    _name_enums(components)
+    for name, values in NAMED_ENUMS.items():
+        components[name] = {"type": "string", "enum": list(values), "title": name}
     return schema
+
+
+def _name_enums(node: Any) -> None:
+    """Every string enum under ``node`` with the values of a named one, as a reference to it
+    (what else the enum's schema said, a description or a default, stays beside the $ref)."""
+    children = enumerate(node) if isinstance(node, list) else node.items()
+    for key, child in children:
+        if isinstance(child, list):
+            _name_enums(child)
+        if not isinstance(child, dict):
+            continue
+        name = _ENUM_NAMES.get(frozenset(child.get("enum", ())))
+        if name is not None and child.get("type") == "string":
+            rest = {k: v for k, v in child.items() if k not in ("type", "enum", "title")}
+            node[key] = {"$ref": f"#/components/schemas/{name}", **rest}
+        else:
+            _name_enums(child)
 
 
 def _integer_bounds(node: Any) -> None:
@@ -80,4 +139,4 @@ def _exact(bound: float) -> int:
     raise ValueError(f"integer bound {bound!r} is not exact as a float: add it to _INEXACT_BOUNDS")
 
 
-__all__ = ["openapi_document"]
+__all__ = ["openapi_document", "schema_ref"]

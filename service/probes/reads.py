@@ -29,8 +29,8 @@ from service.probes.analysis import (
 from service.probes.branches import tag_of
 from service.probes.schemas import (
     BranchRead,
-    CheckpointRead,
     CriticalRead,
+    ProbeCheckpointRead,
     ProbeLinks,
     ProbeLR,
     ProbeRead,
@@ -142,7 +142,7 @@ def _branch_read(
 
 def _checkpoint(
     probe: Probe, epoch: int, source: SourceEpoch | None, groups: dict[int, Group]
-) -> CheckpointRead:
+) -> ProbeCheckpointRead:
     spec = probe.spec
     tolerance = float(spec["tolerance"])
     base = int(spec["batch_sizes"].get(str(epoch)) or (source.batch_size if source else 0) or 0)
@@ -171,7 +171,7 @@ def _checkpoint(
             "noise_scale: true"
         )
     ratio = None if batch is None or not b_simple else batch / b_simple
-    return CheckpointRead(
+    return ProbeCheckpointRead(
         epoch=epoch,
         samples_seen=source.samples_seen if source else None,
         loss=source.loss if source else None,

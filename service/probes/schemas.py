@@ -164,7 +164,7 @@ class CriticalRead(BaseModel):
     reason: str | None = Field(description="Why there is no answer yet, when there is none.")
 
 
-class CheckpointRead(BaseModel):
+class ProbeCheckpointRead(BaseModel):
     """One checkpoint of the source job: where it was, its branches, the critical batch there,
     and B_simple there."""
 
@@ -212,7 +212,7 @@ class ProbeRead(BaseModel):
     lr: ProbeLR
     seeds: int
     jobs: dict[str, int] = Field(description="How many branch jobs are in each status.")
-    checkpoints: list[CheckpointRead]
+    checkpoints: list[ProbeCheckpointRead]
     error: str | None
     spec: dict[str, Any] = Field(description="The request, defaults filled in.")
     created_at: datetime
@@ -256,9 +256,9 @@ __all__ = [
     "MAX_SEEDS",
     "MIN_WINDOW_STEPS",
     "BranchRead",
-    "CheckpointRead",
     "CriticalRead",
     "LossOn",
+    "ProbeCheckpointRead",
     "ProbeCreate",
     "ProbeLR",
     "ProbeLinks",

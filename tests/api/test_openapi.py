@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from service.api import create_app
+from service.api.openapi import NAMED_ENUMS
 from service.config import Settings
 from tests.support.processes import REPO_ROOT
 
@@ -221,3 +222,32 @@ def test_integer_bounds_are_exact_integers(openapi: dict[str, Any]) -> None:
     assert all(type(bound) is int for bound in bounds), [b for b in bounds if type(b) is not int]
     seed = openapi["components"]["schemas"]["JobSubmit"]["properties"]["seed"]
     assert seed["maximum"] == 2**63 - 1
+
+
+def inline_enums(node: Any) -> list[frozenset[str]]:
+    """The value sets of every string enum written out in place under ``node``."""
+    if isinstance(node, list):
+        return [values for item in node for values in inline_enums(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [frozenset(node["enum"])] if node.get("type") == "string" and "enum" in node else []
+    return own + [values for item in node.values() for values in inline_enums(item)]
+
+
+def test_each_set_of_choices_has_one_name(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    named = {name: frozenset(values) for name, values in NAMED_ENUMS.items()}
+    for name, values in named.items():
+        assert frozenset(schemas[name]["enum"]) == values
+    elsewhere = [v for k, s in schemas.items() if k not in named for v in inline_enums(s)]
+    elsewhere += inline_enums(openapi["paths"])
+    assert not set(elsewhere) & set(named.values())
+    job_status = {"$ref": "#/components/schemas/JobStatus"}
+    assert schemas["JobRead"]["properties"]["status"] == job_status
+    assert schemas["HistoryRead"]["properties"]["status"] == job_status
+    parameters = openapi["paths"]["/v1/jobs"]["get"]["parameters"]
+    listed = next(p for p in parameters if p["name"] == "status")
+    assert listed["schema"]["anyOf"][0] == job_status
+    model = schemas["JobSubmit"]["properties"]["model"]
+    assert model["$ref"] == "#/components/schemas/ModelKind"
+    assert model["default"] == "linear"  # what was said beside the enum stays

@@ -26,6 +26,7 @@ from service.api.deps import (
     TenantDep,
 )
 from service.api.offload import offload
+from service.api.openapi import schema_ref
 from service.api.problems import created_responses, problem_responses
 from service.api.reads import Reads
 from service.api.upload import MultipartForm, SpooledFile, read_body, receive_multipart, spool_dir
@@ -104,7 +105,7 @@ _INLINE_REQUEST_BODY: dict[str, Any] = {
         "description": f"A small dataset, up to {MAX_JSON_BYTES // 2**20} MiB of JSON.",
         "content": {
             "application/json": {
-                "schema": DatasetCreateJSON.model_json_schema(),
+                "schema": schema_ref(DatasetCreateJSON),
                 "examples": {
                     "inline": {
                         "summary": "Four rows, two features",

@@ -28,6 +28,7 @@ from service.api.deps import (
     in_transaction,
 )
 from service.api.offload import offload
+from service.api.openapi import schema_ref
 from service.api.problems import created_responses, problem_responses
 from service.jobs import checkpoints, predictions
 from service.jobs import service as jobs_service
@@ -449,7 +450,7 @@ def get_model_npz(job_id: JobId, session: SessionDep, tenant: TenantDep) -> Resp
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": schema_ref(PredictRequest)}},
         }
     },
 )
