@@ -31,15 +31,25 @@ def listening_pid(port: int) -> int:
         if state == "0A" and int(local.split(":")[1], 16) == port:  # 0A: LISTEN
             inodes.add(f"socket:[{inode}]")
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            targets = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
-        except OSError:  # a process that ended meanwhile, or not ours to read
-            continue
-        if targets & inodes:
+        if entry.name.isdigit() and _open_files(entry) & inodes:
             return int(entry.name)
     raise AssertionError(f"no process listens on port {port}")
+
+
+def _open_files(process: Path) -> set[str]:
+    """What the descriptors of ``/proc/<pid>`` point to, one by one: a busy server closes
+    descriptors between the listing and the reading, and that must not hide the others."""
+    try:
+        descriptors = list((process / "fd").iterdir())
+    except OSError:  # a process that ended meanwhile, or not ours to read
+        return set()
+    targets = set()
+    for descriptor in descriptors:
+        try:
+            targets.add(os.readlink(descriptor))
+        except OSError:  # closed since the listing
+            continue
+    return targets
 
 
 def rss_bytes(pid: int) -> int:
