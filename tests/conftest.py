@@ -171,7 +171,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     no other worker runs a test: it holds the room exclusively, every other test shares it,
     from setup to teardown (module-scoped fixtures included). Each test that does not hold
     the room already passes the gate to enter, and an ``alone`` test holds it while it waits
-    and runs, so a stream of short tests on the other worker cannot keep the room shared
+    and runs, so a stream of short tests on the other workers cannot keep the room shared
     forever. A worker keeps the room from one ``alone`` test to the next: let in between, the
     other worker's next test (a few seconds, often) would keep the next ``alone`` test and
     this worker waiting."""

@@ -1,14 +1,15 @@
-"""A cap on every request body except the dataset upload, enforced while it streams.
+"""A cap on every request body except the dataset uploads, enforced while it streams.
 
-The upload route counts its own bytes (``BATCHWISE_MAX_UPLOAD_BYTES`` for a file, the inline
-JSON limit for a JSON dataset); every other body is JSON or a small form, read whole before it
-is parsed, so without a cap a client could make the process buffer any amount of memory, and
-parse it on the event loop. Each route's cap is in :data:`ROUTE_CAPS`, all in one table: what
-a route needs and no more (a job's config is a few hundred bytes, so 15 MB of it could only
-be an attack), never above ``BATCHWISE_MAX_REQUEST_BYTES``, which also caps every route not in
-the table. A declared ``Content-Length`` over the cap is refused before a byte is read; a
-chunked body is cut off at the first chunk past it. The refusal carries ``Connection: close``
-so the server does not read the rest to reuse the connection.
+The upload routes (a file; inline JSON at ``/inline``) count their own bytes
+(``BATCHWISE_MAX_UPLOAD_BYTES`` for a file, the inline JSON limit for a JSON dataset); every
+other body is JSON or a small form, read whole before it is parsed, so without a cap a client
+could make the process buffer any amount of memory, and parse it on the event loop. Each
+route's cap is in :data:`ROUTE_CAPS`, all in one table: what a route needs and no more (a job's
+config is a few hundred bytes, so 15 MB of it could only be an attack), never above
+``BATCHWISE_MAX_REQUEST_BYTES``, which also caps every route not in the table. A declared
+``Content-Length`` over the cap is refused before a byte is read; a chunked body is cut off at
+the first chunk past it. The refusal carries ``Connection: close`` so the server does not read
+the rest to reuse the connection.
 """
 
 from __future__ import annotations

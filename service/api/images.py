@@ -69,6 +69,8 @@ def _with_format(endpoint: Callable[..., Response], fmt: PlotFormat) -> Callable
     """``endpoint`` with its ``fmt`` parameter fixed, and a signature without it (FastAPI
     reads the parameters from the signature; annotations evaluated, as they are strings in
     the endpoint's module)."""
+    if inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"{endpoint.__name__}: plot endpoints are sync (they render on a thread)")
     signature = inspect.signature(endpoint, eval_str=True)
 
     def bound(**kwargs: Any) -> Response:

@@ -81,7 +81,8 @@ class BodyDecoder:
             self._pool = None
             raise ServiceUnavailable(
                 "The process that decodes large request bodies ended before this one was "
-                "decoded (out of memory?). Retry; a smaller body is more likely to succeed."
+                "decoded (out of memory?). Retry; a smaller body is more likely to succeed.",
+                headers={"Retry-After": "1"},  # a new decoding process starts at once
             ) from None
 
     def close(self) -> None:

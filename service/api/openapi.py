@@ -18,14 +18,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from service.api.problems import PROBLEM_HEADERS, PROBLEM_JSON
-from service.jobs.schemas import MAX_SEED, MAX_WARMUP_SAMPLES
+from service.api.problems import PROBLEM_JSON, RETRY_AFTER
+from service.core.config import (
+    Activation,
+    DType,
+    EvaluationOn,
+    LossName,
+    LRScaling,
+    ModelKind,
+    OptimizerName,
+)
+from service.datasets.schemas import Task
+from service.jobs.schemas import MAX_SEED, MAX_WARMUP_SAMPLES, ErrorCode, JobStatus
+from service.science.advice import Verdict
+from service.science.search import Edge
+from service.sweeps.schemas import SweepStatus
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -34,22 +47,26 @@ _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _INEXACT_BOUNDS = {float(bound): bound for bound in (MAX_SEED, MAX_WARMUP_SAMPLES)}
 
 
-#: The named sets of choices, by name; an enum anywhere in the document with the same values (in
-#: any order) becomes a reference to its name.
+#: The named sets of choices, from the types that define them; an enum anywhere in the document
+#: with the same values (in any order) becomes a reference to its name. (Matched by values: a
+#: new field with exactly these values means the same choice, or needs a name of its own here.)
 NAMED_ENUMS: dict[str, tuple[str, ...]] = {
-    "JobStatus": ("queued", "running", "succeeded", "failed", "cancelled"),
-    "SweepProbeStatus": ("running", "succeeded", "failed", "cancelled"),
-    "ModelKind": ("linear", "logistic", "softmax", "mlp"),
-    "Task": ("regression", "binary", "multiclass"),
-    "Optimizer": ("sgd", "momentum", "nesterov", "adam"),
-    "Activation": ("relu", "tanh"),
-    "Dtype": ("float32", "float64"),
-    "LossKind": ("mse", "huber"),
-    "LRScaling": ("none", "linear", "sqrt"),
-    "LossOn": ("train", "validation"),
-    "Verdict": ("well below", "below", "near", "above", "well above"),
-    "ErrorCode": ("diverged", "time_limit", "lease_expired", "dataset_corrupt", "internal"),
-    "Edge": ("low", "high"),
+    name: get_args(choices)
+    for name, choices in {
+        "JobStatus": JobStatus,
+        "SweepProbeStatus": SweepStatus,  # a probe's statuses are a sweep's
+        "ModelKind": ModelKind,
+        "Task": Task,
+        "Optimizer": OptimizerName,
+        "Activation": Activation,
+        "Dtype": DType,
+        "LossKind": LossName,
+        "LRScaling": LRScaling,
+        "LossOn": EvaluationOn,
+        "Verdict": Verdict,
+        "ErrorCode": ErrorCode,
+        "Edge": Edge,
+    }.items()
 }
 _ENUM_NAMES = {frozenset(values): name for name, values in NAMED_ENUMS.items()}
 
@@ -80,7 +97,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                 responses["503"] = {
                     "description": "The database is out of reach: retry after `Retry-After` "
                     "seconds.",
-                    "headers": PROBLEM_HEADERS[503],
+                    "headers": {"Retry-After": RETRY_AFTER},
                 }
             responses.setdefault("default", {"description": "Any other error."})
             for status, response in responses.items():
@@ -88,7 +105,10 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model in _REFERENCED.items():
-        components.setdefault(name, model.model_json_schema())
+        own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for nested, nested_schema in {**own.pop("$defs", {}), name: own}.items():
+            if components.setdefault(nested, nested_schema) != nested_schema:
+                raise ValueError(f"two schemas named {nested!r} in the OpenAPI document")
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _integer_bounds(schema)

@@ -396,7 +396,6 @@ PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
         )
     },
     429: {"Retry-After": RETRY_AFTER},
-    503: {"Retry-After": RETRY_AFTER},
 }
 
 
@@ -410,6 +409,7 @@ __all__ = [
     "DATABASE_RETRY_AFTER_S",
     "PROBLEM_HEADERS",
     "PROBLEM_JSON",
+    "RETRY_AFTER",
     "STORAGE_FULL_DETAIL",
     "Problem",
     "ProblemFieldError",

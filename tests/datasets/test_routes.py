@@ -268,9 +268,10 @@ def test_body_over_upload_limit_is_413(settings: Settings, engine: Engine, chunk
     assert_nothing_left(engine, settings)
 
 
-def test_json_over_upload_limit_is_413(settings: Settings, engine: Engine) -> None:
+@JSON_PATHS
+def test_json_over_upload_limit_is_413(settings: Settings, engine: Engine, path: str) -> None:
     with make_client(settings, max_upload_bytes=100) as client:
-        response = client.post("/v1/datasets", json={"X": [[1.0]] * 50, "y": [1.0] * 50})
+        response = client.post(path, json={"X": [[1.0]] * 50, "y": [1.0] * 50})
     assert_problem(response, 413)
     assert_nothing_left(engine, settings)
 

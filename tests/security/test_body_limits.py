@@ -251,9 +251,10 @@ def test_a_16_mib_inline_dataset_is_stored_while_healthz_answers(port: int) -> N
     assert (created["n_rows"], created["n_features"]) == (n_rows, 2)
 
 
-def test_an_inline_dataset_over_16_mib_is_413_naming_the_file_upload(port: int) -> None:
+@pytest.mark.parametrize("path", ["/v1/datasets/inline", "/v1/datasets"])
+def test_an_inline_dataset_over_16_mib_is_413_naming_the_file_upload(port: int, path: str) -> None:
     body = b'{"X": ' + rows_json(16 * MiB // 12) + b', "y": []}'
-    (answer,), _ = attack(port, [post_json(port, "/v1/datasets", body)])
+    (answer,), _ = attack(port, [post_json(port, path, body)])
     assert (answer.status, answer.problem()["detail"]) == (413, DATASET_TOO_LARGE)
     assert answer.sent < 2 * MiB
 
@@ -356,8 +357,9 @@ def test_a_decoder_child_that_dies_is_503_and_the_next_large_body_gets_a_new_chi
     large = b"x" * (1 * MiB)
 
     async def run() -> int:
-        with pytest.raises(ServiceUnavailable, match="ended before this one was decoded"):
+        with pytest.raises(ServiceUnavailable, match="ended before this one was decoded") as gone:
             await decoder.run(len(large), _die_in_the_child, large)
+        assert gone.value.headers == {"Retry-After": "1"}  # as every /v1 503 declares
         return await decoder.run(len(large), _length, large)
 
     try:
