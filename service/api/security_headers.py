@@ -9,7 +9,9 @@ The policy allows the service's own scripts, styles, images, fonts and fetches o
 inline script or style (the pages have none: the dashboard's script and the docs' start-up
 script are files; Swagger UI styles elements through the DOM, which a policy does not stop),
 and ``frame-ancestors 'none'``: no page, of this site or another, may frame these pages to
-trick a click. ``data:`` images are the dashboard's empty icon and Swagger UI's icons. The
+trick a click. ``data:`` images are the dashboard's empty icon and Swagger UI's icons;
+``blob:`` images are the plots "Try it out" fetched, which Swagger UI shows from the bytes it
+holds (a blob URL is the page's own origin's, made by its own script). The
 browser tests check that the dashboard and the docs log no violation of it.
 
 Outermost, around Starlette's 500 handler too (as :mod:`service.api.observability`), so that
@@ -25,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self' data: blob:",
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
