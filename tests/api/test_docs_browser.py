@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page
 
+from tests.support.databases import sqlite_url
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.browser
@@ -28,7 +29,9 @@ def base_url(
 ) -> Iterator[str]:
     data_dir = tmp_path / "data"
     with serve_process(
-        database_url=f"sqlite:///{(data_dir / 'batchwise.db').as_posix()}", data_dir=data_dir
+        database_url=sqlite_url(data_dir / "batchwise.db"),
+        data_dir=data_dir,
+        env={"BATCHWISE_WORKERS": "1"},  # trains the job whose plot "Try it out" shows
     ) as url:
         yield url
 
@@ -97,46 +100,37 @@ def status_of(block: Locator) -> str:
 
 
 def test_docs_try_it_out_uploads_a_file_and_shows_a_plot(
-    browser: Browser,
-    tmp_path: Path,
-    serve_process: Callable[..., AbstractContextManager[str]],
-    csp_watch: Callable[[Page], list[str]],
+    browser: Browser, base_url: str, csp_watch: Callable[[Page], list[str]]
 ) -> None:
     """The upload's binary ``file`` is a file picker, and a plot comes back as an image."""
-    data_dir = tmp_path / "data"
-    with serve_process(
-        database_url=f"sqlite:///{(data_dir / 'batchwise.db').as_posix()}",
-        data_dir=data_dir,
-        env={"BATCHWISE_WORKERS": "1"},
-    ) as base_url:
-        page = browser.new_page()
-        csp_violations = csp_watch(page)
-        page.goto(f"{base_url}/docs")
-        upload = operation(page, "POST", "/v1/datasets")
-        form = upload.locator(".opblock-section-request-body")
-        form.locator('input[type="file"]').set_input_files(str(LINE_CSV))
-        form.locator('tr[data-property-name="name"] input[type="text"]').fill("line")
-        form.locator('tr[data-property-name="target"] input[type="text"]').fill("y")
-        upload.get_by_role("button", name="Execute").click()
-        answer = upload.locator(".live-responses-table .microlight").first
-        assert status_of(upload) == "201", answer.inner_text()
-        dataset = json.loads(answer.inner_text())
-        assert (dataset["name"], dataset["n_rows"], dataset["target"]) == ("line", 400, "y")
+    page = browser.new_page()
+    csp_violations = csp_watch(page)
+    page.goto(f"{base_url}/docs")
+    upload = operation(page, "POST", "/v1/datasets")
+    form = upload.locator(".opblock-section-request-body")
+    form.locator('input[type="file"]').set_input_files(str(LINE_CSV))
+    form.locator('tr[data-property-name="name"] input[type="text"]').fill("line")
+    form.locator('tr[data-property-name="target"] input[type="text"]').fill("y")
+    upload.get_by_role("button", name="Execute").click()
+    answer = upload.locator(".live-responses-table .microlight").first
+    assert status_of(upload) == "201", answer.inner_text()
+    dataset = json.loads(answer.inner_text())
+    assert (dataset["name"], dataset["n_rows"], dataset["target"]) == ("line", 400, "y")
 
-        # The job itself goes by plain HTTP: the page under test is the plot's.
-        body = {"dataset_id": dataset["id"], "epochs": 2, "batch_size": 50}
-        job = httpx.post(f"{base_url}/v1/jobs", json=body).json()
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{base_url}/v1/jobs/{job['id']}").json()["status"] != "succeeded":
-            assert time.monotonic() < deadline, "the job did not finish"
-            time.sleep(0.2)
+    # The job itself goes by plain HTTP: the page under test is the plot's.
+    body = {"dataset_id": dataset["id"], "epochs": 2, "batch_size": 50}
+    job = httpx.post(f"{base_url}/v1/jobs", json=body).json()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{base_url}/v1/jobs/{job['id']}").json()["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.2)
 
-        plot = operation(page, "GET", "/v1/jobs/{job_id}/plots/loss.png")
-        plot.locator('input[placeholder="job_id"]').fill(job["id"])
-        plot.get_by_role("button", name="Execute").click()
-        assert status_of(plot) == "200"
-        image = plot.locator(".live-responses-table img").first
-        image.wait_for(timeout=10_000)
-        image.evaluate("img => img.decode()")  # resolves once it is drawn; rejects if it cannot be
-        assert image.evaluate("img => img.naturalWidth") == 1200
-        assert csp_violations == []  # the policy lets the docs show the plot
+    plot = operation(page, "GET", "/v1/jobs/{job_id}/plots/loss.png")
+    plot.locator('input[placeholder="job_id"]').fill(job["id"])
+    plot.get_by_role("button", name="Execute").click()
+    assert status_of(plot) == "200"
+    image = plot.locator(".live-responses-table img").first
+    image.wait_for(timeout=10_000)
+    image.evaluate("img => img.decode()")  # resolves once it is drawn; rejects if it cannot be
+    assert image.evaluate("img => img.naturalWidth") == 1200
+    assert csp_violations == []  # the policy lets the docs show the plot

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.databases import sqlite_url
 from tests.support.processes import REPO_ROOT, run_batchwise, run_server
 
 CONFIG = REPO_ROOT / "examples" / "openapi-python-client.yml"
@@ -62,7 +63,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """The generated package's modules, a client with a key, one with a wrong key."""
     root = tmp_path_factory.mktemp("generated")
     data_dir = root / "data"
-    database = {"BATCHWISE_DATABASE_URL": f"sqlite:///{(data_dir / 'batchwise.db').as_posix()}"}
+    database = {"BATCHWISE_DATABASE_URL": sqlite_url(data_dir / "batchwise.db")}
     env = {"BATCHWISE_AUTH": "on", "BATCHWISE_WORKERS": "2"}
     with run_server(
         database_url=database["BATCHWISE_DATABASE_URL"], data_dir=data_dir, env=env
