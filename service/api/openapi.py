@@ -36,9 +36,12 @@ from service.core.config import (
 )
 from service.datasets.schemas import Task
 from service.jobs.schemas import MAX_SEED, MAX_WARMUP_SAMPLES, ErrorCode, JobStatus
+from service.plots import CurveAxis
+from service.probes.schemas import ProbeLR
 from service.science.advice import Verdict
+from service.science.recommendation import Confidence, KneePosition
 from service.science.search import Edge
-from service.sweeps.schemas import SweepStatus
+from service.sweeps.schemas import LRMethod, SweepStatus
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -66,6 +69,11 @@ NAMED_ENUMS: dict[str, tuple[str, ...]] = {
         "Verdict": Verdict,
         "ErrorCode": ErrorCode,
         "Edge": Edge,
+        "Confidence": Confidence,
+        "KneePosition": KneePosition,
+        "LRMethod": LRMethod,
+        "ProbeLR": ProbeLR,
+        "CurveAxis": CurveAxis,
     }.items()
 }
 _ENUM_NAMES = {frozenset(values): name for name, values in NAMED_ENUMS.items()}

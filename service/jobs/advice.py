@@ -31,8 +31,7 @@ logger = logging.getLogger("service.jobs")
 def batch_size_advice(session: Session, job: JobRead) -> BatchSizeAdviceRead | None:
     """Where ``job``'s batch size sits against its own late noise scale; None while no epoch
     carries a noise-scale record."""
-    schedule = job.config.get("batch_size_schedule") or {}
-    if not job.config.get("noise_scale") and schedule.get("kind") != "adaptive":
+    if not job.config.noise_scale and job.config.batch_size_schedule.kind != "adaptive":
         return None  # never measured (adaptive measures it): no need to read the epochs
     measured = [
         (noise, record)
@@ -42,14 +41,14 @@ def batch_size_advice(session: Session, job: JobRead) -> BatchSizeAdviceRead | N
     if not measured:
         return None
     dataset = datasets_service.get_dataset(session, job.dataset_id)
-    train_rows = split_sizes(dataset.n_rows, float(job.config.get("validation_split") or 0.0))[0]
+    train_rows = split_sizes(dataset.n_rows, job.config.validation_split)[0]
     try:
         summary = summarize_noise_scale([noise for noise, _ in measured], train_rows=train_rows)
     except SweepDataError as exc:  # a malformed record written by hand: no advice, say why
         logger.warning("job %s: no batch-size advice: %s", job.id, exc)
         return None
     # The batch in force when the late noise scale was measured (a schedule may have grown it).
-    last_batch = measured[-1][1].get("batch_size") or job.config.get("batch_size")
+    last_batch = measured[-1][1].get("batch_size") or job.config.batch_size
     batch_size = int(last_batch) if last_batch else train_rows
     advice = advise_batch_size(batch_size, summary)
     return BatchSizeAdviceRead(

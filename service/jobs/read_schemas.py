@@ -10,9 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from service.jobs.schemas import EXAMPLE_DATASET_ID, EXAMPLE_JOB_ID, ErrorCode, JobStatus
+from service.jobs.schemas import (
+    EXAMPLE_DATASET_ID,
+    EXAMPLE_JOB_ID,
+    ErrorCode,
+    JobConfig,
+    JobStatus,
+)
 
 
 class ProgressRead(BaseModel):
@@ -111,7 +117,7 @@ _EXAMPLE_READ: dict[str, Any] = {
     "tags": ["seed-example"],
     "status": "running",
     "cancel_requested": False,
-    "config": {"model": "linear", "batch_size": 32, "epochs": 10, "learning_rate": 0.01},
+    "config": JobConfig(validation_split=0.2, standardize=True).model_dump(mode="json"),
     "max_runtime_s": None,
     "progress": {
         "epoch": 4,
@@ -157,6 +163,24 @@ _EXAMPLE_READ: dict[str, Any] = {
 }
 
 
+class JobCounts(BaseModel):
+    """How many of a sweep's or a probe's jobs are in each status."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.succeeded + self.failed + self.cancelled
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+
 class InitFromRead(BaseModel):
     """A warm start: the job and epoch whose checkpoint the job started from."""
 
@@ -176,7 +200,7 @@ class JobRead(BaseModel):
     tags: list[str]
     status: JobStatus
     cancel_requested: bool = Field(description="A cancel was asked for; the worker stops soon.")
-    config: dict[str, Any] = Field(
+    config: JobConfig = Field(
         description="The resolved training config: every field, defaults filled in."
     )
     max_runtime_s: float | None
@@ -334,6 +358,18 @@ class HistoryRead(BaseModel):
     downsampled: bool = Field(description="Whether `steps` holds fewer points than stored.")
 
 
+class ModelParams(RootModel[dict[str, list[list[float]] | list[float]]]):
+    """Named parameter arrays: a weight matrix "W" (n_features × outputs; an MLP's "W0",
+    "W1", … layer by layer) as rows, a bias vector "b" ("b0", "b1", …) as a list."""
+
+
+class StandardizationRead(BaseModel):
+    """The standardisation applied to inputs before the model: x' = (x − mean) / std."""
+
+    mean: list[float] = Field(description="Per feature, in the dataset's column order.")
+    std: list[float] = Field(description="Per feature; never 0 (a constant column has 1).")
+
+
 class ModelRead(BaseModel):
     """A succeeded job's fitted model: named parameters, the standardisation applied to inputs
     before the model (x' = (x − mean) / std), and the class labels for classifiers."""
@@ -344,11 +380,11 @@ class ModelRead(BaseModel):
     n_features: int
     feature_names: list[str]
     target: str
-    config: dict[str, Any]
-    params: dict[str, Any] = Field(
+    config: JobConfig = Field(description="The training config the model was trained with.")
+    params: ModelParams = Field(
         description='Named parameter arrays as nested lists: "W", "b" or "W0", "b0", "W1", ….'
     )
-    standardization: dict[str, list[float]] | None = Field(
+    standardization: StandardizationRead | None = Field(
         description="`{mean, std}` per feature, or null when trained without `standardize`."
     )
     classes: list[float] | None
@@ -380,14 +416,17 @@ __all__ = [
     "BatchSizeAdviceRead",
     "EvaluationsRead",
     "HistoryRead",
+    "JobCounts",
     "JobErrorRead",
     "JobLinks",
     "JobPage",
     "JobRead",
     "LossesRead",
+    "ModelParams",
     "ModelRead",
     "NoiseScaleRead",
     "PredictResponse",
     "ProgressRead",
+    "StandardizationRead",
     "StepsRead",
 ]

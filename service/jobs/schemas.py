@@ -166,19 +166,10 @@ _EXAMPLE_CREATE: dict[str, Any] = {
 }
 
 
-class JobCreate(_Strict):
-    """A training job: the dataset, the training config (every field optional, core defaults),
-    a time limit, a name and tags."""
+class JobConfig(_Strict):
+    """The training config: the core's names and defaults (:class:`service.core.TrainConfig`),
+    every field optional. A job answers with its own, resolved (``JobRead.config``)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        json_schema_extra={"examples": [_EXAMPLE_CREATE]},
-    )
-
-    dataset_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] = Field(
-        description="The dataset to train on."
-    )
     model: Literal["linear", "logistic", "softmax", "mlp"] = Field(
         default="linear",
         description="linear (regression), logistic (two classes), softmax (any classes), mlp.",
@@ -247,6 +238,21 @@ class JobCreate(_Strict):
         default=None,
         description="Record `evaluations` (step, samples, loss) on a log-spaced step schedule.",
     )
+
+
+class JobCreate(JobConfig):
+    """A training job: the dataset, the training config (every field optional, core defaults),
+    a warm start, checkpoints to keep, a time limit, a name and tags."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [_EXAMPLE_CREATE]},
+    )
+
+    dataset_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] = Field(
+        description="The dataset to train on."
+    )
     init_from: InitFromIn | None = Field(
         default=None,
         description="Warm start from another job's checkpoint; `epochs` then counts on from "
@@ -268,16 +274,7 @@ class JobCreate(_Strict):
 
     def train_config(self) -> dict[str, Any]:
         """The fields that make up the core's ``TrainConfig``, as a dict for ``from_dict``."""
-        config = self.model_dump(
-            exclude={
-                "dataset_id",
-                "max_runtime_s",
-                "name",
-                "tags",
-                "init_from",
-                "keep_checkpoints",
-            }
-        )
+        config = self.model_dump(include=set(JobConfig.model_fields))
         schedule = config["batch_size_schedule"]
         schedule["points"] = [] if schedule["points"] is None else schedule["points"]
         return config
@@ -321,6 +318,7 @@ __all__ = [
     "ErrorCode",
     "EvaluationIn",
     "InitFromIn",
+    "JobConfig",
     "JobCreate",
     "JobStatus",
     "JobSubmit",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.core.finite import finite_or_none
 from service.db.tables import Probe
 from service.jobs import service as jobs_service
+from service.jobs.read_schemas import JobCounts
 from service.links import links as resource_links
 from service.probes import repository
 from service.probes.analysis import (
@@ -34,6 +35,7 @@ from service.probes.schemas import (
     ProbeLinks,
     ProbeLR,
     ProbeRead,
+    ProbeSpecRead,
     ProbeStatus,
     ProbeSummary,
 )
@@ -211,10 +213,10 @@ def to_read(session: Session, probe: Probe) -> ProbeRead:
         tolerance=float(spec["tolerance"]),
         lr=_lr(spec["lr"]),
         seeds=int(spec["seeds"]),
-        jobs=dict(Counter(run.job.status for run in runs)),
+        jobs=JobCounts(**Counter(run.job.status for run in runs)),
         checkpoints=checkpoints,
         error=probe.error_message,
-        spec=spec,
+        spec=ProbeSpecRead.model_validate(spec),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from service.jobs.read_schemas import JobCounts
 from service.jobs.schemas import EXAMPLE_JOB_ID
 
 ProbeStatus = Literal["running", "succeeded", "failed", "cancelled"]
@@ -184,6 +185,42 @@ class ProbeCheckpointRead(BaseModel):
     ratio: float | None = Field(description="critical.batch_size / b_simple.")
 
 
+class ProbeSpecRead(BaseModel):
+    """The request with its defaults resolved, and what the service planned from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at_epochs: list[int] = Field(description="The checkpoints branched, `auto` resolved.")
+    multipliers: list[int] = Field(description="The multipliers run, the default resolved.")
+    asked_multipliers: list[int] | None = Field(
+        default=None, description="The multipliers asked for (null: the default)."
+    )
+    window_samples: int = Field(description="Samples every branch runs (default resolved).")
+    lr: ProbeLR
+    max_rounds: int
+    tolerance: float
+    loss_on: LossOn
+    seeds: int
+    train_rows: int = Field(description="The source's training rows.")
+    batch_sizes: dict[str, int | None] = Field(
+        description="The source's batch size at each checkpoint (×1), keyed by epoch."
+    )
+    pending: list[int] = Field(
+        default_factory=list,
+        description="Checkpoints waiting for the running source to reach and keep them.",
+    )
+    dropped: dict[str, str] = Field(
+        default_factory=dict,
+        description="Checkpoints given up, keyed by epoch, with the reason.",
+    )
+    max_runtime_s: float | None = Field(
+        default=None, description="Each branch's time limit (the tenant's default)."
+    )
+    source_evaluated_on: LossOn | None = Field(
+        default=None, description="The loss the source's evaluations were on, if it had any."
+    )
+
+
 class ProbeLinks(BaseModel):
     """Where to go next."""
 
@@ -211,10 +248,10 @@ class ProbeRead(BaseModel):
     tolerance: float
     lr: ProbeLR
     seeds: int
-    jobs: dict[str, int] = Field(description="How many branch jobs are in each status.")
+    jobs: JobCounts = Field(description="How many branch jobs are in each status.")
     checkpoints: list[ProbeCheckpointRead]
     error: str | None
-    spec: dict[str, Any] = Field(description="The request, defaults filled in.")
+    spec: ProbeSpecRead = Field(description="The request, defaults filled in.")
     created_at: datetime
     finished_at: datetime | None
     links: ProbeLinks
@@ -264,6 +301,7 @@ __all__ = [
     "ProbeLinks",
     "ProbePage",
     "ProbeRead",
+    "ProbeSpecRead",
     "ProbeStatus",
     "ProbeSummary",
 ]

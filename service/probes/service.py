@@ -199,7 +199,7 @@ def warmup_points(probe: ProbeRead) -> list[tuple[int, int]]:
     measured.sort()
     base = measured[0][2]
     start = base * 2 ** math.floor(math.log2(max(measured[0][1] / base, 1.0)) + 1e-9)
-    train_rows = int(probe.spec["train_rows"])
+    train_rows = probe.spec.train_rows
     return warmup_from_measurements(
         [(samples, critical) for samples, critical, _ in measured],
         start_batch=start,

@@ -32,6 +32,7 @@ from service.science.recommendation import (
     Exclusion,
     FastestChoice,
     KneeChoice,
+    KneePosition,
     Recommendation,
     recommend,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "FastestChoice",
     "Interval",
     "KneeChoice",
+    "KneePosition",
     "NoiseScaleSummary",
     "Recommendation",
     "SweepDataError",

@@ -37,11 +37,14 @@ __all__ = [
     "Exclusion",
     "FastestChoice",
     "KneeChoice",
+    "KneePosition",
     "Recommendation",
     "recommend",
 ]
 
 Confidence = Literal["high", "medium", "low"]
+#: Where B_noise lies against the measured batch sizes.
+KneePosition = Literal["within", "below", "above"]
 _ORDER: tuple[Confidence, ...] = ("low", "medium", "high")
 _BEYOND = math.sqrt(2.0)  # B_noise this far outside the fitted batches is beyond the range
 #: The fastest within this factor of the next is a tie.
@@ -93,7 +96,7 @@ class KneeChoice:
     batch_size: int | None
     b_noise: float | None
     b_noise_ci: Interval | None
-    position: Literal["within", "below", "above"] | None
+    position: KneePosition | None
     reason: str
     confidence: Confidence | None = None
     confidence_reasons: tuple[str, ...] = ()

@@ -33,6 +33,14 @@ from service.science import (
     recommend,
 )
 from service.sweeps import repository
+from service.sweeps.read_schemas import (
+    FitRead,
+    LossPairRead,
+    PointRead,
+    RecommendationRead,
+    TargetRead,
+    ToTargetRead,
+)
 from service.sweeps.runs import (
     Grid,
     Run,
@@ -43,7 +51,6 @@ from service.sweeps.runs import (
     sweep_points,
     tuned_points,
 )
-from service.sweeps.schemas import LossPairRead, PointRead, TargetRead, ToTargetRead
 from service.sweeps.target_choice import choose_target, deeper_target
 
 __all__ = [
@@ -245,7 +252,7 @@ def critical_fit(
 
 def fit_and_recommendation(
     analysis: Analysis, *, sweep_failed: bool = False
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+) -> tuple[FitRead | None, RecommendationRead | None]:
     """(fit, recommendation): S(B) fitted to the tuned points' crossings — refused, with the
     reason, while too few reached the target (or there is no target yet), with the batch sizes
     left out in ``excluded`` — and the fastest batch size and the knee built from it, each with
@@ -254,8 +261,9 @@ def fit_and_recommendation(
     if analysed is None:
         return None, None
     _, fitted, excluded = analysed
-    fit: dict[str, Any] = json_safe(asdict(fitted))
-    fit["excluded"] = [asdict(e) for e in excluded]
+    fit = FitRead.model_validate(
+        json_safe(asdict(fitted)) | {"excluded": [asdict(e) for e in excluded]}
+    )
     if sweep_failed:
         return fit, None
     evidence = Evidence(
@@ -268,5 +276,5 @@ def fit_and_recommendation(
         (batch_size, by_rate[best_rate(by_rate)])
         for batch_size, by_rate in sorted(analysis.grid.items())
     )
-    recommendation: dict[str, Any] = json_safe(asdict(recommend(every_point, fitted, evidence)))
-    return fit, recommendation
+    recommendation = json_safe(asdict(recommend(every_point, fitted, evidence)))
+    return fit, RecommendationRead.model_validate(recommendation)

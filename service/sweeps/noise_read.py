@@ -12,7 +12,6 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
@@ -25,8 +24,8 @@ from service.science import (
     summarize_noise_scale,
 )
 from service.sweeps.analysis import Analysis
+from service.sweeps.read_schemas import NoiseAtPointRead, NoiseAtTargetRead, NoiseSummaryRead
 from service.sweeps.runs import Run, best_rate
-from service.sweeps.schemas import NoiseAtPointRead, NoiseAtTargetRead
 
 __all__ = ["noise_scale", "noise_scale_at_target"]
 
@@ -39,11 +38,11 @@ def _chosen_runs(analysis: Analysis) -> Iterable[tuple[int, float, list[Run]]]:
         yield batch_size, chosen, by_rate[chosen]
 
 
-def noise_scale(analysis: Analysis, train_rows: int) -> list[dict[str, Any]]:
+def noise_scale(analysis: Analysis, train_rows: int) -> list[NoiseSummaryRead]:
     """The late-run summary, per run of each batch size's chosen rate that measured it
     (``base.noise_scale``): B_simple over the last quarter of the run with its loss level,
     correction and trend."""
-    out: list[dict[str, Any]] = []
+    out: list[NoiseSummaryRead] = []
     for batch_size, chosen, runs in _chosen_runs(analysis):
         for run in runs:
             epochs = [e for e in map(epoch_noise, run.records) if e is not None]
@@ -55,13 +54,13 @@ def noise_scale(analysis: Analysis, train_rows: int) -> list[dict[str, Any]]:
                 logger.warning("sweep point job %s: noise scale skipped: %s", run.job.id, exc)
                 continue
             out.append(
-                {
-                    "batch_size": batch_size,
-                    "learning_rate": chosen,
-                    "seed": run.seed,
-                    "job_id": run.job.id,
+                NoiseSummaryRead(
+                    batch_size=batch_size,
+                    learning_rate=chosen,
+                    seed=run.seed,
+                    job_id=run.job.id,
                     **json_safe(asdict(summary)),
-                }
+                )
             )
     return out
 

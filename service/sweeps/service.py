@@ -26,6 +26,7 @@ from service.errors import FieldError, InvalidInput
 from service.jobs import groups
 from service.jobs import service as jobs_service
 from service.jobs.limits import JobLimits, queue_room
+from service.jobs.read_schemas import JobCounts
 from service.links import links as resource_links
 from service.pagination import decode_cursor, page_of
 from service.science import first_rates
@@ -34,17 +35,15 @@ from service.sweeps.analysis import analyse, fit_and_recommendation, get_row, po
 from service.sweeps.noise_read import noise_scale, noise_scale_at_target
 from service.sweeps.orchestration import advance
 from service.sweeps.points import PointPlace, dotted, submit_point, tag_of
+from service.sweeps.read_schemas import SweepLinks, SweepPage, SweepRead, SweepSummary
 from service.sweeps.schemas import (
     DEFAULT_TARGET_FRACTION,
     FINISHED_SWEEP_STATUSES,
     MAX_FIRST_ROUND_JOBS,
     LRMethod,
     SweepCreate,
-    SweepLinks,
-    SweepPage,
-    SweepRead,
+    SweepSpec,
     SweepStatus,
-    SweepSummary,
 )
 
 __all__ = ["SWEEPS_PATH", "cancel", "create", "get_sweep", "links", "list_sweeps", "to_read"]
@@ -255,7 +254,7 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
         **_summary_fields(sweep),
         partial=sweep.status == "running",
         seeds=int(sweep.spec["seeds"]),
-        jobs=dict(Counter(job.status for job in jobs)),
+        jobs=JobCounts(**Counter(job.status for job in jobs)),
         target=analysis.target,
         points=points,
         fit=fit,
@@ -263,7 +262,7 @@ def to_read(session: Session, sweep: Sweep) -> SweepRead:
         noise_scale_at_target=noise_scale_at_target(analysis, train_rows),
         recommendation=recommendation,
         error=sweep.error_message,
-        spec=sweep.spec,
+        spec=SweepSpec.model_validate(sweep.spec),
     )
 
 

@@ -20,8 +20,9 @@ from service.science import (
     fit_critical_batch,
 )
 from service.science import sweep_target as fraction_target
+from service.sweeps.read_schemas import TargetCandidateRead, TargetRead
 from service.sweeps.runs import Run, grid_of, mean_finite, sweep_points, tuned_points
-from service.sweeps.schemas import TARGET_LADDER, TargetCandidateRead, TargetRead
+from service.sweeps.schemas import TARGET_LADDER
 
 __all__ = ["QUICK_FIT_SEED", "choose_target", "deeper_target"]
 

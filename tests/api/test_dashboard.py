@@ -23,6 +23,7 @@ from service.api.dashboard.render import duration, interval, number, percent
 from service.config import Settings
 from service.datasets.schemas import DatasetRead
 from service.sweeps import orchestration
+from service.sweeps.read_schemas import IntervalRead
 from service.sweeps.repository import jobs_of
 from tests.support.factories import run_like_a_worker, set_job
 from tests.support.sweeps import finish_with_crossing
@@ -120,7 +121,7 @@ def test_duration_percent_and_interval() -> None:
         "2 h 07 min",
     ]
     assert [percent(f) for f in (None, 0.452, 1.0)] == ["—", "45%", "100%"]
-    assert interval({"low": 21.456, "high": None}) == "21.5 – ?"
+    assert interval(IntervalRead(low=21.456, high=None)) == "21.5 – ?"
     assert interval(None) == "—"
 
 
@@ -405,7 +406,7 @@ def test_a_sweep_page_compares_its_points_with_the_fit_and_recommendation(
     assert (
         "<tr><th>B_noise (critical batch)</th>"
         f'<td class="num">{number(fit["b_noise"], 3)}</td>'
-        f'<td class="num">{interval(fit["b_noise_ci"])}</td></tr>'
+        f'<td class="num">{interval(IntervalRead(**fit["b_noise_ci"]))}</td></tr>'
     ) in html
     recommendation = read["recommendation"]
     for choice in ("fastest", "knee"):

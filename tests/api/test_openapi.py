@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -151,6 +152,35 @@ def test_every_operation_has_an_explicit_stable_id_and_a_tag(openapi: dict[str, 
     assert all(operation.get("tags") for _, _, operation in operations(openapi))
     # A change of an id without its line in the changelog fails here.
     assert set(ids) == changelog_ids(CHANGELOG.read_text(encoding="utf-8"))
+
+
+#: The released sections of the changelog, by version, as SHA-256 of their text: a release is
+#: history, so a rename must be a new line, not an edit of the line that added the old id.
+#: Releasing a section records its fingerprint here.
+RELEASED = {"0.1.0": "8f689fe4e11d1b3c61cfdf6af5dcdecd78310b3209d1b901aa34b9c0b8585f71"}
+SECTION = re.compile(r"^## ([^\s:]+)", re.MULTILINE)
+
+
+def released_sections(text: str) -> dict[str, str]:
+    """Each versioned section's fingerprint (the "Unreleased" one is still open)."""
+    starts = list(SECTION.finditer(text))
+    sections = {}
+    for match, following in zip(starts, [*starts[1:], None], strict=True):
+        body = text[match.start() : None if following is None else following.start()]
+        if match.group(1) != "Unreleased":
+            sections[match.group(1)] = hashlib.sha256(body.encode()).hexdigest()
+    return sections
+
+
+def test_released_changelog_sections_are_history() -> None:
+    assert released_sections(CHANGELOG.read_text(encoding="utf-8")) == RELEASED
+
+
+def test_an_edited_release_changes_its_fingerprint() -> None:
+    text = CHANGELOG.read_text(encoding="utf-8")
+    edited = text.replace("- added `getJob`:", "- added `readJob`:")
+    assert edited != text
+    assert released_sections(edited)["0.1.0"] != RELEASED["0.1.0"]
 
 
 def test_the_changelog_replay_catches_a_rename_without_a_note() -> None:

@@ -4,7 +4,10 @@ page, and meet each kind of error as a typed ``Problem``.
 
 One real ``batchwise serve`` (auth on, two embedded workers, SQLite) for the file; the client is
 generated once, with the config users are told to use (``examples/openapi-python-client.yml``),
-and must come out with no warning: a warning means part of the API is missing from it.
+and must come out with no warning: a warning means part of the API is missing from it. It is then
+installed as a user would, with pip into a fresh virtual environment (its own dependencies
+resolved there), must import in that environment's interpreter, and the tests drive the
+installed copy.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ WAIT_S = 120.0
 
 
 def generate(spec: Path, out: Path) -> str:
-    """Generate the client package into ``out``; what the generator printed."""
+    """Generate the client project (a ``setup.py`` and the package) into ``out``; what the
+    generator printed."""
     generator = Path(sys.executable).with_name("openapi-python-client")
     done = subprocess.run(
         [
@@ -44,9 +48,9 @@ def generate(spec: Path, out: Path) -> str:
             "--config",
             str(CONFIG),
             "--meta",
-            "none",
+            "setup",
             "--output-path",
-            str(out / PACKAGE),
+            str(out),
         ],
         capture_output=True,
         text=True,
@@ -56,6 +60,27 @@ def generate(spec: Path, out: Path) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
+
+
+def install(project: Path, venv: Path) -> Path:
+    """pip-install ``project`` into a new virtual environment at ``venv``, check that its own
+    interpreter imports the package, and return its site-packages."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    where = subprocess.run(
+        [str(python), "-c", f"import {PACKAGE}, sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(where.stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +97,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
         assert made.returncode == 0, made.stderr
         spec = root / "openapi.json"
         spec.write_bytes(httpx.get(f"{base_url}/openapi.json").content)
-        printed = generate(spec, root)
+        printed = generate(spec, root / "project")
         assert "warning" not in printed.lower(), printed
         assert "unable" not in printed.lower(), printed
-        sys.path.insert(0, str(root))
+        site_packages = install(root / "project", root / "venv")
+        sys.path.insert(0, str(site_packages))
         try:
             package = importlib.import_module(PACKAGE)
+            assert Path(package.__file__).is_relative_to(site_packages)
             modules = {
                 name: importlib.import_module(f"{PACKAGE}.{name}")
                 for name in ("models", "types", "api.datasets", "api.jobs", "api.sweeps")
@@ -123,7 +150,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
                     stranger=stranger,
                 )
         finally:
-            sys.path.remove(str(root))
+            sys.path.remove(str(site_packages))
             for name in [m for m in sys.modules if m.split(".")[0] == PACKAGE]:
                 del sys.modules[name]
 
@@ -171,6 +198,8 @@ def test_upload_train_and_read_everything_back(api: SimpleNamespace) -> None:
     assert headers["location"] == f"/v1/jobs/{job.id}"
     job = wait_for(api, job.id)
     assert job.status == models.JobStatus.SUCCEEDED
+    assert isinstance(job.config, models.JobConfig)  # the resolved config, typed
+    assert (job.config.batch_size, job.config.optimizer) == (16, models.Optimizer.SGD)
 
     _, history, _ = call(api, api.op.get_job_history, job.id)
     assert isinstance(history, models.HistoryRead)
@@ -186,6 +215,10 @@ def test_upload_train_and_read_everything_back(api: SimpleNamespace) -> None:
     _, model, _ = call(api, api.op.get_job_model, job.id)
     assert isinstance(model, models.ModelRead)
     assert model.feature_names == ["x0", "x1"]
+    assert isinstance(model.config, models.JobConfig)
+    weights = model.params.additional_properties
+    assert (len(weights["W"]), len(weights["b"])) == (2, 1)
+    assert model.standardization is None
     _, npz, _ = call(api, api.op.get_job_model_npz, job.id)
     assert isinstance(npz, api.types.File)
     with np.load(io.BytesIO(npz.payload.read()), allow_pickle=False) as archive:
@@ -225,6 +258,23 @@ def test_a_sweep_to_completion_with_its_plots(api: SimpleNamespace) -> None:
     assert isinstance(sweep, models.SweepRead)
     assert sweep.status == models.SweepProbeStatus.SUCCEEDED
     assert [point.batch_size for point in sweep.points] == [8, 32]
+    assert isinstance(sweep.jobs, models.JobCounts)
+    assert (sweep.jobs.succeeded, sweep.jobs.queued) == (2, 0)
+    assert isinstance(sweep.spec, models.SweepSpec)
+    assert sweep.spec.batch_sizes == [8, 32]
+    # Two batch sizes are too few to fit S(B): the fit says so, typed, and the answers still come.
+    assert isinstance(sweep.fit, models.FitRead)
+    assert sweep.fit.b_noise is None
+    assert "needs at least 3" in sweep.fit.reason
+    recommendation = sweep.recommendation
+    assert isinstance(recommendation, models.RecommendationRead)
+    assert isinstance(recommendation.fastest, models.FastestRead)
+    assert recommendation.fastest.batch_size in (8, 32)
+    assert recommendation.fastest.confidence == models.Confidence.LOW  # one rate: not tuned
+    assert isinstance(recommendation.knee, models.KneeRead)
+    assert recommendation.knee.batch_size is None
+    assert {row.batch_size for row in sweep.noise_scale} == {8, 32}  # measured by default
+    assert all(isinstance(row, models.NoiseSummaryRead) for row in sweep.noise_scale)
     for operation in (
         api.op.get_sweep_curves_plot_svg,
         api.op.get_sweep_curves_plot_png,

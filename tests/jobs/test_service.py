@@ -19,7 +19,7 @@ from service.db import Job, JobCheckpoint, JobEpoch, JobModel
 from service.errors import BadRequest, Conflict, InvalidInput, NotFound
 from service.jobs import predictions
 from service.jobs import service as jobs_service
-from service.jobs.schemas import JobCreate, PredictRequest
+from service.jobs.schemas import EvaluationIn, JobConfig, JobCreate, PredictRequest
 from service.keys import DEFAULT_TENANT
 from tests.support.factories import (
     T0,
@@ -47,7 +47,8 @@ def test_submit_queues_a_job_with_every_default_resolved(session: Session, work_
     assert job.status == "queued"
     defaults = TrainConfig().to_dict()
     del defaults["max_in_memory_bytes"]
-    assert job.config == defaults
+    assert job.config == JobConfig.model_validate(defaults)
+    assert job.config == JobConfig()  # the core's defaults are the API's
     assert job.tags == ["a"]
     assert job.progress.fraction == 0.0
     assert job.progress.eta_s is None
@@ -91,7 +92,7 @@ def test_submit_accepts_the_seed_examples(session: Session, work_dir: Path) -> N
     dataset = make_dataset(session, work_dir, *line_data(200))
     first = submit(session, dataset.id, batch_size=32, epochs=10)
     second = submit(session, dataset.id, batch_size=128, epochs=5)
-    assert jobs_service.get_job(session, first, tenant=DEFAULT_TENANT).config["batch_size"] == 32
+    assert jobs_service.get_job(session, first, tenant=DEFAULT_TENANT).config.batch_size == 32
     assert jobs_service.get_job(session, second, tenant=DEFAULT_TENANT).progress.epochs == 5
 
 
@@ -316,7 +317,7 @@ def test_model_and_predictions_of_a_regression(session: Session, work_dir: Path)
 
     model = predictions.get_model(session, job_id, tenant=DEFAULT_TENANT)
     assert model.feature_names == ["x0", "x1"]
-    assert set(model.params) == {"W", "b"}
+    assert set(model.params.root) == {"W", "b"}
     assert model.standardization is not None
     fitted = FittedModel.from_npz_bytes(
         predictions.get_model_npz(session, job_id, tenant=DEFAULT_TENANT)
@@ -407,11 +408,8 @@ def test_history_serves_the_recorded_evaluations_in_step_order(
         validation_split=0.2,
         evaluation={"on": "validation", "per_decade": 4},
     )
-    assert jobs_service.get_job(session, job_id, tenant=DEFAULT_TENANT).config["evaluation"] == {
-        "on": "validation",
-        "per_decade": 4,
-        "max_rows": 8192,
-    }
+    job = jobs_service.get_job(session, job_id, tenant=DEFAULT_TENANT)
+    assert job.config.evaluation == EvaluationIn(on="validation", per_decade=4, max_rows=8192)
     records = run_like_a_worker(session, job_id, X, y)
     history = jobs_service.history(session, job_id, tenant=DEFAULT_TENANT)
     points = [point for r in records for point in r.evaluations]

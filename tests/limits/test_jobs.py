@@ -357,4 +357,4 @@ def test_limits_off_the_request_path_leave_direct_callers_unlimited(
     job = jobs_service.submit(
         session, JobCreate(dataset_id=dataset_id, epochs=100_000, batch_size=1), tenant=ALPHA
     )
-    assert (job.max_runtime_s, job.config["epochs"], job.status) == (None, 100_000, "queued")
+    assert (job.max_runtime_s, job.config.epochs, job.status) == (None, 100_000, "queued")

@@ -20,6 +20,7 @@ from service.datasets.ingest import IngestLimits
 from service.datasets.schemas import DatasetCreateJSON, DatasetRead
 from service.db import Dataset, Job, JobEpoch, JobModel
 from service.jobs import service as jobs_service
+from service.jobs.read_schemas import JobCounts
 from service.jobs.schemas import JobCreate
 from service.keys import DEFAULT_TENANT
 from service.keys import service as keys_service
@@ -293,3 +294,8 @@ def add_queued_jobs(session: Session, tenant: str, count: int, *, first_at: date
         ids.append(job.id)
     session.commit()
     return ids
+
+
+def job_counts(**counts: int) -> dict[str, int]:
+    """A sweep's or a probe's ``jobs`` as the API answers it: every status, zeros included."""
+    return JobCounts(**counts).model_dump()

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from service.db import Job
 from service.keys import DEFAULT_TENANT
 from service.sweeps import service as sweeps_service
-from service.sweeps.schemas import SweepCreate, SweepRead
+from service.sweeps.read_schemas import SweepRead
+from service.sweeps.schemas import SweepCreate
 from tests.support.factories import T0, epoch_row, line_data, make_dataset, set_job
 
 STEPS_PER_EPOCH = 10

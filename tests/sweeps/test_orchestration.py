@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.db.tables import Sweep
 from service.jobs import service as jobs_service
+from service.jobs.read_schemas import JobCounts
 from service.jobs.schemas import JobCreate
 from service.keys import DEFAULT_TENANT
 from service.science import evaluations_of
@@ -153,11 +154,11 @@ def test_search_stops_at_max_rounds_and_leaves_the_edge_point_out_of_the_fit(
     assert by_batch[64].lr_edge == "high"
     assert by_batch[64].rounds == 2
     assert read.fit is not None
-    assert 64 not in read.fit["batch_sizes"]
-    [excluded] = read.fit["excluded"]
-    assert excluded["batch_size"] == 64
-    assert "is the highest of the 4 tried (in 2 rounds)" in excluded["reason"]
-    assert excluded["action"].startswith("raise lr_search.max_rounds (this sweep allowed 2)")
+    assert 64 not in read.fit.batch_sizes
+    [excluded] = read.fit.excluded
+    assert excluded.batch_size == 64
+    assert "is the highest of the 4 tried (in 2 rounds)" in excluded.reason
+    assert excluded.action.startswith("raise lr_search.max_rounds (this sweep allowed 2)")
 
 
 def test_a_batch_size_whose_every_rate_diverged_searches_downward_by_four(
@@ -206,10 +207,10 @@ def test_a_rate_that_reached_the_target_then_diverged_is_never_chosen_nor_recomm
     assert [p.learning_rate for p in read.points] == [0.02, 0.02, 0.02]
     assert [p.lr_interior for p in read.points] == [True, True, True]
     assert read.recommendation is not None
-    fastest = read.recommendation["fastest"]
-    point = next(p for p in read.points if p.batch_size == fastest["batch_size"])
+    fastest = read.recommendation.fastest
+    point = next(p for p in read.points if p.batch_size == fastest.batch_size)
     # the 0.02 runs' crossing (12 steps), not the diverged runs' 2-step one
-    assert fastest["wall_time_s"] == pytest.approx(point.to_target.wall_time_s)
+    assert fastest.wall_time_s == pytest.approx(point.to_target.wall_time_s)
     assert point.to_target.steps == pytest.approx(12.0)
 
 
@@ -285,7 +286,7 @@ def test_reading_settles_a_sweep_whose_last_job_was_cancelled_while_queued(
 
     read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
     assert read.status == "succeeded"
-    assert read.jobs == {"succeeded": 1, "cancelled": 1}
+    assert read.jobs == JobCounts(succeeded=1, cancelled=1)
 
 
 def test_fraction_target_from_the_initial_and_best_losses(
@@ -384,17 +385,17 @@ def test_recommendation_and_noise_scale_come_from_the_chosen_runs(
     read = sweeps_service.get_sweep(session, sweep.id, tenant=DEFAULT_TENANT)
 
     assert read.recommendation is not None
-    fastest = read.recommendation["fastest"]
-    assert fastest["batch_size"] == 16
-    assert fastest["wall_time_s"] == pytest.approx(1.0)  # step 20 at 0.5 s per 10 steps
+    fastest = read.recommendation.fastest
+    assert fastest.batch_size == 16
+    assert fastest.wall_time_s == pytest.approx(1.0)  # step 20 at 0.5 s per 10 steps
     assert [p.to_target.wall_time_s for p in read.points] == pytest.approx([2.0, 1.0, 1.5])
-    assert [entry["batch_size"] for entry in read.noise_scale] == [8, 16, 32]
+    assert [entry.batch_size for entry in read.noise_scale] == [8, 16, 32]
     # 200 rows, no validation split: N = 200; B = 5 / 0.1 = 50; 1/(1/50 + 1/200) = 40.
     for entry in read.noise_scale:
-        assert entry["b_simple"] == pytest.approx(50.0)
-        assert entry["b_simple_corrected"] == pytest.approx(40.0)
-        assert entry["loss_level"] == pytest.approx(0.3)
-        assert entry["train_rows"] == 200
+        assert entry.b_simple == pytest.approx(50.0)
+        assert entry.b_simple_corrected == pytest.approx(40.0)
+        assert entry.loss_level == pytest.approx(0.3)
+        assert entry.train_rows == 200
 
 
 def test_recorded_evaluations_give_fractional_epochs_and_cumulative_wall_time(

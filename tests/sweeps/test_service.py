@@ -72,11 +72,11 @@ def test_create_queues_batch_sizes_times_rates_times_seeds_jobs(
     assert sweep.status == "running"
     assert sweep.partial is True
     assert sweep.lr_method == "given"
-    assert sweep.spec["target_fraction"] == "auto"
+    assert sweep.spec.target_fraction == "auto"
     assert sweep.target.loss is None  # no history yet
     assert [p.batch_size for p in sweep.points] == [8, 32, 64]
     assert sweep.fit is not None
-    assert sweep.fit["reason"].startswith("only 0 of 3 batch sizes reached the target")
+    assert sweep.fit.reason.startswith("only 0 of 3 batch sizes reached the target")
 
 
 def test_scaled_rates_follow_the_rule_and_are_reported_as_scaled(

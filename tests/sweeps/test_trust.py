@@ -25,8 +25,8 @@ from service.science import (
 )
 from service.sweeps import orchestration
 from service.sweeps import service as sweeps_service
+from service.sweeps.read_schemas import SweepRead
 from service.sweeps.repository import jobs_of
-from service.sweeps.schemas import SweepRead
 from tests.support.factories import T0, epoch_row, set_job
 from tests.support.sweeps import create, dataset
 
@@ -106,9 +106,9 @@ def test_auto_chooses_the_deepest_target_every_point_reaches_with_enough_steps(
     assert "0.999 was not reached by every tuned batch size" in target.description
     fit = read.fit
     assert fit is not None
-    assert fit["b_noise"] == pytest.approx(B_NOISE, rel=0.02)
-    assert fit["s_min"] == pytest.approx(4.0 * math.log(L0 / target.loss), rel=0.02)
-    assert fit["excluded"] == []
+    assert fit.b_noise == pytest.approx(B_NOISE, rel=0.02)
+    assert fit.s_min == pytest.approx(4.0 * math.log(L0 / target.loss), rel=0.02)
+    assert fit.excluded == []
 
 
 def test_auto_never_drops_a_batch_size_that_misses_a_deeper_target(
@@ -131,8 +131,8 @@ def test_auto_never_drops_a_batch_size_that_misses_a_deeper_target(
     assert read.target.fraction == 0.9
     assert [c.reached_by_all for c in read.target.candidates] == [False] * 6 + [True]
     assert read.fit is not None
-    assert read.fit["excluded"] == []
-    assert 512 in read.fit["batch_sizes"]
+    assert read.fit.excluded == []
+    assert 512 in read.fit.batch_sizes
     assert all(point.lr_interior for point in read.points)
 
 
@@ -143,9 +143,9 @@ def test_auto_says_so_when_no_target_gives_enough_steps(session: Session, tmp_pa
     assert target.fraction == 0.999
     assert "no target of the ladder gave S_min ≥ 10 steps" in target.description
     assert read.fit is not None
-    assert read.fit["b_noise"] is None
-    assert "under the 10 a fit needs" in read.fit["reason"]
-    assert "an absolute target_loss nearer the best loss reached" in read.fit["reason"]
+    assert read.fit.b_noise is None
+    assert "under the 10 a fit needs" in read.fit.reason
+    assert "an absolute target_loss nearer the best loss reached" in read.fit.reason
 
 
 def test_an_explicit_fraction_is_kept(session: Session, tmp_path: Path) -> None:

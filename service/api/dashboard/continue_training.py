@@ -25,7 +25,7 @@ def continue_form(session: Session, job: JobRead, *, tenant: str) -> dict[str, A
         return None
     started = job.init_from.epoch if job.init_from is not None else 0
     newest = usable[-1].epoch
-    base = {"dataset_id": job.dataset_id, **job.config}
+    base = {"dataset_id": job.dataset_id, **job.config.model_dump(mode="json")}
     return {
         "base": json.dumps(base),
         "epochs": list(reversed(usable)),

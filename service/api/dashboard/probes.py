@@ -22,9 +22,9 @@ from service.datasets import service as datasets_service
 from service.errors import NotFound
 from service.jobs import service as jobs_service
 from service.jobs.read_schemas import JobRead
-from service.jobs.schemas import FINISHED_STATUSES, JobCreate
+from service.jobs.schemas import JobCreate
 from service.probes import service as probes_service
-from service.probes.schemas import FINISHED_PROBE_STATUSES, ProbeRead, ProbeSummary
+from service.probes.schemas import FINISHED_PROBE_STATUSES, ProbeSummary
 
 router = APIRouter(include_in_schema=False)
 
@@ -40,7 +40,7 @@ def warmup_base(source: JobRead) -> dict[str, Any]:
     """The body of a job like ``source`` (its dataset and every setting a client may send),
     without what the warmup form sets: the schedule, the rate's rule, epochs, name, tags."""
     fields = set(JobCreate.model_fields) - _WARMUP_OWN
-    body = {key: value for key, value in source.config.items() if key in fields}
+    body = source.config.model_dump(mode="json", include=fields)
     body["dataset_id"] = source.dataset_id
     return body
 
@@ -56,12 +56,6 @@ def recent_probes(session: SessionDep, *, tenant: str, limit: int) -> list[Probe
     return probes_service.list_probes(session, tenant=tenant, limit=limit).items
 
 
-def _jobs_done(probe: ProbeRead) -> tuple[int, int]:
-    total = sum(probe.jobs.values())
-    done = sum(n for status, n in probe.jobs.items() if status in FINISHED_STATUSES)
-    return done, total
-
-
 @router.get("/ui/probes/{probe_id}", response_class=HTMLResponse)
 def probe_page(
     probe_id: str, request: Request, session: SessionDep, tenant: PageTenant
@@ -75,10 +69,9 @@ def probe_page(
         return render_page(
             "not_found.html", status_code=404, title="Not found", detail=exc.detail, signed_in=who
         )
-    done, total = _jobs_done(probe)
     finished = probe.status in FINISHED_PROBE_STATUSES
     points = probes_service.warmup_points(probe) if probe.status == "succeeded" else []
-    source_batch = source.config.get("batch_size")
+    source_batch = source.config.batch_size
     return render_page(
         "probe.html",
         title=f"Probe {probe.name or probe.id[:8]}",
@@ -86,14 +79,14 @@ def probe_page(
         probe=probe,
         source=source,
         dataset=dataset,
-        jobs_done=done,
-        jobs_total=total,
+        jobs_done=probe.jobs.finished,
+        jobs_total=probe.jobs.total,
         finished=finished,
         has_plot=any(c.samples_seen is not None for c in probe.checkpoints),
         warmup_points=points,
         warmup_base=json.dumps(warmup_base(source), separators=(",", ":")),
         source_batch=source_batch,
-        source_epochs=source.config.get("epochs"),
+        source_epochs=source.config.epochs,
         # The rule the branches' rates followed; a searched rate moves with k like the linear
         # rule below the critical batch (benchmarks/critical_batch.py).
         lr_rule="linear" if probe.lr == "search" else probe.lr,

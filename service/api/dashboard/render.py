@@ -17,6 +17,8 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from service.sweeps.read_schemas import IntervalRead
+
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
@@ -79,12 +81,11 @@ def percent(fraction: float | None) -> str:
     return f"{100.0 * fraction:.0f}%"
 
 
-def interval(bounds: Any) -> str:
-    """A confidence interval ``{low, high}`` (or a pair) as "low – high"; an open end as "?"."""
-    if not bounds:
+def interval(bounds: IntervalRead | None) -> str:
+    """A confidence interval as "low – high"; an open end as "?"."""
+    if bounds is None:
         return MISSING
-    low, high = (bounds.get("low"), bounds.get("high")) if isinstance(bounds, dict) else bounds
-    shown = [number(end, 3) if end is not None else "?" for end in (low, high)]
+    shown = [number(end, 3) if end is not None else "?" for end in (bounds.low, bounds.high)]
     return f"{shown[0]} – {shown[1]}"
 
 

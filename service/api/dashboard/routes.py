@@ -199,7 +199,7 @@ def job_page(
         advice=job.batch_size_advice,
         sweep_id=_sweep_of(job),
         probes=probes_of(session, job.id, tenant=tenant),
-        config_rows=_config_rows(job.config),
+        config_rows=_config_rows(job.config.model_dump(mode="json")),
         finished=job.status in FINISHED_STATUSES,
         continue_form=continue_form(session, job, tenant=tenant),
     )
@@ -222,8 +222,8 @@ def sweep_page(
         dataset=dataset,
         plots=_sweep_plots(request),
         curve_axes=CURVE_AXES,
-        jobs_total=sum(sweep.jobs.values()),
-        jobs_done=sum(n for status, n in sweep.jobs.items() if status in FINISHED_STATUSES),
+        jobs_total=sweep.jobs.total,
+        jobs_done=sweep.jobs.finished,
         finished=sweep.status in FINISHED_SWEEP_STATUSES,
     )
 

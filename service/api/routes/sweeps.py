@@ -16,7 +16,8 @@ from service.api.problems import created_responses, problem_responses
 from service.jobs.limits import JobLimits
 from service.jobs.schemas import EXAMPLE_DATASET_ID
 from service.sweeps import service as sweeps_service
-from service.sweeps.schemas import EXAMPLE_SWEEP_ID, SweepCreate, SweepPage, SweepRead
+from service.sweeps.read_schemas import SweepPage, SweepRead
+from service.sweeps.schemas import EXAMPLE_SWEEP_ID, SweepCreate
 
 router = APIRouter(
     prefix=sweeps_service.SWEEPS_PATH,

@@ -58,7 +58,8 @@ def _changes() -> Callable[[Probe], None]:
     seen: list[str] = []
 
     def show(probe: Probe) -> None:
-        jobs = ", ".join(f"{count} {status}" for status, count in sorted(probe["jobs"].items()))
+        counts = sorted(probe["jobs"].items())
+        jobs = ", ".join(f"{count} {status}" for status, count in counts if count)
         line = f"probe {probe['id']} {probe['status']}: round {probe['round']}, jobs {jobs}"
         if not seen or seen[-1] != line:
             print(line, file=sys.stderr)
