@@ -96,16 +96,17 @@ def create_app(settings: Settings) -> FastAPI:
     # The uploads read under their own limits (max_upload_bytes); every other body is capped.
     uploads = {("POST", datasets.router.prefix), ("POST", datasets.router.prefix + "/inline")}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=uploads)
+    # Routes are matched in order, each tried in turn: the probes and the hot reads first.
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(datasets.router)
+    app.include_router(sweeps.router)
+    app.include_router(probes.router)
+    app.include_router(plots.router)
     install_observability(app)
     install_security_headers(app)
     install_docs(app)
     install_dashboard(app)
-    app.include_router(health.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(sweeps.router)
-    app.include_router(probes.router)
-    app.include_router(plots.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -295,8 +295,9 @@ def test_cancel_page_and_inline(api: SimpleNamespace) -> None:
     assert status == 201, dataset
     assert isinstance(dataset, models.DatasetRead)
 
-    # Many epochs at batch 1: still running (or queued) when the cancel arrives.
-    long_job = models.JobSubmit(dataset_id=dataset.id, batch_size=1, epochs=1000)
+    # Many epochs at batch 1: still running (or queued) when the cancel arrives. Standardized,
+    # or the ramp's large inputs make it diverge (fail) within a second, before the cancel.
+    long_job = models.JobSubmit(dataset_id=dataset.id, batch_size=1, epochs=1000, standardize=True)
     _, job, _ = call(api, api.op.submit_job, body=long_job)
     status, cancelled, _ = call(api, api.op.cancel_job, job.id)
     assert status in (200, 202)
@@ -327,7 +328,7 @@ def test_errors_are_typed_problems(api: SimpleNamespace) -> None:
     assert (status, type(problem)) == (404, models.Problem)
     assert "no-such-job" in problem.detail
 
-    queued = models.JobSubmit(dataset_id=dataset.id, batch_size=1, epochs=1000)
+    queued = models.JobSubmit(dataset_id=dataset.id, batch_size=1, epochs=1000, standardize=True)
     _, job, _ = call(api, api.op.submit_job, body=queued)
     status, problem, _ = call(api, api.op.get_job_model, job.id)
     assert (status, type(problem)) == (409, models.Problem)
