@@ -11,7 +11,6 @@ the tenant's queued jobs).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from dataclasses import asdict
 from datetime import datetime
@@ -361,14 +360,8 @@ def _dataset_task(value: str) -> Task:
 
 
 def _job_task(config: dict[str, Any], dataset_task: Task) -> Task:
-    return _task_of(config.get("model", "linear"), config.get("loss"), dataset_task)
-
-
-@functools.lru_cache(maxsize=64)
-def _task_of(model: str, loss: str | None, dataset_task: Task) -> Task:
-    # Only the model and the loss decide the task: a hot read builds no whole TrainConfig.
     try:
-        return effective_task(TrainConfig(model=model, loss=loss), dataset_task)  # type: ignore[arg-type]
+        return effective_task(TrainConfig.from_dict(config), dataset_task)
     except CoreConfigError:  # validated at submit; kept safe for rows written by hand
         return dataset_task
 
@@ -399,7 +392,7 @@ def history(
         raise NotFound(f"No dataset with id {job.dataset_id!r}.")
     task = _job_task(job.config, _dataset_task(job.task))
     rows = repository.epoch_rows(session, job_id)
-    records = [record for _, record, _ in rows]  # stored finite (queue.record_epoch)
+    records = [json_safe(record) for _, record, _ in rows]
     steps = _steps_for([blob for _, _, blob in rows], max_points, _first_step(records))
 
     def column(name: str) -> list[Any]:
