@@ -96,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     # The uploads read under their own limits (max_upload_bytes); every other body is capped.
     uploads = {("POST", datasets.router.prefix), ("POST", datasets.router.prefix + "/inline")}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=uploads)
-    # Routes are matched in order, each tried in turn: the probes and the hot reads first.
+    # Routes are matched in order, each tried in turn: the health probes and the API first,
+    # the docs and the dashboard's pages after.
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)

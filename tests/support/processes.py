@@ -223,10 +223,8 @@ class WorkerProcess:
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
 
-    def wait(self, timeout: float = 120.0) -> int:
-        """The exit status; AssertionError with the output if it does not exit in time. The
-        timeout catches a hang, not a slow run: a burst worker may run two of the tests' long
-        jobs first (13 s each, seen, on a loaded 2-core machine)."""
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit status; AssertionError with the output if it does not exit in time."""
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
